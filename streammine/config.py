@@ -1,0 +1,284 @@
+"""The run configuration: small dataclasses, loadable from YAML and overridable by dotted flags.
+
+``MineConfig.from_sources(yaml_path, overrides)`` is what the CLI and the Python API both use, so a YAML file and
+its command-line equivalent resolve to the same config (and the same ``config_hash``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
+SAMPLERS = ("top", "random", "simans")
+INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq")
+INPUT_FORMATS = ("beir", "pairs")
+ENCODER_KINDS = ("sentence-transformers", "precomputed")
+EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
+
+
+@dataclass
+class ColumnsConfig:
+    """Column names of user tables (pairs input and corpus tables)."""
+    query_id: Optional[str] = None      # pairs: absent -> content hash of the query text
+    query: str = "anchor"
+    positive_id: Optional[str] = None   # pairs: a corpus id, or ...
+    positive: Optional[str] = "positive"  # ... the positive's text (added to the corpus under a content-hash id)
+    doc_id: Optional[str] = "_id"       # corpus table: absent -> content hash of the text
+    text: str = "text"
+    title: Optional[str] = "title"
+
+
+@dataclass
+class InputConfig:
+    format: str = "beir"
+    path: Optional[str] = None          # beir: dataset directory URL; pairs: the pairs table URL
+    split: str = "train"                # beir: qrels/<split>.tsv
+    corpus: Optional[str] = None        # pairs: optional separate corpus table URL
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    lenient: bool = False               # bad rows go to the quarantine instead of failing the run
+    max_queries: Optional[int] = None   # mine only the first N queries (smoke runs)
+
+
+@dataclass
+class EncoderConfig:
+    kind: str = "sentence-transformers"
+    model: Optional[str] = None         # path or name; None -> the packaged all-MiniLM-L6-v2
+    query_prompt: str = ""
+    document_prompt: str = ""
+    max_length: Optional[int] = None
+    batch_size: int = 32                # sentences per forward pass
+    normalize: bool = True
+    fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: Optional[float] = None  # None -> 1 if the cluster has GPUs else 0
+    corpus_vectors: Optional[str] = None    # precomputed: parquet (id, vector) or .npy (+ .ids.txt)
+    query_vectors: Optional[str] = None
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "flat"
+    shards: int = 2
+    nlist: Optional[int] = None         # IVF lists; None -> about 4*sqrt(n) per shard
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_search: int = 128
+    pq_m: int = 16
+    pq_nbits: int = 8
+    use_gpu: str = "auto"               # auto | true | false
+    oversample: int = 16                # extra candidates per shard, so exact rescoring can reorder the boundary
+    cpus_per_shard: float = 0.5
+
+
+@dataclass
+class FilterConfig:
+    method: str = "topk-percpos"
+    max_score: float = 1.0              # topk-abs: keep s < max_score
+    margin: float = 0.05                # topk-marginpos: keep s < s+ - margin
+    perc: float = 0.95                  # topk-percpos: keep s < perc * s+ (s+ < 0: s+ - |s+|(1-perc))
+    min_score: Optional[float] = None   # also drop s < min_score
+
+
+@dataclass
+class SamplerConfig:
+    method: str = "top"
+    num_negatives: int = 5
+    range_min: int = 0                  # rank window [range_min, range_max) over the ranked non-positive candidates
+    range_max: Optional[int] = None     # None -> 200 for simans (the SimANS pool), else 50
+    simans_a: float = 0.5
+    simans_b: float = 0.0
+    random_share: float = 0.0           # STAR: this share of the negatives is uniform random corpus documents
+
+    def resolved_range_max(self) -> int:
+        if self.range_max is not None:
+            return self.range_max
+        return 200 if self.method == "simans" else 50
+
+
+@dataclass
+class MiningConfig:
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    exclude_same_text: bool = True      # a document whose normalized text equals a positive's is a positive
+    seed: int = 0
+
+
+@dataclass
+class OutputConfig:
+    path: str = "streammine-out"
+    export: list = field(default_factory=list)   # any of EXPORT_FORMATS, written beside the parquet parts
+    overwrite: bool = False
+
+
+@dataclass
+class RunConfig:
+    address: Optional[str] = None       # None -> RAY_ADDRESS, else a local Ray
+    query_batch_size: int = 256         # queries per block through encode -> search -> mine
+    corpus_batch_size: int = 1024       # documents per encoder call (sorted by length inside)
+    miner_actors: int = 1
+    work_dir: Optional[str] = None      # embedding store; None -> <output>/_work
+    progress: bool = True
+
+
+@dataclass
+class MineConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict) -> "MineConfig":
+        return _build(cls, data or {}, "")
+
+    @classmethod
+    def from_yaml(cls, url: str) -> "MineConfig":
+        from .io.fs import open_url
+        with open_url(url, "rt") as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{url}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{url}: the top level must be a mapping")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_sources(cls, yaml_url: Optional[str] = None, overrides: Optional[dict] = None) -> "MineConfig":
+        """A YAML file (optional) with dotted overrides on top, e.g. ``{"index.shards": 4}``."""
+        data = {}
+        if yaml_url:
+            data = cls.from_yaml(yaml_url).to_dict()
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(data, dotted, value)
+        cfg = cls.from_dict(data)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """A hash of what determines the negatives (not where they are written or how parallel the run is)."""
+        d = self.to_dict()
+        relevant = {"input": {k: v for k, v in d["input"].items() if k != "lenient"},
+                    "encoder": {k: d["encoder"][k] for k in ("kind", "model", "query_prompt", "document_prompt",
+                                                             "max_length", "normalize", "corpus_vectors",
+                                                             "query_vectors")},
+                    "index": {k: v for k, v in d["index"].items() if k not in ("shards", "use_gpu", "cpus_per_shard")},
+                    "mining": d["mining"]}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        _choice("input.format", self.input.format, INPUT_FORMATS)
+        if not self.input.path:
+            raise ConfigError("input.path is required (a BEIR directory or a pairs table URL)")
+        _choice("encoder.kind", self.encoder.kind, ENCODER_KINDS)
+        if self.encoder.kind == "precomputed" and not (self.encoder.corpus_vectors and self.encoder.query_vectors):
+            raise ConfigError("encoder.kind=precomputed needs encoder.corpus_vectors and encoder.query_vectors")
+        _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false"))
+        _choice("index.kind", self.index.kind, INDEX_KINDS)
+        _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
+        _choice("mining.filter.method", self.mining.filter.method, FILTERS)
+        _choice("mining.sampler.method", self.mining.sampler.method, SAMPLERS)
+        for fmt in self.output.export:
+            _choice("output.export", fmt, EXPORT_FORMATS)
+        s = self.mining.sampler
+        _positive("index.shards", self.index.shards)
+        _positive("encoder.num_actors", self.encoder.num_actors)
+        _positive("run.miner_actors", self.run.miner_actors)
+        _positive("run.query_batch_size", self.run.query_batch_size)
+        _positive("mining.sampler.num_negatives", s.num_negatives)
+        if s.range_min < 0 or s.range_min >= s.resolved_range_max():
+            raise ConfigError(f"need 0 <= range_min < range_max, got [{s.range_min}, {s.resolved_range_max()})")
+        if not 0.0 <= s.random_share <= 1.0:
+            raise ConfigError(f"mining.sampler.random_share must be in [0, 1], got {s.random_share}")
+        if not 0.0 < self.mining.filter.perc <= 1.0:
+            raise ConfigError(f"mining.filter.perc must be in (0, 1], got {self.mining.filter.perc}")
+        if s.simans_a <= 0:
+            raise ConfigError(f"mining.sampler.simans_a must be > 0, got {s.simans_a}")
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+def _choice(name: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, default, str(f.type))
+    return cls(**kwargs)
+
+
+def _coerce(name: str, value: Any, default: Any, annotation: str = "") -> Any:
+    """Values from flags arrive as strings: convert them to the field's type."""
+    if default is None and isinstance(value, str):
+        # Optional fields: take the type from the annotation ("Optional[int]" etc.)
+        if value.lower() in ("none", "null", ""):
+            return None
+        for typ in (bool, int, float):
+            if f"[{typ.__name__}]" in annotation:
+                return _coerce(name, value, typ(), "")
+        return value
+    if value is None or default is None or not isinstance(value, str):
+        if isinstance(default, list) and isinstance(value, str):
+            return [v for v in value.split(",") if v]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            return [v for v in value.split(",") if v]
+    except ValueError:
+        raise ConfigError(f"{name}: cannot read {value!r} as {type(default).__name__}") from None
+    return value
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted}: {p} is not a section")
+    node[parts[-1]] = value
