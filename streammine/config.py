@@ -75,7 +75,9 @@ class IndexConfig:
     pq_nbits: int = 8
     use_gpu: str = "auto"               # auto | true | false
     oversample: int = 16                # extra candidates per shard, so exact rescoring can reorder the boundary
-    cpus_per_shard: float = 0.5
+    # Logical CPUs reserved per shard actor. 0 by default: shards mostly hold memory and search in short bursts,
+    # and reserving cores for them would starve the encoders on small machines. Raise it on a cluster.
+    cpus_per_shard: float = 0.0
 
 
 @dataclass

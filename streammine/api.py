@@ -1,0 +1,43 @@
+"""The Python API; the CLI is a thin layer over it."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from .config import MineConfig
+
+
+def demo_data_path() -> str:
+    """The SciFact slice shipped in the package (see its README for source and license)."""
+    from importlib.resources import files
+    return str(files("streammine") / "data" / "scifact-mini")
+
+
+def load_config(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None,
+                **kwargs) -> MineConfig:
+    """A config from a MineConfig, a dict or a YAML URL, with dotted overrides on top.
+
+    Keyword arguments are overrides too, with ``__`` for the dot: ``index__shards=4`` is ``{"index.shards": 4}``.
+    """
+    overrides = dict(overrides or {}, **{k.replace("__", "."): v for k, v in kwargs.items()})
+    if isinstance(config, MineConfig):
+        config = config.to_dict()
+    if isinstance(config, dict):
+        cfg = MineConfig.from_dict(config)
+        return MineConfig.from_sources(None, dict(_flatten(cfg.to_dict()), **overrides))
+    return MineConfig.from_sources(config, overrides)
+
+
+def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None, **kwargs):
+    """Mines hard negatives; returns a RunResult (output URL and the run summary)."""
+    from .pipeline import mine as run
+    return run(load_config(config, overrides, **kwargs))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat

@@ -1,0 +1,58 @@
+"""A sentence-transformers bi-encoder: prompts, max length, normalization, fp16 on GPU."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..config import EncoderConfig
+from .base import default_model_path
+
+
+def pick_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEncoder:
+    def __init__(self, cfg: EncoderConfig, device: Optional[str] = None, torch_threads: Optional[int] = None):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.cfg = cfg
+        self.device = device or pick_device()
+        path = cfg.model or default_model_path()
+        self.name = cfg.model or "all-MiniLM-L6-v2"
+        self.model = SentenceTransformer(path, device=self.device)
+        if cfg.max_length:
+            self.model.max_seq_length = cfg.max_length
+        fp16 = str(cfg.fp16).lower()
+        self.fp16 = fp16 == "true" or (fp16 == "auto" and self.device.startswith("cuda"))
+        if self.fp16:
+            self.model.half()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        vectors = self.model.encode(list(texts), prompt=prompt or None, batch_size=self.cfg.batch_size,
+                                    normalize_embeddings=self.cfg.normalize, convert_to_numpy=True,
+                                    show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.cfg.query_prompt)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.cfg.document_prompt)
+
+
+def default_torch_threads(cpus_per_actor: float, num_actors: int, local: bool) -> int:
+    """Threads per encoder: on a local Ray the actors share this machine's cores; on a cluster, their CPU share."""
+    if local:
+        return max(1, (os.cpu_count() or 1) // max(1, num_actors))
+    return max(1, int(cpus_per_actor))

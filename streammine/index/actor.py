@@ -1,0 +1,86 @@
+"""Index shards as Ray actors, and the fan-out that queries all of them at once."""
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from ..config import IndexConfig
+from ..errors import StreamMineError
+from ..vectors import from_arrow
+from .store import buckets_of_shard, file_offsets, read_buckets
+
+
+def _shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shards: int):
+    from .shard import ShardDocs
+    offsets = file_offsets(manifest)
+    for table in read_buckets(store_url, buckets_of_shard(shard_id, n_shards)):
+        file_idx = table.column("file_idx").to_numpy()
+        rows = table.column("row").to_numpy().astype(np.int64)
+        ordinals = np.fromiter((offsets[int(f)] for f in file_idx), np.int64, len(file_idx)) + rows
+        yield ShardDocs(doc_ids=np.asarray(table.column("doc_id").to_pylist(), dtype=object),
+                        ordinals=ordinals,
+                        text_keys=table.column("text_key").to_numpy().astype(np.uint64),
+                        vectors=from_arrow(table.column("vector")),
+                        locations=np.asarray(table.column("location").to_pylist(), dtype=object))
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class ShardActor:
+    """Holds one faiss shard built from the embedding store (so a restarted actor rebuilds the same shard)."""
+
+    def __init__(self, store_url: str, manifest: dict, shard_id: int, n_shards: int, cfg: IndexConfig,
+                 lenient: bool = False, quarantine_url: str | None = None, search_threads: int | None = None):
+        from .factory import set_search_threads
+        from .shard import IndexShard
+        self.error = None
+        self.shard_id = shard_id
+        try:
+            if search_threads:
+                set_search_threads(search_threads)
+            self.shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
+            for docs in _shard_docs_from_store(store_url, manifest, shard_id, n_shards):
+                self.shard.add(docs)
+            dropped = self.shard.build(lenient=lenient)
+            if dropped and quarantine_url:
+                from ..io.records import Quarantine
+                q = Quarantine()
+                for record in dropped:
+                    q.add(record["kind"], record["location"], record["reason"], record.get("raw", ""))
+                q.write(quarantine_url)
+        except StreamMineError as e:  # surfaced by ready(), as the user's error rather than an actor crash
+            self.error = e
+
+    def ready(self) -> dict:
+        if self.error is not None:
+            raise self.error
+        return {"shard": self.shard_id, "docs": len(self.shard), "bytes": self.shard.memory_bytes()}
+
+    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None):
+        return self.shard.answer(queries, k, positive_ids, random_ordinals)
+
+
+class ShardedIndex:
+    """The shard actors of one model version; ``answer`` fans a query batch out to all and merges."""
+
+    def __init__(self, handles: list):
+        self.handles = handles
+
+    @classmethod
+    def start(cls, store_url: str, manifest: dict, cfg: IndexConfig, lenient: bool, quarantine_url: str,
+              search_threads: int | None = None) -> "ShardedIndex":
+        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard, name=None)
+                   .remote(store_url, manifest, i, cfg.shards, cfg, lenient, quarantine_url, search_threads)
+                   for i in range(cfg.shards)]
+        return cls(handles)
+
+    def wait_ready(self) -> list:
+        return ray.get([h.ready.remote() for h in self.handles])
+
+    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None):
+        from .merge import merge_answers
+        refs = [h.answer.remote(queries, k, positive_ids, random_ordinals) for h in self.handles]
+        return merge_answers(ray.get(refs), k)
+
+    def shutdown(self) -> None:
+        for h in self.handles:
+            ray.kill(h)

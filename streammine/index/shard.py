@@ -1,0 +1,427 @@
+"""One index shard: a faiss index over part of the corpus, with exact rescoring and id/ordinal lookups.
+
+Rows of a built shard are the shard's documents sorted by corpus ordinal ("local rows" ``0..n-1``), so nothing
+depends on the order in which documents arrived. faiss only *proposes* candidates; every score returned is
+recomputed exactly from the stored float32 vectors by ``exact_scores``, which makes scores a pure function of the
+(query, document) vector pair: the same bits for any batch size, shard count or index kind. An approximate or
+compressed index can change which documents are found, never their scores or the order of what is found.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..config import IndexConfig
+from ..errors import ConfigError, InputError
+from ..keys import keys64
+from ..mine.types import CandidateBatch, PositiveBatch
+from .merge import pad_columns, rank_order
+
+# Working-set budget of exact rescoring (float64 products), per chunk of queries.
+_RESCORE_BYTES = 32 << 20
+
+
+# ---- exact scores --------------------------------------------------------------------------------------------
+
+def _tree_sum(p: np.ndarray) -> np.ndarray:
+    """Sum over the last axis in a fixed pairwise order that depends only on its length.
+
+    Only elementwise IEEE additions are used (no BLAS, no numpy reduction whose blocking or SIMD path could
+    depend on the array's shape), so each output is the same bits whatever else is in the array.
+    """
+    n = p.shape[-1]
+    if n == 0:
+        return np.zeros(p.shape[:-1], p.dtype)
+    while n > 1:
+        h = n // 2
+        s = p[..., :h] + p[..., h:2 * h]
+        if n % 2:
+            s[..., 0] += p[..., 2 * h]
+        p, n = s, h
+    return p[..., 0]
+
+
+def exact_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Inner products of ``queries`` (B, d) float32 with ``vectors`` (B, m, d) float32, as (B, m) float64.
+
+    float32 x float32 products are exact in float64 (24 + 24 significant bits < 53); the sum is ``_tree_sum``.
+    """
+    prod = vectors.astype(np.float64)
+    prod *= queries.astype(np.float64)[:, None, :]
+    return _tree_sum(prod)
+
+
+# ---- inputs and outputs --------------------------------------------------------------------------------------
+
+@dataclass
+class ShardDocs:
+    """A columnar batch of corpus documents for one shard."""
+    doc_ids: np.ndarray    # (n,) object: str
+    ordinals: np.ndarray   # (n,) int64: position in the corpus
+    text_keys: np.ndarray  # (n,) uint64: keys.text_key of the normalized text
+    vectors: np.ndarray    # (n, d) float32
+    locations: np.ndarray  # (n,) object: "<file>:<line>" / "<file>:row <n>", for error messages
+
+    def __post_init__(self):
+        self.doc_ids = np.asarray(self.doc_ids, dtype=object).reshape(-1)
+        self.ordinals = np.asarray(self.ordinals, dtype=np.int64).reshape(-1)
+        self.text_keys = np.asarray(self.text_keys, dtype=np.uint64).reshape(-1)
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        self.locations = np.asarray(self.locations, dtype=object).reshape(-1)
+        n = len(self.ordinals)
+        if self.vectors.ndim != 2 or len(self.vectors) != n:
+            raise ValueError(f"ShardDocs: vectors must be (n, d) with n={n}, got shape {self.vectors.shape}")
+        for name in ("doc_ids", "text_keys", "locations"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"ShardDocs: {name} has {len(getattr(self, name))} rows, ordinals {n}")
+
+    def __len__(self) -> int:
+        return len(self.ordinals)
+
+    @classmethod
+    def concat(cls, parts: list, dim: int) -> "ShardDocs":
+        if not parts:
+            return cls(np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0, np.uint64),
+                       np.zeros((0, dim), np.float32), np.zeros(0, object))
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("doc_ids", "ordinals", "text_keys", "vectors", "locations")))
+
+    def take(self, idx: np.ndarray) -> "ShardDocs":
+        return ShardDocs(self.doc_ids[idx], self.ordinals[idx], self.text_keys[idx], self.vectors[idx],
+                         self.locations[idx])
+
+
+@dataclass
+class ShardAnswer:
+    """One shard's answer to a query batch (see ``IndexShard.answer``; combined by ``merge.merge_answers``)."""
+    candidates: CandidateBatch         # (B, k) this shard's top k
+    positives: PositiveBatch           # per query, the requested positives this shard holds (sorted by ordinal)
+    found_positive_ids: list           # per query, the requested positive ids this shard holds (request order)
+    positive_ids: list                 # per query, the requested positive ids (as asked)
+    random: Optional[CandidateBatch]   # (B, R) the requested random ordinals this shard holds, else padding
+    shard_id: int = 0
+    n_docs: int = 0
+
+
+# ---- the shard -----------------------------------------------------------------------------------------------
+
+class IndexShard:
+    """Buffer documents with ``add``, then ``build`` once; afterwards search and look up (read-only)."""
+
+    def __init__(self, cfg: IndexConfig, dim: int, shard_id: int = 0):
+        self.cfg = cfg
+        self._dim = int(dim)
+        self.shard_id = shard_id
+        self._parts: list = []
+        self._built = False
+        self.index = None
+        self._on_gpu = False
+        self._shares_storage = False
+        self.vectors = np.zeros((0, self._dim), np.float32)
+        self.ordinals = np.zeros(0, np.int64)
+        self.text_keys = np.zeros(0, np.uint64)
+        self.doc_ids = np.zeros(0, object)
+        self._key_sorted = np.zeros(0, np.uint64)  # keys64(doc_id) sorted, for lookup_ids
+        self._key_rows = np.zeros(0, np.int64)     # ... and the local row of each
+        self._id_bytes = 0
+
+    # ---- building ----------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __len__(self) -> int:
+        return len(self.ordinals)
+
+    def add(self, docs: ShardDocs) -> None:
+        if self._built:
+            raise RuntimeError("IndexShard.add after build")
+        if docs.vectors.shape[1] != self._dim and len(docs):
+            raise ValueError(f"shard {self.shard_id}: vectors have dimension {docs.vectors.shape[1]}, "
+                             f"the index {self._dim}")
+        if len(docs):
+            self._parts.append(docs)
+
+    def build(self, lenient: bool = False) -> list:
+        """Deduplicate, index and keep the vectors. Returns quarantine records (lenient) of dropped rows.
+
+        Duplicate ids: the same id with the same text key is the same document listed twice, and only its lowest
+        ordinal is kept, silently. The same id with a different text is an ``InputError`` naming both rows
+        (strict, the earliest such conflict by ordinal), or (lenient) the first row is kept and each differing
+        later row becomes a record. A document whose vector is not finite is an error / a record the same way.
+        """
+        if self._built:
+            raise RuntimeError("IndexShard.build called twice")
+        docs = ShardDocs.concat(self._parts, self._dim)
+        self._parts = []
+        docs = docs.take(np.argsort(docs.ordinals, kind="stable"))
+        id_keys = keys64(docs.doc_ids)
+        keep, dropped = self._dedupe(docs, id_keys, lenient)
+        keep, bad = self._check_finite(docs, keep, lenient)
+        dropped += bad
+        docs, id_keys = docs.take(keep), id_keys[keep]
+        if len(docs) > 1 and (docs.ordinals[1:] == docs.ordinals[:-1]).any():
+            i = int(np.flatnonzero(docs.ordinals[1:] == docs.ordinals[:-1])[0])
+            raise ValueError(f"shard {self.shard_id}: ordinal {docs.ordinals[i]} given to two documents "
+                             f"({docs.doc_ids[i]!r} at {docs.locations[i]}, {docs.doc_ids[i + 1]!r} at "
+                             f"{docs.locations[i + 1]}); the embedding store is inconsistent")
+
+        self.ordinals, self.text_keys, self.doc_ids = docs.ordinals, docs.text_keys, docs.doc_ids
+        order = np.argsort(id_keys, kind="stable")
+        self._key_sorted, self._key_rows = id_keys[order], order.astype(np.int64)
+        self._id_bytes = int(sum(map(sys.getsizeof, self.doc_ids)))
+        self.vectors = np.ascontiguousarray(docs.vectors, dtype=np.float32)
+        del docs
+        self._build_index()
+        self._built = True
+        dropped.sort(key=lambda od: od[0])
+        return [record for _, record in dropped]
+
+    def _dedupe(self, docs: ShardDocs, id_keys: np.ndarray, lenient: bool):
+        n = len(docs)
+        keep = np.ones(n, bool)
+        if n < 2:
+            return keep, []
+        order = np.lexsort((np.arange(n), id_keys))  # by id key, then by ordinal (row) within a key
+        sk = id_keys[order]
+        starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        conflicts = []  # (later row, first row)
+        for s, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+            first_of: dict = {}
+            for r in order[s:s + size]:  # rows in ordinal order; ids differ only on a 64-bit key collision
+                f = first_of.setdefault(docs.doc_ids[r], r)
+                if f != r:
+                    keep[r] = False
+                    if docs.text_keys[r] != docs.text_keys[f]:
+                        conflicts.append((int(r), int(f)))
+        conflicts.sort()
+        dropped = []
+        for r, f in conflicts:
+            reason = (f"duplicate document id {docs.doc_ids[r]!r} with a different text than at "
+                      f"{docs.locations[f]}")
+            if not lenient:
+                raise InputError(str(docs.locations[r]), reason)
+            dropped.append((int(docs.ordinals[r]), {"location": str(docs.locations[r]),
+                                                    "reason": reason + "; the first is kept", "kind": "corpus"}))
+        return keep, dropped
+
+    def _check_finite(self, docs: ShardDocs, keep: np.ndarray, lenient: bool):
+        n, dropped = len(docs), []
+        step = max(1, (8 << 20) // max(1, 4 * self._dim))
+        for a in range(0, n, step):
+            ok = np.isfinite(docs.vectors[a:a + step]).all(axis=1)
+            for r in (a + np.flatnonzero(~ok & keep[a:a + step])):
+                reason = f"the embedding of document {docs.doc_ids[r]!r} has non-finite values (NaN or inf)"
+                if not lenient:
+                    raise InputError(str(docs.locations[r]), reason)
+                keep[r] = False
+                dropped.append((int(docs.ordinals[r]), {"location": str(docs.locations[r]), "reason": reason,
+                                                        "kind": "corpus"}))
+        return keep, dropped
+
+    def _build_index(self) -> None:
+        from .factory import is_gpu_index, make_index, maybe_to_gpu
+        n = len(self.vectors)
+        if n == 0:
+            self.index = None
+            return
+        index = maybe_to_gpu(make_index(self.cfg, self._dim, n), self.cfg.use_gpu)
+        self._on_gpu = is_gpu_index(index)
+        if not index.is_trained:
+            index.train(self.vectors)
+        index.add(self.vectors)  # sequential ids: faiss labels are local rows
+        if index.ntotal != n:
+            raise RuntimeError(f"faiss index holds {index.ntotal} vectors, expected {n}")
+        self.index = index
+        self._share_storage()
+
+    def _share_storage(self) -> None:
+        """Flat and HNSW keep the raw float32 vectors themselves: rescore from that copy instead of a second one."""
+        import faiss
+        if self._on_gpu:
+            return
+        idx = faiss.downcast_index(self.index)
+        storage = faiss.downcast_index(idx.storage) if isinstance(idx, faiss.IndexHNSW) else idx
+        if not isinstance(storage, faiss.IndexFlat) or storage.ntotal != len(self.vectors):
+            return
+        view = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self._dim).reshape(-1, self._dim)
+        if view.dtype == np.float32 and np.array_equal(view, self.vectors):
+            view.flags.writeable = False
+            self._storage_owner = storage  # the view is valid while the index lives (self.index holds it)
+            self.vectors = view
+            self._shares_storage = True
+
+    # ---- lookups -----------------------------------------------------------------------------------------
+    def _queries(self, queries) -> np.ndarray:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self._dim:
+            raise ValueError(f"queries must be (B, {self._dim}), got shape {q.shape}")
+        return q
+
+    def lookup_ids(self, ids) -> np.ndarray:
+        """Local rows of document ids (-1 where this shard does not hold one)."""
+        ids = np.asarray(list(ids), dtype=object).reshape(-1)
+        out = np.full(len(ids), -1, np.int64)
+        if len(ids) == 0 or len(self) == 0:
+            return out
+        keys = keys64(ids)
+        lo = np.searchsorted(self._key_sorted, keys, "left")
+        hi = np.searchsorted(self._key_sorted, keys, "right")
+        hit = hi > lo
+        cand = self._key_rows[np.minimum(lo, len(self) - 1)]
+        same = hit & (self.doc_ids[cand] == ids)
+        out[same] = cand[same]
+        for j in np.flatnonzero(hit & ~same & (hi - lo > 1)):  # 64-bit key collisions: compare the strings
+            for p in range(lo[j] + 1, hi[j]):
+                if self.doc_ids[self._key_rows[p]] == ids[j]:
+                    out[j] = self._key_rows[p]
+                    break
+        return out
+
+    def lookup_ordinals(self, ordinals) -> np.ndarray:
+        """Local rows of corpus ordinals (any shape; -1 where this shard does not hold one)."""
+        ords = np.asarray(ordinals, dtype=np.int64)
+        if len(self) == 0:
+            return np.full(ords.shape, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.ordinals, ords), len(self) - 1)
+        return np.where((self.ordinals[pos] == ords) & (ords >= 0), pos, -1).astype(np.int64)
+
+    def score_rows(self, queries, rows) -> np.ndarray:
+        """Exact scores (B, m) float32 of ``queries`` (B, d) against local ``rows`` (B, m); -inf where row is -1."""
+        q = self._queries(queries)
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[0] != q.shape[0]:
+            raise ValueError(f"rows must be (B={q.shape[0]}, m), got shape {rows.shape}")
+        out = np.full(rows.shape, -np.inf, np.float32)
+        b, m = rows.shape
+        if b == 0 or m == 0 or len(self) == 0:
+            return out
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        step = max(1, _RESCORE_BYTES // max(1, m * self._dim * 8))
+        for a in range(0, b, step):
+            s = exact_scores(q[a:a + step], self.vectors[safe[a:a + step]])
+            out[a:a + step] = np.where(valid[a:a + step], s.astype(np.float32), np.float32(-np.inf))
+        return out
+
+    def gather(self, rows):
+        """``(ordinals, text_keys, doc_ids)`` of local ``rows`` (any shape), padded (-1, 0, "") where row is -1."""
+        rows = np.asarray(rows, dtype=np.int64)
+        valid = rows >= 0
+        if len(self) == 0:
+            return (np.full(rows.shape, -1, np.int64), np.zeros(rows.shape, np.uint64),
+                    np.full(rows.shape, "", object))
+        safe = np.where(valid, rows, 0)
+        ordinals = np.where(valid, self.ordinals[safe], -1)
+        text_keys = np.where(valid, self.text_keys[safe], np.uint64(0)).astype(np.uint64)
+        doc_ids = self.doc_ids[safe]
+        doc_ids[~valid] = ""
+        return ordinals, text_keys, doc_ids
+
+    def batch_of(self, rows, scores) -> CandidateBatch:
+        ordinals, text_keys, doc_ids = self.gather(rows)
+        return CandidateBatch(ordinals, np.asarray(scores, np.float32), text_keys, doc_ids)
+
+    # ---- search ------------------------------------------------------------------------------------------
+    def search(self, queries, k: int) -> CandidateBatch:
+        """The top k by exact score (desc), ties by ordinal (asc), padded to k columns.
+
+        faiss is asked for ``k + oversample`` candidates (at most the shard size), so that exact rescoring can
+        reorder documents whose approximate scores put them just outside the top k.
+        """
+        q = self._queries(queries)
+        b, k = q.shape[0], int(k)
+        if k <= 0 or b == 0 or len(self) == 0:
+            return CandidateBatch.empty(b, max(k, 0))
+        kk = min(k + max(0, int(self.cfg.oversample)), len(self))
+        if self._on_gpu:
+            from .factory import GPU_MAX_K
+            if kk > GPU_MAX_K:
+                raise ConfigError(f"a GPU index returns at most {GPU_MAX_K} candidates per query, {kk} were "
+                                  "asked for; lower mining.sampler.range_max or set index.use_gpu=false")
+        _, rows = self.index.search(q, kk)
+        rows = np.asarray(rows, np.int64)
+        rows[(rows < 0) | (rows >= len(self))] = -1
+        scores = self.score_rows(q, rows)
+        order = rank_order(np.where(rows >= 0, rows, -1), scores)  # local rows are in ordinal order
+        rows = np.take_along_axis(rows, order, 1)
+        scores = np.take_along_axis(scores, order, 1)
+        dup = np.zeros(rows.shape, bool)  # an index should not return a row twice; never pass one on if it does
+        dup[:, 1:] = (rows[:, 1:] == rows[:, :-1]) & (rows[:, 1:] >= 0)
+        if dup.any():
+            rows[dup], scores[dup] = -1, -np.inf
+            order = rank_order(rows, scores)
+            rows, scores = np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
+        return pad_columns(self.batch_of(rows[:, :k], scores[:, :k]), k)
+
+    def answer(self, queries, k: int, positive_ids: list, random_ordinals=None) -> ShardAnswer:
+        """Everything the miner needs from this shard for one query batch, in one call.
+
+        ``positive_ids``: per query, the ids of its known positives; ``random_ordinals``: (B, R) corpus ordinals
+        drawn for random negatives, or None. See ``ShardAnswer``.
+        """
+        q = self._queries(queries)
+        b = q.shape[0]
+        positive_ids = [list(p or []) for p in positive_ids]
+        if len(positive_ids) != b:
+            raise ValueError(f"positive_ids has {len(positive_ids)} entries for {b} queries")
+        candidates = self.search(q, k)
+
+        flat = [p for ps in positive_ids for p in ps]
+        flat_rows = self.lookup_ids(flat)
+        per_query_rows, found_ids, at = [], [], 0
+        for ps in positive_ids:
+            r = flat_rows[at:at + len(ps)]
+            at += len(ps)
+            per_query_rows.append(np.unique(r[r >= 0]))  # sorted rows = sorted by ordinal; each once
+            found_ids.append(list(dict.fromkeys(p for p, x in zip(ps, r) if x >= 0)))
+        width = max((len(r) for r in per_query_rows), default=0)
+        rows = np.full((b, width), -1, np.int64)
+        for i, r in enumerate(per_query_rows):
+            rows[i, :len(r)] = r
+        pos_scores = self.score_rows(q, rows)
+        pos_ords, pos_keys, pos_ids = self.gather(rows)
+        positives = PositiveBatch([], [], [], [])
+        for i, r in enumerate(per_query_rows):
+            c = len(r)
+            positives.ordinals.append(pos_ords[i, :c].copy())
+            positives.scores.append(pos_scores[i, :c].copy())
+            positives.text_keys.append(pos_keys[i, :c].copy())
+            positives.doc_ids.append(list(pos_ids[i, :c]))
+
+        random = None
+        if random_ordinals is not None:
+            ro = np.asarray(random_ordinals, dtype=np.int64)
+            if ro.ndim != 2 or ro.shape[0] != b:
+                raise ValueError(f"random_ordinals must be (B={b}, R), got shape {ro.shape}")
+            rrows = self.lookup_ordinals(ro)
+            random = self.batch_of(rrows, self.score_rows(q, rrows))
+        return ShardAnswer(candidates, positives, found_ids, positive_ids, random, self.shard_id, len(self))
+
+    # ---- accounting --------------------------------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        """Host (and, for a GPU index, device) bytes held: vectors, faiss index (estimated), lookup arrays."""
+        n, d = len(self), self._dim
+        total = self.vectors.nbytes + self.ordinals.nbytes + self.text_keys.nbytes + self._key_sorted.nbytes
+        total += self._key_rows.nbytes + self.doc_ids.nbytes + self._id_bytes
+        if self.index is None:
+            return int(total)
+        import faiss
+        idx = faiss.downcast_index(self.index)
+        if isinstance(idx, faiss.IndexHNSW):
+            # level-0 links (2M) plus ~1/M upper levels, int32 each; offsets and levels
+            total += n * (2 * self.cfg.hnsw_m * 4 * 1.1 + 12)
+        elif isinstance(idx, faiss.IndexIVF):
+            total += n * (idx.code_size + 8) + idx.nlist * d * 4
+            if isinstance(idx, faiss.IndexIVFPQ):
+                total += d * (1 << idx.pq.nbits) * 4
+                total += int(idx.precomputed_table.size()) * 4
+        elif not self._shares_storage:  # flat (e.g. on GPU): its own copy of the vectors
+            total += n * d * 4
+        return int(total)

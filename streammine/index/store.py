@@ -1,0 +1,117 @@
+"""The embedding store: corpus vectors on object storage, partitioned into 64 hash buckets of the document id.
+
+Layout under ``<work_dir>/embeddings/<store_key>/``::
+
+    bucket=07/part-<uuid>.parquet   doc_id, text_key, file_idx, row, location, vector
+    _manifest.json                  rows per corpus file, dimension, model; written last (the commit marker)
+
+A shard owns the buckets ``b`` with ``b % n_shards == shard_id``, so the shard count can change without
+re-encoding, and a restarted shard rebuilds from here. A store whose manifest matches the corpus fingerprint and
+model is reused: the corpus is not encoded twice.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Iterable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.data import Datasink
+
+from ..io import fs
+from ..keys import keys64
+
+NUM_BUCKETS = 64
+STORE_COLUMNS = ["doc_id", "text_key", "file_idx", "row", "location", "vector"]
+
+
+def bucket_of(doc_ids) -> np.ndarray:
+    return (keys64(doc_ids) % np.uint64(NUM_BUCKETS)).astype(np.int64)
+
+
+def buckets_of_shard(shard_id: int, n_shards: int) -> list:
+    return [b for b in range(NUM_BUCKETS) if b % n_shards == shard_id]
+
+
+class EmbeddingStoreSink(Datasink):
+    """Writes encoded corpus blocks into the bucketed store; commits the manifest when every block is written."""
+
+    def __init__(self, store_url: str, manifest_extra: dict):
+        self.store_url = store_url
+        self.manifest_extra = manifest_extra
+
+    def write(self, blocks: Iterable, ctx) -> dict:
+        rows_per_file: dict = {}
+        n, dim = 0, None
+        for block in blocks:
+            if block.num_rows == 0:
+                continue
+            block = block.select(STORE_COLUMNS)
+            dim = block.column("vector").type.list_size
+            file_idx = block.column("file_idx").to_numpy()
+            rows = block.column("row").to_numpy()
+            for f in np.unique(file_idx):
+                rows_per_file[int(f)] = max(rows_per_file.get(int(f), 0), int(rows[file_idx == f].max()) + 1)
+            buckets = bucket_of(block.column("doc_id").to_pylist())
+            for b in np.unique(buckets):
+                part = block.filter(pa.array(buckets == b))
+                url = fs.join(self.store_url, f"bucket={int(b):02d}", f"part-{uuid.uuid4().hex}.parquet")
+                fs.makedirs(fs.join(self.store_url, f"bucket={int(b):02d}"))
+                with fs.open_url(url, "wb") as f:
+                    pq.write_table(part, f)
+            n += block.num_rows
+        return {"rows_per_file": rows_per_file, "docs": n, "dim": dim}
+
+    def on_write_complete(self, write_result) -> None:
+        rows_per_file: dict = {}
+        docs, dim = 0, None
+        for r in write_result.write_returns:
+            if not r:
+                continue
+            docs += r["docs"]
+            dim = dim or r["dim"]
+            for f, count in r["rows_per_file"].items():
+                rows_per_file[f] = max(rows_per_file.get(f, 0), count)
+        manifest = dict(self.manifest_extra, docs=docs, dim=dim,
+                        rows_per_file={str(k): v for k, v in sorted(rows_per_file.items())})
+        write_manifest(self.store_url, manifest)
+
+
+def write_manifest(store_url: str, manifest: dict) -> None:
+    fs.makedirs(store_url)
+    with fs.open_url(fs.join(store_url, "_manifest.json"), "wt") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def read_manifest(store_url: str) -> Optional[dict]:
+    url = fs.join(store_url, "_manifest.json")
+    if not fs.exists(url):
+        return None
+    with fs.open_url(url, "rt") as f:
+        return json.load(f)
+
+
+def file_offsets(manifest: dict) -> dict:
+    """Corpus ordinal of a row = offset of its file + its row: dense, global and independent of sharding."""
+    offsets, total = {}, 0
+    for f in sorted(manifest["rows_per_file"], key=int):
+        offsets[int(f)] = total
+        total += manifest["rows_per_file"][f]
+    return offsets
+
+
+def total_rows(manifest: dict) -> int:
+    return int(sum(manifest["rows_per_file"].values()))
+
+
+def read_buckets(store_url: str, buckets: list) -> Iterable[pa.Table]:
+    """Yields the store's tables for the given buckets (one per part file)."""
+    for b in buckets:
+        bucket_url = fs.join(store_url, f"bucket={b:02d}")
+        if not fs.exists(bucket_url):
+            continue
+        for url in fs.list_files(bucket_url, (".parquet",)):
+            with fs.open_url(url, "rb") as f:
+                yield pq.read_table(f)

@@ -1,0 +1,150 @@
+"""URLs for everything fsspec reads: local paths, ``file://``, ``s3://``, ``gs://``, ``memory://``.
+
+URLs keep the form the user gave them (a plain local path stays a plain path), so the locations in error messages
+and quarantine records name files the way the user wrote them.
+
+Object stores: ``s3://`` takes its endpoint from ``STREAMMINE_S3_ENDPOINT``, ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL`` (first set wins), passed explicitly to s3fs (whose own handling of these variables depends on
+its version). Credentials are never passed or written anywhere by this module: boto's usual chain (environment,
+profile, instance role) finds them. Directory listings are never cached (``use_listings_cache=False``), because a
+process commonly writes files and then lists them, and other processes (Ray workers) write files it later lists.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, List, Tuple, Union
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from ..errors import StreamMineError
+
+S3_ENDPOINT_VARS = ("STREAMMINE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+def protocol_of(url: str) -> str:
+    """``"s3"``, ``"memory"``, ... and ``"file"`` for local paths and ``file://`` URLs."""
+    return fsspec.utils.get_protocol(str(url))
+
+
+def s3_endpoint() -> str | None:
+    for var in S3_ENDPOINT_VARS:
+        value = os.environ.get(var)
+        if value:
+            return value
+    return None
+
+
+def storage_options(url: str) -> dict:
+    """The fsspec options this project uses for ``url`` (never credentials)."""
+    protocol = protocol_of(url)
+    options: dict = {}
+    if protocol in ("s3", "s3a"):
+        options["use_listings_cache"] = False
+        endpoint = s3_endpoint()
+        if endpoint:
+            options["client_kwargs"] = {"endpoint_url": endpoint}
+    elif protocol in ("gs", "gcs"):
+        options["use_listings_cache"] = False
+    return options
+
+
+def resolve(url: str) -> Tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a URL or local path."""
+    url = str(url)
+    try:
+        return fsspec.core.url_to_fs(url, **storage_options(url))
+    except ImportError as e:
+        raise StreamMineError(f"{url}: no filesystem for this URL ({e}); for gs:// install streammine[gcs]") from e
+    except ValueError as e:
+        raise StreamMineError(f"{url}: not a usable URL ({e})") from e
+
+
+def is_local(url: str) -> bool:
+    return protocol_of(url) in ("file", "local")
+
+
+def open_url(url: str, mode: str = "rb", compression: str | None = "infer", **kwargs):
+    """Opens a file for reading or writing. ``.gz`` (and other fsspec codecs) are (de)compressed transparently;
+    text modes default to UTF-8. Writing to a local path creates the parent directory."""
+    filesystem, path = resolve(url)
+    if "t" in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    if any(c in mode for c in "wax") and isinstance(filesystem, LocalFileSystem):
+        parent = filesystem._parent(path)
+        if parent:
+            filesystem.makedirs(parent, exist_ok=True)
+    return filesystem.open(path, mode, compression=compression, **kwargs)
+
+
+def join(url: str, *parts: str) -> str:
+    """``join("s3://b/x/", "y", "z.txt") == "s3://b/x/y/z.txt"``; keeps the URL's form."""
+    out = str(url)
+    for part in parts:
+        part = str(part).strip("/")
+        if not part:
+            continue
+        out = (out.rstrip("/") + "/" + part) if out and not out.endswith("://") else out + part
+    return out
+
+
+def exists(url: str) -> bool:
+    filesystem, path = resolve(url)
+    return filesystem.exists(path)
+
+
+def isdir(url: str) -> bool:
+    filesystem, path = resolve(url)
+    return filesystem.isdir(path)
+
+
+def list_files(url: str, suffixes: Union[str, Iterable[str], None] = None) -> List[str]:
+    """A file URL -> ``[url]`` (whatever its suffix). A directory -> the URLs of the files under it (recursively)
+    whose names end with one of ``suffixes`` (all files when None), sorted; names starting with ``.`` (and
+    anything inside such a folder) are skipped. A missing URL -> ``[]``."""
+    filesystem, path = resolve(url)
+    if not filesystem.isdir(path):
+        return [str(url)] if filesystem.exists(path) else []
+    if isinstance(suffixes, str):
+        suffixes = (suffixes,)
+    suffixes = tuple(suffixes) if suffixes is not None else None
+    base = path.rstrip("/")
+    out = []
+    for found in filesystem.find(path):
+        found = filesystem._strip_protocol(found)
+        rel = found[len(base):].lstrip("/") if found.startswith(base) else os.path.basename(found)
+        if not rel or any(p.startswith(".") for p in rel.split("/")):
+            continue
+        if suffixes is not None and not rel.endswith(suffixes):
+            continue
+        out.append(rel)
+    return [join(url, rel) for rel in sorted(out)]
+
+
+def makedirs(url: str) -> None:
+    """Creates a directory (and its parents) where the filesystem has directories; a no-op on object stores
+    (prefixes need no creation), except that a missing bucket is not created either."""
+    if protocol_of(url) in _OBJECT_STORES:
+        return
+    filesystem, path = resolve(url)
+    filesystem.makedirs(path, exist_ok=True)
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    filesystem, path = resolve(url)
+    if filesystem.exists(path):
+        filesystem.rm(path, recursive=recursive)
+
+
+def pyarrow_fs(url: str):
+    """(pyarrow.fs.FileSystem, path) for a URL, so pyarrow and Ray Data read and write any fsspec URL.
+
+    Local paths use pyarrow's native LocalFileSystem (faster, and what Ray expects locally); every other scheme is
+    the fsspec filesystem wrapped in ``PyFileSystem(FSSpecHandler(...))``, so it shares this module's endpoint and
+    caching settings."""
+    import pyarrow.fs as pafs
+    filesystem, path = resolve(url)
+    if isinstance(filesystem, LocalFileSystem):
+        return pafs.LocalFileSystem(), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path

@@ -1,0 +1,153 @@
+"""``mine_batch``: exclusion, filters and samplers composed over one batch of queries."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..config import MiningConfig, SamplerConfig
+from ..keys import uniform_keys
+from .exclude import positive_masks, positive_reference, row_isin
+from .filters import filter_candidates, score_filter_masks
+from .samplers import sample_random, sample_simans, sample_top
+from .types import CandidateBatch, PositiveBatch
+
+
+@dataclass
+class MinedBatch:
+    """The negatives of B queries (per-query lists) and what was removed on the way ((B,) counts)."""
+    negative_ordinals: list   # (n_i,) int64: hard negatives by rank, then random corpus negatives in draw order
+    negative_scores: list     # (n_i,) float32
+    negative_doc_ids: list    # list[str]
+    negative_ranks: list      # (n_i,) int32: rank among non-positive candidates; -1: random corpus negative
+    removed_doc_ids: list     # list[str]: in the rank window but at/above the filter bound (probable false negatives)
+    removed_scores: list      # (r_i,) float32
+    positive_ref: np.ndarray  # (B,) float64: s+, the minimum positive score (NaN: no positive)
+    n_candidates: np.ndarray  # (B,) int64: valid candidates
+    n_removed_positive: np.ndarray
+    n_removed_same_text: np.ndarray
+    n_removed_filter: np.ndarray
+    n_removed_min_score: np.ndarray
+    n_survivors: np.ndarray   # (B,) int64: candidates the sampler could pick from
+    short: np.ndarray         # (B,) bool: fewer negatives than num_negatives
+
+    def __len__(self) -> int:
+        return len(self.negative_ordinals)
+
+
+def num_random(s: SamplerConfig) -> int:
+    """How many of the num_negatives are random corpus documents: random_share * n, rounded half up (the same
+    rounding the stage uses to size its random draws)."""
+    return int(min(max(np.floor(s.random_share * s.num_negatives + 0.5), 0), s.num_negatives))
+
+
+def sample_hard(s: SamplerConfig, survivors: np.ndarray, scores: np.ndarray, pos_ref: np.ndarray, n: int,
+                u: Optional[np.ndarray]) -> np.ndarray:
+    """(B, n) columns picked by the configured sampler."""
+    if s.method == "top":
+        return sample_top(survivors, n)
+    if s.method == "random":
+        return sample_random(survivors, n, u)
+    if s.method == "simans":
+        return sample_simans(survivors, scores, pos_ref, n, s.simans_a, s.simans_b, u)
+    raise ValueError(f"unknown sampler method {s.method!r}")
+
+
+def first_occurrences(ordinals: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """(B, R) bool: usable and no earlier usable column of the row has the same ordinal."""
+    b, r = ordinals.shape
+    if r == 0:
+        return np.zeros((b, r), bool)
+    # unusable columns get distinct negative stand-ins so they never shadow a later usable duplicate
+    keyed = np.where(usable, ordinals, -2 - np.arange(r, dtype=np.int64)[None, :])
+    order = np.argsort(keyed, axis=1, kind="stable")  # equal ordinals keep draw order
+    sorted_keys = np.take_along_axis(keyed, order, axis=1)
+    repeat = np.zeros((b, r), bool)
+    repeat[:, 1:] = sorted_keys[:, 1:] == sorted_keys[:, :-1]
+    is_repeat = np.empty_like(repeat)
+    np.put_along_axis(is_repeat, order, repeat, axis=1)
+    return usable & ~is_repeat
+
+
+def pick_random_fill(random_docs: CandidateBatch, positives: PositiveBatch, exclude_same_text: bool,
+                     bound: np.ndarray, min_score: Optional[float], taken_ordinals: np.ndarray,
+                     need: np.ndarray) -> np.ndarray:
+    """(B, R) bool: the random documents that fill each row's remaining ``need`` slots, taken in draw order.
+
+    A random document qualifies if it is a real document, not a positive or a positive's text, not already a
+    negative of the query, not a repeat of an earlier draw, and passes the same score filter as the hard
+    negatives (a random document above the positive-aware bound is just as likely a false negative).
+    """
+    is_positive, is_same_text = positive_masks(random_docs, positives, exclude_same_text)
+    below_bound, meets_min = score_filter_masks(random_docs.scores, bound, min_score)
+    taken = row_isin(random_docs.ordinals, [t[t >= 0] for t in np.asarray(taken_ordinals, np.int64)])
+    usable = random_docs.valid & ~is_positive & ~is_same_text & below_bound & meets_min & ~taken
+    usable = first_occurrences(np.asarray(random_docs.ordinals, np.int64), usable)
+    return usable & (np.cumsum(usable, axis=1) <= np.asarray(need)[:, None])
+
+
+def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: PositiveBatch, cfg: MiningConfig,
+               random_docs: Optional[CandidateBatch] = None) -> MinedBatch:
+    """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
+
+    A query with too few qualifying documents gets fewer negatives and ``short=True``; it is never dropped.
+    """
+    query_keys = np.asarray(query_keys, dtype=np.uint64)
+    b, k = cands.ordinals.shape
+    if query_keys.shape != (b,) or len(positives.ordinals) != b:
+        raise ValueError(f"batch sizes disagree: {query_keys.shape[0]} query keys, {b} candidate rows, "
+                         f"{len(positives.ordinals)} positive lists")
+    if random_docs is not None and random_docs.ordinals.shape[0] != b:
+        raise ValueError(f"random_docs has {random_docs.ordinals.shape[0]} rows for {b} queries")
+    s = cfg.sampler
+    n = s.num_negatives
+    n_hard = n - num_random(s)
+
+    valid = cands.valid
+    is_positive, is_same_text = positive_masks(cands, positives, cfg.exclude_same_text)
+    pos_ref = positive_reference(positives)
+    out = filter_candidates(cands.scores, valid & ~is_positive & ~is_same_text, pos_ref, cfg.filter,
+                            s.range_min, s.resolved_range_max())
+
+    u = uniform_keys(cfg.seed, query_keys[:, None], cands.ordinals) if s.method in ("random", "simans") else None
+    hard_cols = sample_hard(s, out.survivors, cands.scores, pos_ref, n_hard, u)  # (B, n_hard), sorted, -1 padded
+    n_hard_got = (hard_cols >= 0).sum(axis=1)
+    safe_cols = np.maximum(hard_cols, 0)
+    hard_ordinals = np.where(hard_cols >= 0, np.take_along_axis(cands.ordinals, safe_cols, axis=1), -1) \
+        if k else np.full_like(hard_cols, -1)
+
+    if random_docs is not None:
+        fill = pick_random_fill(random_docs, positives, cfg.exclude_same_text, out.bound, cfg.filter.min_score,
+                                hard_ordinals, n - n_hard_got)
+    else:
+        fill = None
+
+    neg_ordinals, neg_scores, neg_ids, neg_ranks, removed_ids, removed_scores = [], [], [], [], [], []
+    for i in range(b):
+        h = hard_cols[i][hard_cols[i] >= 0]
+        r = np.flatnonzero(fill[i]) if fill is not None else np.zeros(0, np.int64)
+        ro = random_docs.ordinals[i, r] if fill is not None else np.zeros(0, np.int64)
+        rs = random_docs.scores[i, r] if fill is not None else np.zeros(0, np.float32)
+        rid = list(random_docs.doc_ids[i, r]) if fill is not None else []
+        neg_ordinals.append(np.concatenate([cands.ordinals[i, h], ro]).astype(np.int64))
+        neg_scores.append(np.concatenate([cands.scores[i, h], rs]).astype(np.float32))
+        neg_ids.append([str(x) for x in cands.doc_ids[i, h]] + [str(x) for x in rid])
+        neg_ranks.append(np.concatenate([out.rank[i, h], np.full(len(r), -1, np.int64)]).astype(np.int32))
+        gone = np.flatnonzero(out.removed_filter[i])
+        removed_ids.append([str(x) for x in cands.doc_ids[i, gone]])
+        removed_scores.append(np.asarray(cands.scores[i, gone], np.float32))
+
+    n_got = np.fromiter((len(x) for x in neg_ordinals), dtype=np.int64, count=b)
+    return MinedBatch(
+        negative_ordinals=neg_ordinals, negative_scores=neg_scores, negative_doc_ids=neg_ids,
+        negative_ranks=neg_ranks, removed_doc_ids=removed_ids, removed_scores=removed_scores,
+        positive_ref=pos_ref,
+        n_candidates=valid.sum(axis=1).astype(np.int64),
+        n_removed_positive=is_positive.sum(axis=1).astype(np.int64),
+        n_removed_same_text=is_same_text.sum(axis=1).astype(np.int64),
+        n_removed_filter=out.n_removed_filter.astype(np.int64),
+        n_removed_min_score=out.n_removed_min_score.astype(np.int64),
+        n_survivors=out.n_survivors.astype(np.int64),
+        short=n_got < n,
+    )

@@ -1,0 +1,249 @@
+"""The mining run as Ray Data stages over small components.
+
+    corpus ──read──▶ encode (actor pool) ──▶ embedding store (bucketed Parquet, reused when unchanged)
+    store ──▶ N shard actors (faiss)
+    queries ──read──▶ encode (actor pool) ──▶ search fan-out + merge + filter + sample (actor pool) ──▶ Parquet parts
+
+Nothing is gathered in the driver: blocks stream from readers to sinks, and the summary is computed by streaming
+over what was written.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import pyarrow as pa
+import ray
+
+from .config import MineConfig
+from .errors import StreamMineError
+from .io import fs
+
+log = logging.getLogger("streammine")
+
+S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "AWS_DEFAULT_REGION", "AWS_REGION", "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
+
+
+# ---- Ray ----------------------------------------------------------------------------------------------------
+
+def ensure_ray(address: Optional[str] = None) -> None:
+    """Join the given cluster (or RAY_ADDRESS), else start a local Ray. One code path either way."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    # Workers must see the same object-store endpoint and credentials as the driver; they are passed through from
+    # the environment, never written into any file.
+    env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": env})
+
+
+def single_node() -> bool:
+    return len([n for n in ray.nodes() if n.get("Alive")]) <= 1
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+# ---- read tasks ---------------------------------------------------------------------------------------------
+
+def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
+    from .io import readers
+    from .io.datasource import read_quarantining
+    i = cfg.input
+    if cfg.encoder.kind == "precomputed":
+        return [functools.partial(_precomputed_corpus_blocks, cfg.encoder.corpus_vectors)]
+    if i.format == "beir":
+        return [functools.partial(read_quarantining, readers.iter_beir_corpus, quarantine_url, dir_url=i.path)]
+    return [functools.partial(read_quarantining, readers.iter_pairs_corpus, quarantine_url, url=i.path,
+                              columns=i.columns, corpus_url=i.corpus)]
+
+
+def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
+    from .io import readers
+    from .io.datasource import read_quarantining
+    i = cfg.input
+    if i.format == "beir":
+        return [functools.partial(read_quarantining, readers.iter_beir_queries, quarantine_url, dir_url=i.path,
+                                  split=i.split, max_queries=i.max_queries)]
+    return [functools.partial(read_quarantining, readers.iter_pairs_queries, quarantine_url, url=i.path,
+                              columns=i.columns, corpus_url=i.corpus, max_queries=i.max_queries)]
+
+
+def _precomputed_corpus_blocks(url: str) -> Iterator[pa.Table]:
+    """Precomputed corpus vectors as store records; without texts, a document's text key is its id's."""
+    from .io.readers import iter_vectors
+    from .keys import key64
+    from .vectors import to_arrow
+    row = 0
+    for ids, vectors, locations in iter_vectors(url):
+        n = len(ids)
+        yield pa.table({"doc_id": pa.array(ids, pa.string()),
+                        "text_key": pa.array([key64("id:" + d) for d in ids], pa.uint64()),
+                        "file_idx": pa.array([0] * n, pa.int32()),
+                        "row": pa.array(range(row, row + n), pa.int64()),
+                        "location": pa.array(locations, pa.string()),
+                        "vector": to_arrow(vectors)})
+        row += n
+
+
+def read_dataset(fns: list, name: str) -> "ray.data.Dataset":
+    from .io.datasource import GeneratorDatasource
+    return ray.data.read_datasource(GeneratorDatasource(fns, name=name), override_num_blocks=len(fns),
+                                    num_cpus=0.25)
+
+
+# ---- the embedding store ------------------------------------------------------------------------------------
+
+def store_key(cfg: MineConfig) -> str:
+    """Identifies (model, encoding settings, corpus content): a changed corpus or model gets a new store."""
+    e = cfg.encoder
+    ident = {"kind": e.kind, "model": e.model or "packaged:all-MiniLM-L6-v2", "document_prompt": e.document_prompt,
+             "max_length": e.max_length, "normalize": e.normalize, "fp16": str(e.fp16),
+             "corpus_vectors": e.corpus_vectors, "input": [cfg.input.format, cfg.input.path, cfg.input.corpus,
+                                                          cfg.input.columns.__dict__ if cfg.input.format == "pairs"
+                                                          else None],
+             "fingerprint": corpus_fingerprint(cfg)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def corpus_fingerprint(cfg: MineConfig) -> list:
+    """Size and modification stamp of every corpus source file (cheap: metadata only)."""
+    if cfg.encoder.kind == "precomputed":
+        urls = [cfg.encoder.corpus_vectors]
+    elif cfg.input.format == "beir":
+        urls = [cfg.input.path]
+    else:
+        urls = [u for u in (cfg.input.path, cfg.input.corpus) if u]
+    stamps = []
+    for url in urls:
+        filesystem, path = fs.resolve(url)
+        for p in sorted(filesystem.find(path) if filesystem.isdir(path) else [path]):
+            info = filesystem.info(p)
+            stamps.append([p, info.get("size"), str(info.get("mtime") or info.get("LastModified")
+                                                     or info.get("ETag") or info.get("created") or "")])
+    return stamps
+
+
+def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], metrics) -> dict:
+    """Encodes the corpus into the embedding store unless a committed store for the same key exists."""
+    from .encode.sentence_transformer import default_torch_threads
+    from .encode.stages import EncodeDocuments
+    from .index.store import EmbeddingStoreSink, read_manifest
+    manifest = read_manifest(store_url)
+    if manifest is not None:
+        log.info("embedding store %s is up to date: the corpus is not encoded again", store_url)
+        return dict(manifest, reused=True)
+    e = cfg.encoder
+    ds = read_dataset(corpus_read_fns(cfg, quarantine_url), "corpus")
+    if e.kind != "precomputed":
+        ds = ds.map_batches(EncodeDocuments, batch_size=cfg.run.corpus_batch_size, batch_format="pyarrow",
+                            fn_constructor_args=(e, _torch_threads(cfg), metrics), compute=ray.data.ActorPoolStrategy(size=e.num_actors),
+                            **_encoder_resources(cfg))
+    ds.write_datasink(EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
+                                                     "model": e.model or "all-MiniLM-L6-v2"}))
+    manifest = read_manifest(store_url)
+    if manifest is None or not manifest.get("docs"):
+        raise StreamMineError(f"the corpus produced no documents (store {store_url})")
+    return dict(manifest, reused=False)
+
+
+def _torch_threads(cfg: MineConfig) -> int:
+    from .encode.sentence_transformer import default_torch_threads
+    e = cfg.encoder
+    return default_torch_threads(e.cpus_per_actor, e.num_actors, single_node() and not cluster_has_gpus())
+
+
+def _encoder_resources(cfg: MineConfig) -> dict:
+    e = cfg.encoder
+    gpus = e.gpus_per_actor if e.gpus_per_actor is not None else (1.0 if cluster_has_gpus() else 0.0)
+    return {"num_cpus": e.cpus_per_actor, "num_gpus": gpus}
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    output: str
+    summary: dict = field(default_factory=dict)
+
+
+def prepare_output(cfg: MineConfig) -> None:
+    from .sink.parts import PARTS_MANIFEST
+    out = cfg.output.path
+    if fs.exists(fs.join(out, PARTS_MANIFEST)) or fs.exists(fs.join(out, "summary.json")):
+        if not cfg.output.overwrite:
+            raise StreamMineError(f"{out} already holds a mining output; pass --overwrite to replace it")
+        filesystem, path = fs.resolve(out)
+        for child in filesystem.ls(path, detail=False):
+            if os.path.basename(child.rstrip("/")) != "_work":  # keep the embedding store: it is a cache
+                filesystem.rm(child, recursive=True)
+    fs.makedirs(out)
+
+
+def mine(cfg: MineConfig) -> RunResult:
+    """Runs the whole mining path; returns where the output is and the run summary."""
+    from .encode.stages import EncodeQueries, LookupQueryVectors
+    from .index.actor import ShardedIndex
+    from .index.store import total_rows
+    from .metrics import StageMetrics
+    from .sink.parts import MinedPartsSink
+    from .sink.summary import build_summary, write_summary
+    from .stages import MineQueries
+
+    cfg.validate()
+    ensure_ray(cfg.run.address)
+    ray.data.DataContext.get_current().enable_progress_bars = bool(cfg.run.progress)
+    prepare_output(cfg)
+    out = cfg.output.path
+    quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
+    work = cfg.run.work_dir or fs.join(out, "_work")
+    metrics = StageMetrics.remote()
+    phases = {}
+
+    t = time.perf_counter()
+    store_url = fs.join(work, "embeddings", store_key(cfg))
+    manifest = build_store(cfg, store_url, quarantine_url, metrics)
+    phases["corpus_encode_seconds"] = round(time.perf_counter() - t, 3)
+    log.info("corpus: %d documents in the store (%s)", manifest["docs"], "reused" if manifest["reused"] else "encoded")
+
+    t = time.perf_counter()
+    index = ShardedIndex.start(store_url, manifest, cfg.index, cfg.input.lenient, quarantine_url or
+                               fs.join(out, "_quarantine"))
+    shard_info = index.wait_ready()
+    phases["index_build_seconds"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    e = cfg.encoder
+    ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
+    if e.kind == "precomputed":
+        ds = ds.map_batches(LookupQueryVectors, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                            fn_constructor_args=(e.query_vectors, metrics), compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
+    else:
+        ds = ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                            fn_constructor_args=(e, _torch_threads(cfg), metrics), compute=ray.data.ActorPoolStrategy(size=e.num_actors),
+                            **_encoder_resources(cfg))
+    ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                        fn_constructor_args=(cfg, index.handles, total_rows(manifest), manifest["store_key"],
+                                             quarantine_url or fs.join(out, "_quarantine"), metrics),
+                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25)
+    ds.write_datasink(MinedPartsSink(out))
+    phases["query_mining_seconds"] = round(time.perf_counter() - t, 3)
+
+    summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
+                            shards=shard_info, store=manifest)
+    write_summary(out, summary)
+    if cfg.output.export:
+        from .sink.export import run_exports
+        summary["exports"] = run_exports(cfg, out)
+        write_summary(out, summary)
+    index.shutdown()
+    ray.kill(metrics)
+    return RunResult(out, summary)

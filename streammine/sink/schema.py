@@ -1,0 +1,29 @@
+"""The mined output: one row per query and model version."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+_str_list = pa.list_(pa.string())
+_f32_list = pa.list_(pa.float32())
+
+MINED_SCHEMA = pa.schema([
+    ("query_id", pa.string()),
+    ("query", pa.string()),
+    ("positive_ids", _str_list),
+    ("positive_scores", _f32_list),       # exact scores, aligned with positive_ids (NaN if not found)
+    ("positive_ref", pa.float32()),       # s+ the filters used: the minimum positive score
+    ("negative_ids", _str_list),          # hard negatives by rank, then random corpus negatives
+    ("negative_scores", _f32_list),
+    ("negative_ranks", pa.list_(pa.int32())),  # rank among non-positive candidates; -1: random corpus negative
+    ("removed_ids", _str_list),           # probable false negatives removed by the positive-aware filter
+    ("removed_scores", _f32_list),
+    ("n_candidates", pa.int32()),
+    ("n_removed_positive", pa.int32()),
+    ("n_removed_same_text", pa.int32()),
+    ("n_removed_filter", pa.int32()),
+    ("n_removed_min_score", pa.int32()),
+    ("short", pa.bool_()),                # fewer negatives than asked for (kept, and counted)
+    ("model", pa.string()),
+    ("model_version", pa.string()),
+    ("config_hash", pa.string()),
+])

@@ -1,0 +1,118 @@
+"""The mining stage: a Ray Data callable class composing fan-out search, merge and the pure mining functions."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .config import MineConfig
+from .errors import InputError
+from .keys import keys64
+from .metrics import MetricsClient
+from .sink.schema import MINED_SCHEMA
+from .vectors import from_arrow
+
+# Candidates fetched beyond range_max + the query's positives, for documents that repeat a positive's text.
+SAME_TEXT_SLACK = 16
+
+
+class MineQueries:
+    """Encoded query records -> mined rows (MINED_SCHEMA). Quarantines what lenient mode lets through."""
+
+    def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
+                 quarantine_url: str, metrics=None):
+        from .index.actor import ShardedIndex
+        self.cfg = cfg
+        self.index = ShardedIndex(shard_handles)
+        self.n_total = n_total
+        self.model = cfg.encoder.model or "all-MiniLM-L6-v2"
+        self.model_version = model_version
+        self.config_hash = cfg.config_hash()
+        self.quarantine_url = quarantine_url
+        self.metrics = MetricsClient(metrics)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        from .mine import mine_batch
+        with self.metrics.time("search_and_mine", block.num_rows):
+            query_keys, answer = self._search(block)
+            kept = self._drop_unminable(block, answer)
+            if kept.num_rows == 0:
+                return MINED_SCHEMA.empty_table()
+            if kept.num_rows < block.num_rows:  # rare (lenient runs only): search again without those queries
+                block = kept
+                query_keys, answer = self._search(block)
+            cands, positives, random_docs, _missing = answer
+            mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs)
+            return self._rows(block, positives, mined)
+
+    # ---- steps ----------------------------------------------------------------------------------------------
+    def _search(self, block: pa.Table):
+        from .mine import random_corpus_ordinals
+        s = self.cfg.mining.sampler
+        query_keys = keys64(block.column("query_id").to_pylist())
+        positive_ids = block.column("positive_ids").to_pylist()
+        k = s.resolved_range_max() + max((len(p) for p in positive_ids), default=0) + SAME_TEXT_SLACK
+        k = min(k, self.n_total)
+        n_random = int(np.floor(s.random_share * s.num_negatives + 0.5))
+        random_ordinals = None
+        if n_random:
+            # draw extra: some land on positives, quarantined rows or each other
+            random_ordinals = random_corpus_ordinals(self.cfg.mining.seed, query_keys, self.n_total, 2 * n_random + 4)
+        queries = from_arrow(block.column("vector"))
+        return query_keys, self.index.answer(queries, k, positive_ids, random_ordinals)
+
+    def _drop_unminable(self, block: pa.Table, answer) -> pa.Table:
+        """Positives named by the qrels but absent from the corpus: an error, or (lenient) a quarantine record."""
+        missing = answer[3]
+        if not any(missing):
+            return block
+        from .io.records import Quarantine
+        quarantine = Quarantine()
+        keep = np.ones(block.num_rows, bool)
+        qids = block.column("query_id").to_pylist()
+        pos_ids = block.column("positive_ids").to_pylist()
+        pos_locs = block.column("positive_locations").to_pylist()
+        for i, miss in enumerate(missing):
+            for pid in miss:
+                loc = pos_locs[i][pos_ids[i].index(pid)]
+                reason = f"positive {pid!r} of query {qids[i]!r} is not in the corpus"
+                if not self.cfg.input.lenient:
+                    raise InputError(loc, reason)
+                quarantine.add("qrels", loc, reason, "")
+            if miss and len(miss) == len(pos_ids[i]):
+                keep[i] = False
+                quarantine.add("query", block.column("location")[i].as_py(),
+                               f"query {qids[i]!r} has no positive in the corpus; not mined", "")
+        quarantine.write(self.quarantine_url)
+        return block.filter(pa.array(keep))
+
+    def _rows(self, block: pa.Table, positives, mined) -> pa.Table:
+        n = block.num_rows
+        positive_ids = block.column("positive_ids").to_pylist()
+        positive_scores = []
+        for i in range(n):
+            score_of = dict(zip(positives.doc_ids[i], np.asarray(positives.scores[i]).tolist()))
+            positive_scores.append([score_of.get(p, float("nan")) for p in positive_ids[i]])
+        columns = {
+            "query_id": block.column("query_id"),
+            "query": block.column("query"),
+            "positive_ids": block.column("positive_ids"),
+            "positive_scores": positive_scores,
+            "positive_ref": np.asarray(mined.positive_ref, np.float32),
+            "negative_ids": [list(x) for x in mined.negative_doc_ids],
+            "negative_scores": [np.asarray(x, np.float32) for x in mined.negative_scores],
+            "negative_ranks": [np.asarray(x, np.int32) for x in mined.negative_ranks],
+            "removed_ids": [list(x) for x in mined.removed_doc_ids],
+            "removed_scores": [np.asarray(x, np.float32) for x in mined.removed_scores],
+            "n_candidates": np.asarray(mined.n_candidates, np.int32),
+            "n_removed_positive": np.asarray(mined.n_removed_positive, np.int32),
+            "n_removed_same_text": np.asarray(mined.n_removed_same_text, np.int32),
+            "n_removed_filter": np.asarray(mined.n_removed_filter, np.int32),
+            "n_removed_min_score": np.asarray(mined.n_removed_min_score, np.int32),
+            "short": np.asarray(mined.short, bool),
+            "model": [self.model] * n,
+            "model_version": [self.model_version] * n,
+            "config_hash": [self.config_hash] * n,
+        }
+        arrays = [pa.array(columns[f.name], type=f.type) if not isinstance(columns[f.name], pa.ChunkedArray)
+                  else columns[f.name].cast(f.type) for f in MINED_SCHEMA]
+        return pa.Table.from_arrays(arrays, schema=MINED_SCHEMA)

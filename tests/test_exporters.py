@@ -1,0 +1,161 @@
+"""Exporters: a hand-built mined output (two parts) -> each trainer format, checked against expectations written
+out independently here (not derived from the exporter's own logic)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from streammine.sink.exporters import (MissingTextError, export_flagembedding, export_st_ntuple,
+                                       export_st_triplet, resolve_parts)
+from streammine.sink.schema import MINED_SCHEMA
+
+TEXTS = {f"d{i}": f"document {i} text" for i in range(1, 20)}
+
+# (query_id, query, positive_ids, negative_ids); parts as the miner would write them
+PART_0 = [("q1", "query one", ["d1", "d2"], ["d5", "d6", "d7"]),
+          ("q2", "query two", ["d3"], ["d8", "d9"])]                 # short: 2 of 3 negatives
+PART_1 = [("q3", "query three", ["d4"], ["d10", "d11", "d12"]),
+          ("q4", "query four", ["d13"], []),                         # no negatives at all
+          ("q5", "query five", [], ["d14", "d15", "d16"])]           # no positive
+
+
+def mined_table(rows) -> pa.Table:
+    """A MINED_SCHEMA table; columns the exporters do not read get plausible filler."""
+    def column(name):
+        if name in ("query_id", "query", "positive_ids", "negative_ids"):
+            return [r[("query_id", "query", "positive_ids", "negative_ids").index(name)] for r in rows]
+        if name == "positive_scores":
+            return [[0.8] * len(r[2]) for r in rows]
+        if name == "positive_ref":
+            return [0.8 if r[2] else math.nan for r in rows]
+        if name == "negative_scores":
+            return [[0.5 - 0.01 * i for i in range(len(r[3]))] for r in rows]
+        if name == "negative_ranks":
+            return [list(range(len(r[3]))) for r in rows]
+        if name in ("removed_ids", "removed_scores"):
+            return [[] for _ in rows]
+        if name == "short":
+            return [len(r[3]) < 3 for r in rows]
+        if name in ("model", "model_version", "config_hash"):
+            return ["m" for _ in rows]
+        return [0 for _ in rows]  # the n_* counters
+    return pa.table({f.name: pa.array(column(f.name), f.type) for f in MINED_SCHEMA}, schema=MINED_SCHEMA)
+
+
+@pytest.fixture
+def mined_dir(tmp_path):
+    out = tmp_path / "mined"
+    out.mkdir()
+    pq.write_table(mined_table(PART_0), out / "part-00000-a.parquet")
+    pq.write_table(mined_table(PART_1), out / "part-00001-b.parquet")
+    (out / "_work").mkdir()  # the embedding store lives here too: its parquet must not be read as mined rows
+    pq.write_table(pa.table({"x": [1]}), out / "_work" / "vectors.parquet")
+    return out
+
+
+def t(doc_id):
+    return TEXTS[doc_id]
+
+
+def rows_of(path) -> list:
+    table = pq.read_table(path)
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def test_resolve_parts_reads_only_top_level_parts(mined_dir):
+    assert [p.rsplit("/", 1)[-1] for p in resolve_parts(str(mined_dir))] == ["part-00000-a.parquet",
+                                                                               "part-00001-b.parquet"]
+    assert resolve_parts([str(mined_dir / "part-00001-b.parquet")]) == [str(mined_dir / "part-00001-b.parquet")]
+
+
+def test_resolve_parts_prefers_the_manifest(mined_dir):
+    (mined_dir / "_parts.json").write_text(json.dumps({"parts": [{"part": "part-00001-b.parquet", "rows": 3}]}))
+    assert [p.rsplit("/", 1)[-1] for p in resolve_parts(str(mined_dir))] == ["part-00001-b.parquet"]
+
+
+def test_st_triplet(mined_dir, tmp_path):
+    out = tmp_path / "triplet.parquet"
+    counts = export_st_triplet(str(mined_dir), TEXTS, str(out))
+    expected = [("query one", t("d1"), t("d5")), ("query one", t("d1"), t("d6")), ("query one", t("d1"), t("d7")),
+                ("query one", t("d2"), t("d5")), ("query one", t("d2"), t("d6")), ("query one", t("d2"), t("d7")),
+                ("query two", t("d3"), t("d8")), ("query two", t("d3"), t("d9")),
+                ("query three", t("d4"), t("d10")), ("query three", t("d4"), t("d11")),
+                ("query three", t("d4"), t("d12"))]
+    assert rows_of(out) == expected
+    # MultipleNegativesRankingLoss takes (anchor, positive, negative) by position; no label/score column
+    assert pq.read_schema(out).names == ["anchor", "positive", "negative"]
+    assert counts["rows_written"] == 11 and counts["queries_read"] == 5 and counts["queries_written"] == 3
+    assert counts["queries_skipped"] == {"no_negatives": 1, "no_positive": 1}
+    assert counts["queries_skipped_total"] == 2
+
+
+def test_st_ntuple_width_from_output_skips_short_queries(mined_dir, tmp_path):
+    out = tmp_path / "ntuple.parquet"
+    counts = export_st_ntuple([str(p) for p in sorted(mined_dir.glob("part-*.parquet"))], TEXTS, str(out))
+    assert pq.read_schema(out).names == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
+    assert rows_of(out) == [("query one", t("d1"), t("d5"), t("d6"), t("d7")),
+                            ("query one", t("d2"), t("d5"), t("d6"), t("d7")),
+                            ("query three", t("d4"), t("d10"), t("d11"), t("d12"))]
+    assert counts["num_negatives"] == 3 and counts["rows_written"] == 3 and counts["queries_written"] == 2
+    assert counts["queries_skipped"] == {"short_of_negatives": 2, "no_positive": 1}  # q2, q4 / q5
+
+
+def test_st_ntuple_explicit_width_truncates_by_rank(mined_dir, tmp_path):
+    out = tmp_path / "ntuple2.parquet"
+    counts = export_st_ntuple(str(mined_dir), TEXTS, str(out), num_negatives=2)
+    assert rows_of(out) == [("query one", t("d1"), t("d5"), t("d6")),
+                            ("query one", t("d2"), t("d5"), t("d6")),
+                            ("query two", t("d3"), t("d8"), t("d9")),
+                            ("query three", t("d4"), t("d10"), t("d11"))]
+    assert counts["queries_skipped"] == {"short_of_negatives": 1, "no_positive": 1}
+
+
+def test_flagembedding(mined_dir, tmp_path):
+    out = tmp_path / "fe.jsonl"
+    counts = export_flagembedding(str(mined_dir), TEXTS, str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [{"query": "query one", "pos": [t("d1"), t("d2")], "neg": [t("d5"), t("d6"), t("d7")]},
+                     {"query": "query two", "pos": [t("d3")], "neg": [t("d8"), t("d9")]},
+                     {"query": "query three", "pos": [t("d4")], "neg": [t("d10"), t("d11"), t("d12")]}]
+    assert counts["rows_written"] == 3 and counts["queries_skipped"] == {"no_negatives": 1, "no_positive": 1}
+
+
+@pytest.mark.parametrize("exporter", [export_st_triplet, export_st_ntuple, export_flagembedding])
+def test_missing_text_names_id_and_part_and_leaves_no_file(mined_dir, tmp_path, exporter):
+    texts = {k: v for k, v in TEXTS.items() if k != "d11"}
+    out = tmp_path / "out.file"
+    with pytest.raises(KeyError) as info:
+        exporter(str(mined_dir), texts, str(out))
+    assert isinstance(info.value, MissingTextError)
+    message = str(info.value)
+    assert "'d11'" in message and "part-00001-b.parquet" in message and "q3" in message
+    assert not out.exists()
+
+
+def test_empty_output(tmp_path):
+    part = tmp_path / "part-00000-x.parquet"
+    pq.write_table(mined_table([]), part)
+    out = tmp_path / "triplet.parquet"
+    assert export_st_triplet([str(part)], TEXTS, str(out))["rows_written"] == 0
+    assert pq.read_table(out).num_rows == 0 and pq.read_schema(out).names == ["anchor", "positive", "negative"]
+    with pytest.raises(ValueError, match="no query in the output has any negative"):
+        export_st_ntuple([str(part)], TEXTS, str(tmp_path / "n.parquet"))
+
+
+def test_gzip_jsonl_by_suffix(mined_dir, tmp_path):
+    import gzip
+    out = tmp_path / "fe.jsonl.gz"
+    export_flagembedding(str(mined_dir), TEXTS, str(out))
+    assert len(gzip.open(out, "rt").read().splitlines()) == 3
+
+
+def test_s3_output(mined_dir, s3_bucket):
+    import fsspec
+    url = f"s3://{s3_bucket}/export/triplet.parquet"
+    counts = export_st_triplet(str(mined_dir), TEXTS, url)
+    with fsspec.open(url, "rb", client_kwargs={"endpoint_url": __import__("os").environ["AWS_ENDPOINT_URL"]}) as f:
+        assert pq.read_table(f).num_rows == counts["rows_written"] == 11

@@ -1,0 +1,400 @@
+"""IndexShard: exactness against brute force, approximate kinds, duplicates, lookups, empty shards, factory, GPU."""
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import pytest
+
+from streammine.config import IndexConfig
+from streammine.errors import ConfigError, InputError
+from streammine.index import factory
+from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq, set_search_threads
+from streammine.index.merge import assign_shard, merge_answers, merge_topk
+from streammine.index.shard import IndexShard, ShardDocs, _tree_sum, exact_scores
+from streammine.keys import keys64
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+def corpus(n, d, seed=0, clusters=None, quantized=False):
+    """ShardDocs with ids d<i>, ordinals 0..n-1, distinct texts; clustered or quantized (exactly summable)."""
+    rng = np.random.default_rng(seed)
+    if quantized:  # small multiples of 1/4: every dot product is exact in any summation order (ties stay ties)
+        vecs = rng.integers(-3, 4, (n, d)).astype(np.float32) / 4
+    elif clusters:
+        centers = rng.normal(size=(clusters, d))
+        vecs = centers[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, d))
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    else:
+        vecs = rng.normal(size=(n, d))
+    ids = np.array([f"d{i}" for i in range(n)], dtype=object)
+    return ShardDocs(ids, np.arange(n), keys64([f"text {i}" for i in range(n)]), vecs.astype(np.float32),
+                     np.array([f"corpus.jsonl:{i + 1}" for i in range(n)], dtype=object))
+
+
+def reference_topk(queries, docs, k):
+    """Brute force: float64 full-matrix scores (as float32), ranked by (-score, ordinal)."""
+    s = (queries.astype(np.float64) @ docs.vectors.astype(np.float64).T).astype(np.float32)
+    ords = np.broadcast_to(docs.ordinals, s.shape)
+    order = np.lexsort((ords, -s), axis=-1)[:, :k]
+    return np.take_along_axis(ords, order, 1), np.take_along_axis(s, order, 1)
+
+
+def build_shards(docs, n_shards, cfg, chunks=3, seed=0):
+    """Split docs by assign_shard and build one IndexShard per shard, adding in shuffled chunks."""
+    which = assign_shard(keys64(docs.doc_ids), n_shards)
+    rng = np.random.default_rng(seed)
+    shards = []
+    for s in range(n_shards):
+        sel = np.flatnonzero(which == s)
+        rng.shuffle(sel)
+        shard = IndexShard(cfg, docs.vectors.shape[1], s)
+        for part in np.array_split(sel, chunks):
+            shard.add(docs.take(part))
+        assert shard.build() == []
+        shards.append(shard)
+    return shards
+
+
+def search_all(shards, queries, k):
+    return merge_topk([s.search(queries, k) for s in shards], k)
+
+
+FLAT = IndexConfig(kind="flat", oversample=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_faiss_thread():
+    """Small indexes build and search faster single-threaded (OpenMP spinning on a busy 2-core box is slow)."""
+    before = faiss.omp_get_max_threads()
+    set_search_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+# ---- exactness -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_shards", [1, 2, 4])
+def test_flat_shards_match_brute_force(n_shards):
+    docs = corpus(3000, 32, seed=1)
+    queries = np.random.default_rng(2).normal(size=(40, 32)).astype(np.float32)
+    k = 25
+    got = search_all(build_shards(docs, n_shards, FLAT), queries, k)
+    ref_ords, ref_scores = reference_topk(queries, docs, k)
+    np.testing.assert_array_equal(got.ordinals, ref_ords)
+    np.testing.assert_array_equal(got.scores, ref_scores)
+    np.testing.assert_array_equal(got.doc_ids, docs.doc_ids[ref_ords])
+    np.testing.assert_array_equal(got.text_keys, docs.text_keys[ref_ords])
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 4])
+def test_exact_ties_broken_by_ordinal(n_shards):
+    docs = corpus(1500, 16, seed=3, quantized=True)
+    # deliberate exact duplicates: copies of a few vectors under other ids, at scattered ordinals
+    src = np.array([5, 5, 5, 77, 77, 400, 1200, 1499])
+    dst = np.array([900, 20, 1300, 3, 1100, 401, 0, 750])
+    docs.vectors[dst] = docs.vectors[src]
+    queries = np.vstack([docs.vectors[[5, 77, 400, 1200]],   # each query's top hits include tied copies
+                         np.random.default_rng(4).integers(-3, 4, (12, 16)) / 4]).astype(np.float32)
+    k = 30
+    got = search_all(build_shards(docs, n_shards, FLAT), queries, k)
+    ref_ords, ref_scores = reference_topk(queries, docs, k)
+    np.testing.assert_array_equal(got.ordinals, ref_ords)
+    np.testing.assert_array_equal(got.scores, ref_scores)
+    # the copies of vector 5 tie exactly and come out in ordinal order
+    first = got.ordinals[0][got.scores[0] == got.scores[0, 0]]
+    assert list(first) == sorted(first) and {5, 20, 900, 1300} <= set(first)
+
+
+def test_scores_bit_identical_across_batch_sizes_and_shards():
+    docs = corpus(2000, 48, seed=5)
+    queries = np.random.default_rng(6).normal(size=(33, 48)).astype(np.float32)
+    one = build_shards(docs, 1, FLAT)[0]
+    rows = np.random.default_rng(7).integers(0, 2000, (33, 50))
+    full = one.score_rows(queries, rows)
+    for i in range(33):  # one query at a time, and a different column count
+        np.testing.assert_array_equal(one.score_rows(queries[i:i + 1], rows[i:i + 1]), full[i:i + 1])
+        np.testing.assert_array_equal(one.score_rows(queries[i:i + 1], rows[i:i + 1, 10:13]), full[i:i + 1, 10:13])
+    # a batch of 7 vs all 33, via search, on 1 vs 4 shards
+    a = search_all([one], queries, 20)
+    b = search_all(build_shards(docs, 4, FLAT), queries[:7], 20)
+    np.testing.assert_array_equal(a.scores[:7], b.scores)
+    np.testing.assert_array_equal(a.ordinals[:7], b.ordinals)
+    # close to the exact value (fsum)
+    q, v = queries[0].astype(np.float64), docs.vectors[rows[0, 0]].astype(np.float64)
+    assert abs(float(full[0, 0]) - math.fsum(q * v)) <= 1e-6 * max(1.0, abs(math.fsum(q * v)))
+
+
+def test_tree_sum_fixed_order():
+    x = np.random.default_rng(0).normal(size=(5, 7, 37))
+    s = _tree_sum(x)
+    assert s.shape == (5, 7)
+    np.testing.assert_allclose(s, x.sum(-1), rtol=1e-12)
+    for i in range(5):  # each output depends on its own row only
+        np.testing.assert_array_equal(_tree_sum(x[i, 3:4]), s[i, 3:4])
+    assert exact_scores(np.ones((2, 3), np.float32), np.ones((2, 4, 3), np.float32)).tolist() == [[3.0] * 4] * 2
+    assert _tree_sum(np.zeros((2, 0))).tolist() == [0.0, 0.0]
+
+
+def test_arrival_order_does_not_matter():
+    docs = corpus(1200, 16, seed=8, clusters=10)
+    queries = docs.vectors[:20] + 0.01
+    cfg = IndexConfig(kind="ivf-flat", nprobe=4, oversample=4)
+    a = build_shards(docs, 1, cfg, chunks=1, seed=0)[0].search(queries, 10)
+    b = build_shards(docs, 1, cfg, chunks=5, seed=99)[0].search(queries, 10)
+    np.testing.assert_array_equal(a.ordinals, b.ordinals)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+# ---- approximate kinds ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,min_recall", [("ivf-flat", 0.9), ("hnsw", 0.9), ("ivf-pq", 0.8)])
+def test_approximate_kinds_exact_scores_and_recall(kind, min_recall):
+    docs = corpus(4000, 32, seed=9, clusters=40)
+    rng = np.random.default_rng(10)
+    queries = (docs.vectors[rng.integers(0, 4000, 50)] + 0.1 * rng.normal(size=(50, 32))).astype(np.float32)
+    cfg = IndexConfig(kind=kind, nprobe=32, ef_search=128, pq_m=8, pq_nbits=8, oversample=16)
+    shards = build_shards(docs, 2, cfg)
+    got = search_all(shards, queries, 10)
+    ref_ords, _ = reference_topk(queries, docs, 10)
+    # scores are exact for whatever was found: equal to a brute-force dot product of those documents ...
+    valid = got.valid
+    assert valid.all()
+    brute = np.einsum("bd,bkd->bk", queries.astype(np.float64), docs.vectors[got.ordinals].astype(np.float64))
+    np.testing.assert_allclose(got.scores, brute, rtol=1e-6, atol=1e-6)
+    # ... and bit-identical to the flat index's scores of the same documents
+    flat = build_shards(docs, 1, FLAT)[0]
+    np.testing.assert_array_equal(got.scores, flat.score_rows(queries, flat.lookup_ordinals(got.ordinals)))
+    # ranked by (score desc, ordinal asc)
+    for row_s, row_o in zip(got.scores, got.ordinals):
+        assert all((a > b) or (a == b and c < e) for a, b, c, e in zip(row_s, row_s[1:], row_o, row_o[1:]))
+    recall = np.mean([len(set(g) & set(r)) / 10 for g, r in zip(got.ordinals, ref_ords)])
+    assert recall >= min_recall, recall
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-flat", "hnsw", "ivf-pq"])
+def test_tiny_shards_train_and_search(kind):
+    """Every kind builds on a handful of vectors (IVF lists and PQ bits adapt), and finds the exact top k."""
+    docs = corpus(50, 12, seed=11)
+    queries = np.random.default_rng(12).normal(size=(5, 12)).astype(np.float32)
+    shard = build_shards(docs, 1, IndexConfig(kind=kind, nprobe=8))[0]
+    got = shard.search(queries, 5)
+    ref_ords, ref_scores = reference_topk(queries, docs, 5)
+    np.testing.assert_array_equal(got.ordinals, ref_ords)  # 1 IVF list, 50 docs: the search is exhaustive
+    np.testing.assert_array_equal(got.scores, ref_scores)
+
+
+# ---- factory -------------------------------------------------------------------------------------------------
+
+def test_factory_sizes():
+    cfg = IndexConfig(kind="ivf-flat")
+    assert resolve_nlist(cfg, 0) == 1 and resolve_nlist(cfg, 10) == 1
+    assert resolve_nlist(cfg, 4000) == 4000 // 39        # 4*sqrt(4000)=253 clamped to n/39
+    assert resolve_nlist(cfg, 1_000_000) == 4000
+    assert resolve_nlist(IndexConfig(nlist=50), 4000) == 50
+    assert resolve_nlist(IndexConfig(nlist=5000), 4000) == 102
+    idx = make_index(IndexConfig(kind="ivf-flat", nprobe=500), 8, 4000)
+    assert isinstance(idx, faiss.IndexIVFFlat) and idx.nlist == 102 and idx.nprobe == 102
+    assert idx.metric_type == faiss.METRIC_INNER_PRODUCT
+    h = make_index(IndexConfig(kind="hnsw", hnsw_m=16, ef_search=77), 8, 100)
+    assert isinstance(h, faiss.IndexHNSWFlat) and h.hnsw.efSearch == 77 and h.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert isinstance(make_index(IndexConfig(kind="flat"), 8, 10), faiss.IndexFlatIP)
+    # PQ: m divides dim; nbits shrinks with n; tiny shards fall back to ivf-flat
+    assert resolve_pq(IndexConfig(pq_m=16, pq_nbits=8), 30, 100_000) == (15, 8)
+    assert resolve_pq(IndexConfig(pq_m=16, pq_nbits=8), 64, 4000) == (16, 6)   # 4000/39 = 102 -> 2**6
+    pq = make_index(IndexConfig(kind="ivf-pq", pq_m=16, pq_nbits=8), 64, 4000)
+    assert isinstance(pq, faiss.IndexIVFPQ) and pq.pq.M == 16 and pq.pq.nbits == 6
+    assert isinstance(make_index(IndexConfig(kind="ivf-pq"), 64, 500), faiss.IndexIVFFlat)
+    with pytest.raises(ConfigError):
+        make_index(IndexConfig(kind="lsh"), 8, 10)
+
+
+def test_gpu_fallback_and_errors(monkeypatch):
+    idx = faiss.IndexFlatIP(8)
+    assert maybe_to_gpu(idx, "auto") is idx      # no GPU here: CPU
+    assert maybe_to_gpu(idx, "false") is idx
+    assert maybe_to_gpu(idx, False) is idx
+    with pytest.raises(ConfigError, match="no GPU"):
+        maybe_to_gpu(idx, "true")
+    with pytest.raises(ConfigError, match="use_gpu"):
+        maybe_to_gpu(idx, "sometimes")
+    shard = IndexShard(IndexConfig(use_gpu="true"), 12)
+    shard.add(corpus(20, 12))
+    with pytest.raises(ConfigError, match="no GPU"):
+        shard.build()
+    # a GPU that faiss reports, but an index kind without a GPU version
+    monkeypatch.setattr(factory, "num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: None, raising=False)
+    h = faiss.IndexHNSWFlat(8, 16, faiss.METRIC_INNER_PRODUCT)
+    assert maybe_to_gpu(h, "auto") is h
+    with pytest.raises(ConfigError, match="no GPU version"):
+        maybe_to_gpu(h, "true")
+    # ... and a GPU move that fails: auto warns and stays on CPU, true is an error
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")),
+                        raising=False)
+    with pytest.warns(UserWarning, match="boom"):
+        assert maybe_to_gpu(idx, "auto") is idx
+    with pytest.raises(ConfigError, match="boom"):
+        maybe_to_gpu(idx, "true")
+
+
+# ---- duplicates and bad vectors ------------------------------------------------------------------------------
+
+def dup_docs(second_text_same: bool):
+    docs = corpus(30, 8, seed=13)
+    docs.doc_ids[17] = "d4"                       # the id of ordinal 4, again at ordinal 17
+    if second_text_same:
+        docs.text_keys[17] = docs.text_keys[4]
+        docs.vectors[17] = docs.vectors[4]
+    return docs
+
+
+def test_duplicate_same_text_kept_once_silently():
+    docs = dup_docs(True)
+    shard = IndexShard(FLAT, 8)
+    shard.add(docs.take(np.arange(15, 30)))       # the later copy arrives first
+    shard.add(docs.take(np.arange(0, 15)))
+    assert shard.build() == []
+    assert len(shard) == 29
+    assert shard.ordinals[shard.lookup_ids(["d4"])[0]] == 4
+    assert shard.lookup_ordinals(np.array([17, 4, 18])).tolist()[0] == -1
+
+
+def test_duplicate_different_text_strict_names_both_locations():
+    shard = IndexShard(FLAT, 8)
+    shard.add(dup_docs(False))
+    with pytest.raises(InputError) as e:
+        shard.build()
+    assert e.value.location == "corpus.jsonl:18"
+    assert "corpus.jsonl:5" in e.value.reason and "'d4'" in e.value.reason
+
+
+def test_duplicate_different_text_lenient_quarantines_later_rows():
+    docs = dup_docs(False)
+    docs.doc_ids[25] = "d4"                      # a third copy, with the first row's text: dropped silently
+    docs.text_keys[25] = docs.text_keys[4]
+    shard = IndexShard(FLAT, 8)
+    shard.add(docs)
+    records = shard.build(lenient=True)
+    assert records == [{"location": "corpus.jsonl:18", "kind": "corpus",
+                        "reason": "duplicate document id 'd4' with a different text than at corpus.jsonl:5; "
+                                  "the first is kept"}]
+    assert len(shard) == 28
+    assert shard.ordinals[shard.lookup_ids(["d4"])[0]] == 4
+
+
+def test_non_finite_vectors():
+    docs = corpus(20, 8)
+    docs.vectors[7, 3] = np.nan
+    shard = IndexShard(FLAT, 8)
+    shard.add(docs)
+    with pytest.raises(InputError) as e:
+        shard.build()
+    assert e.value.location == "corpus.jsonl:8"
+    shard = IndexShard(FLAT, 8)
+    shard.add(docs)
+    records = shard.build(lenient=True)
+    assert [r["location"] for r in records] == ["corpus.jsonl:8"] and len(shard) == 19
+
+
+# ---- lookups, answer, empty shards ---------------------------------------------------------------------------
+
+def test_lookups_and_gather():
+    docs = corpus(100, 8, seed=14)
+    shard = build_shards(docs, 1, FLAT)[0]
+    rows = shard.lookup_ids(["d3", "nope", "d99", "d3"])
+    assert rows.tolist() == [3, -1, 99, 3]
+    assert shard.lookup_ordinals(np.array([[0, 99], [100, -1]])).tolist() == [[0, 99], [-1, -1]]
+    ords, tks, ids = shard.gather(np.array([[3, -1]]))
+    assert ords.tolist() == [[3, -1]] and ids.tolist() == [["d3", ""]] and tks[0, 1] == 0
+    assert tks[0, 0] == docs.text_keys[3]
+    q = np.ones((1, 8), np.float32)
+    s = shard.score_rows(q, np.array([[3, -1]]))
+    assert s[0, 1] == -np.inf and s[0, 0] == np.float32(docs.vectors[3].astype(np.float64).sum())
+    # a flat (or HNSW) shard rescores from faiss's own copy of the vectors (no second copy)
+    assert shard._shares_storage
+    assert build_shards(docs, 1, IndexConfig(kind="hnsw"))[0]._shares_storage
+    assert not build_shards(docs, 1, IndexConfig(kind="ivf-flat"))[0]._shares_storage
+    assert 100 * 8 * 4 <= shard.memory_bytes() < 3 * 100 * 8 * 4 + 100 * 200
+    # k beyond the shard: padded
+    b = shard.search(q, 120)
+    assert b.ordinals.shape == (1, 120) and b.valid.sum() == 100 and b.scores[0, -1] == -np.inf
+    assert b.doc_ids[0, -1] == "" and b.text_keys[0, -1] == 0
+    assert shard.search(q, 0).ordinals.shape == (1, 0)
+
+
+def test_answer_and_merge_answers():
+    docs = corpus(600, 16, seed=15)
+    shards = build_shards(docs, 3, FLAT)
+    queries = np.random.default_rng(16).normal(size=(4, 16)).astype(np.float32)
+    positive_ids = [["d10", "d500"], ["ghost", "d7", "d7"], [], ["d599", "ghost2", "d0"]]
+    random_ordinals = np.array([[5, 6, 7], [-1, 600, 8], [9, 9, 10], [0, 1, 2]], np.int64)
+    answers = [s.answer(queries, 12, positive_ids, random_ordinals) for s in shards]
+    cands, pos, rnd, missing = merge_answers(answers, 12)
+    ref_ords, ref_scores = reference_topk(queries, docs, 12)
+    np.testing.assert_array_equal(cands.ordinals, ref_ords)
+    np.testing.assert_array_equal(cands.scores, ref_scores)
+    assert missing == [[], ["ghost"], [], ["ghost2"]]
+    assert [p.tolist() for p in pos.ordinals] == [[10, 500], [7], [], [0, 599]]
+    assert pos.doc_ids == [["d10", "d500"], ["d7"], [], ["d0", "d599"]]
+    full = (queries.astype(np.float64) @ docs.vectors.astype(np.float64).T).astype(np.float32)
+    for i in range(4):
+        np.testing.assert_array_equal(pos.scores[i], full[i, pos.ordinals[i]])
+        np.testing.assert_array_equal(pos.text_keys[i], docs.text_keys[pos.ordinals[i]])
+    assert rnd.ordinals.tolist() == [[5, 6, 7], [-1, -1, 8], [9, 9, 10], [0, 1, 2]]
+    ok = rnd.ordinals >= 0
+    np.testing.assert_array_equal(rnd.scores[ok], np.take_along_axis(full, np.maximum(rnd.ordinals, 0), 1)[ok])
+    assert (rnd.scores[~ok] == -np.inf).all() and (rnd.doc_ids[~ok] == "").all()
+    assert rnd.doc_ids[0].tolist() == ["d5", "d6", "d7"]
+    # each shard reports only what it holds
+    held = [set(a.found_positive_ids[1]) for a in answers]
+    assert sum("d7" in h for h in held) == 1
+    # no random ordinals requested
+    assert merge_answers([s.answer(queries, 3, positive_ids) for s in shards], 3)[2] is None
+
+
+def test_empty_shard():
+    shard = IndexShard(IndexConfig(kind="ivf-pq"), 8, shard_id=3)
+    assert shard.build() == []
+    assert len(shard) == 0 and shard.dim == 8 and shard.memory_bytes() == 0
+    q = np.ones((2, 8), np.float32)
+    b = shard.search(q, 5)
+    assert b.ordinals.shape == (2, 5) and not b.valid.any() and (b.scores == -np.inf).all()
+    assert shard.lookup_ids(["x"]).tolist() == [-1]
+    assert shard.lookup_ordinals(np.array([0, 1])).tolist() == [-1, -1]
+    a = shard.answer(q, 5, [["x"], []], np.array([[0], [1]]))
+    assert a.found_positive_ids == [[], []] and a.positives.ordinals[0].size == 0
+    assert (a.random.ordinals == -1).all()
+    # merged with a real shard, the empty one changes nothing
+    docs = corpus(40, 8, seed=17)
+    full = build_shards(docs, 1, FLAT)[0]
+    c, p, r, missing = merge_answers([a, full.answer(q, 5, [["x"], []], np.array([[0], [1]]))], 5)
+    np.testing.assert_array_equal(c.ordinals, full.search(q, 5).ordinals)
+    assert missing == [["x"], []] and r.ordinals.tolist() == [[0], [1]]
+
+
+def test_tiny_corpus_over_many_shards_leaves_some_empty():
+    docs = corpus(3, 8, seed=18)
+    shards = build_shards(docs, 4, IndexConfig(kind="ivf-flat"), chunks=1)
+    assert sorted(len(s) for s in shards)[0] == 0 and sum(len(s) for s in shards) == 3
+    q = np.random.default_rng(19).normal(size=(2, 8)).astype(np.float32)
+    got = search_all(shards, q, 5)
+    ref_ords, ref_scores = reference_topk(q, docs, 3)
+    np.testing.assert_array_equal(got.ordinals[:, :3], ref_ords)
+    assert (got.ordinals[:, 3:] == -1).all()
+
+
+def test_add_checks():
+    shard = IndexShard(FLAT, 8)
+    with pytest.raises(ValueError, match="dimension"):
+        shard.add(corpus(5, 4))
+    with pytest.raises(ValueError):
+        ShardDocs(["a"], [0, 1], [0], np.zeros((1, 8)), ["x:1"])
+    shard.add(corpus(5, 8))
+    shard.build()
+    with pytest.raises(RuntimeError):
+        shard.add(corpus(5, 8))
+    with pytest.raises(ValueError, match="queries"):
+        shard.search(np.ones((2, 4), np.float32), 3)
