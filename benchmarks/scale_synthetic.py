@@ -91,7 +91,6 @@ def recall_at_10(corpus, queries, found, sample: int = 500) -> float:
 
 
 def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int, range_max: int) -> dict:
-    import pyarrow.dataset as pads
     import streammine
     out = os.path.join(work, "out")
     cfg = streammine.load_config(None, {

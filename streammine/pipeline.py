@@ -15,8 +15,9 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import pyarrow as pa
 import ray
@@ -134,7 +135,6 @@ def corpus_fingerprint(cfg: MineConfig) -> list:
 
 def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], metrics) -> dict:
     """Encodes the corpus into the embedding store unless a committed store for the same key exists."""
-    from .encode.sentence_transformer import default_torch_threads
     from .encode.stages import EncodeDocuments
     from .index.store import EmbeddingStoreSink, read_manifest
     manifest = read_manifest(store_url)
@@ -188,9 +188,27 @@ def prepare_output(cfg: MineConfig) -> None:
     fs.makedirs(out)
 
 
+@contextmanager
+def _phase(phases: dict, name: str):
+    t = time.perf_counter()
+    yield
+    phases[name] = round(time.perf_counter() - t, 3)
+
+
+def _add_query_vectors(ds, cfg: MineConfig, metrics):
+    from .encode.stages import EncodeQueries, LookupQueryVectors
+    e = cfg.encoder
+    if e.kind == "precomputed":
+        return ds.map_batches(LookupQueryVectors, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                              fn_constructor_args=(e.query_vectors, metrics),
+                              compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
+    return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                          fn_constructor_args=(e, _torch_threads(cfg), metrics),
+                          compute=ray.data.ActorPoolStrategy(size=e.num_actors), **_encoder_resources(cfg))
+
+
 def mine(cfg: MineConfig) -> RunResult:
     """Runs the whole mining path; returns where the output is and the run summary."""
-    from .encode.stages import EncodeQueries, LookupQueryVectors
     from .index.actor import ShardedIndex
     from .index.store import total_rows
     from .metrics import StageMetrics
@@ -205,45 +223,34 @@ def mine(cfg: MineConfig) -> RunResult:
     out = cfg.output.path
     quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
     work = cfg.run.work_dir or fs.join(out, "_work")
-    metrics = StageMetrics.remote()
-    phases = {}
-
-    t = time.perf_counter()
     store_url = fs.join(work, "embeddings", store_key(cfg))
-    manifest = build_store(cfg, store_url, quarantine_url, metrics)
-    phases["corpus_encode_seconds"] = round(time.perf_counter() - t, 3)
-    log.info("corpus: %d documents in the store (%s)", manifest["docs"], "reused" if manifest["reused"] else "encoded")
-
-    t = time.perf_counter()
-    index = ShardedIndex.start(store_url, manifest, cfg.index, cfg.input.lenient, quarantine_url or
-                               fs.join(out, "_quarantine"))
-    shard_info = index.wait_ready()
-    phases["index_build_seconds"] = round(time.perf_counter() - t, 3)
-
-    t = time.perf_counter()
-    e = cfg.encoder
-    ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
-    if e.kind == "precomputed":
-        ds = ds.map_batches(LookupQueryVectors, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
-                            fn_constructor_args=(e.query_vectors, metrics), compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
-    else:
-        ds = ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
-                            fn_constructor_args=(e, _torch_threads(cfg), metrics), compute=ray.data.ActorPoolStrategy(size=e.num_actors),
-                            **_encoder_resources(cfg))
-    ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
-                        fn_constructor_args=(cfg, index.handles, total_rows(manifest), manifest["store_key"],
-                                             quarantine_url or fs.join(out, "_quarantine"), metrics),
-                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25)
-    ds.write_datasink(MinedPartsSink(out))
-    phases["query_mining_seconds"] = round(time.perf_counter() - t, 3)
-
-    summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
-                            shards=shard_info, store=manifest)
-    write_summary(out, summary)
-    if cfg.output.export:
-        from .sink.export import run_exports
-        summary["exports"] = run_exports(cfg, out)
+    metrics = StageMetrics.remote()
+    # shard actors start now (process start and imports overlap the corpus encoding); they build when asked
+    index = ShardedIndex.start(store_url, cfg.index, cfg.input.lenient, fs.join(out, "_quarantine"))
+    phases = {}
+    try:
+        with _phase(phases, "corpus_encode_seconds"):
+            manifest = build_store(cfg, store_url, quarantine_url, metrics)
+        log.info("corpus: %d documents in the store (%s)", manifest["docs"],
+                 "reused" if manifest["reused"] else "encoded")
+        with _phase(phases, "index_build_seconds"):
+            shard_info = index.wait_ready()
+        with _phase(phases, "query_mining_seconds"):
+            ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
+            ds = _add_query_vectors(ds, cfg, metrics)
+            ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                                fn_constructor_args=(cfg, index.handles, total_rows(manifest), manifest["store_key"],
+                                                     fs.join(out, "_quarantine"), metrics),
+                                compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25)
+            ds.write_datasink(MinedPartsSink(out))
+        summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
+                                shards=shard_info, store=manifest)
         write_summary(out, summary)
-    index.shutdown()
-    ray.kill(metrics)
+        if cfg.output.export:
+            from .sink.export import run_exports
+            summary["exports"] = run_exports(cfg, out)
+            write_summary(out, summary)
+    finally:
+        index.shutdown()
+        ray.kill(metrics)
     return RunResult(out, summary)

@@ -26,36 +26,56 @@ def _shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shar
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class ShardActor:
-    """Holds one faiss shard built from the embedding store (so a restarted actor rebuilds the same shard)."""
+    """Holds one faiss shard, built from the embedding store on first use.
 
-    def __init__(self, store_url: str, manifest: dict, shard_id: int, n_shards: int, cfg: IndexConfig,
-                 lenient: bool = False, quarantine_url: str | None = None, search_threads: int | None = None):
+    Building lazily lets the actors start (process, imports) while the corpus is still being encoded, and makes a
+    restarted actor rebuild the same shard from the store by itself.
+    """
+
+    def __init__(self, store_url: str, shard_id: int, n_shards: int, cfg: IndexConfig, lenient: bool = False,
+                 quarantine_url: str | None = None, search_threads: int | None = None):
+        import faiss  # noqa: F401  (paid here, while the corpus is encoded, not at build time)
+        from .shard import IndexShard  # noqa: F401
+        self.args = (store_url, shard_id, n_shards, cfg, lenient, quarantine_url, search_threads)
+        self.shard_id = shard_id
+        self.shard = None
+        self.error = None
+
+    def _build(self) -> None:
+        from ..io.records import Quarantine
         from .factory import set_search_threads
         from .shard import IndexShard
-        self.error = None
-        self.shard_id = shard_id
+        from .store import read_manifest
+        store_url, shard_id, n_shards, cfg, lenient, quarantine_url, search_threads = self.args
         try:
+            manifest = read_manifest(store_url)
+            if manifest is None:
+                raise StreamMineError(f"no committed embedding store at {store_url}")
             if search_threads:
                 set_search_threads(search_threads)
-            self.shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
+            shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
             for docs in _shard_docs_from_store(store_url, manifest, shard_id, n_shards):
-                self.shard.add(docs)
-            dropped = self.shard.build(lenient=lenient)
+                shard.add(docs)
+            dropped = shard.build(lenient=lenient)
             if dropped and quarantine_url:
-                from ..io.records import Quarantine
                 q = Quarantine()
                 for record in dropped:
                     q.add(record["kind"], record["location"], record["reason"], record.get("raw", ""))
                 q.write(quarantine_url)
+            self.shard = shard
         except StreamMineError as e:  # surfaced by ready(), as the user's error rather than an actor crash
             self.error = e
 
     def ready(self) -> dict:
+        if self.shard is None and self.error is None:
+            self._build()
         if self.error is not None:
             raise self.error
         return {"shard": self.shard_id, "docs": len(self.shard), "bytes": self.shard.memory_bytes()}
 
     def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None):
+        if self.shard is None:
+            self.ready()
         return self.shard.answer(queries, k, positive_ids, random_ordinals)
 
 
@@ -66,10 +86,11 @@ class ShardedIndex:
         self.handles = handles
 
     @classmethod
-    def start(cls, store_url: str, manifest: dict, cfg: IndexConfig, lenient: bool, quarantine_url: str,
+    def start(cls, store_url: str, cfg: IndexConfig, lenient: bool, quarantine_url: str,
               search_threads: int | None = None) -> "ShardedIndex":
-        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard, name=None)
-                   .remote(store_url, manifest, i, cfg.shards, cfg, lenient, quarantine_url, search_threads)
+        """Starts the actors; they build their shards when the store is committed and they are first asked."""
+        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard)
+                   .remote(store_url, i, cfg.shards, cfg, lenient, quarantine_url, search_threads)
                    for i in range(cfg.shards)]
         return cls(handles)
 

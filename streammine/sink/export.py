@@ -1,7 +1,6 @@
 """Runs the configured exporters on a finished output, in a Ray task (the id->text map stays off the driver)."""
 from __future__ import annotations
 
-import functools
 
 import ray
 
