@@ -25,11 +25,13 @@ class PeakMemory:
     def __init__(self, interval: float = 0.5):
         self.interval = interval
         self.peak_bytes = 0
+        self.driver_peak_bytes = 0  # this process alone: shows that nothing is gathered in the driver
         self._stop = threading.Event()
 
     def _run(self):
         while not self._stop.is_set():
             self.peak_bytes = max(self.peak_bytes, _ray_tree_rss())
+            self.driver_peak_bytes = max(self.driver_peak_bytes, psutil.Process().memory_info().rss)
             self._stop.wait(self.interval)
 
     def __enter__(self):

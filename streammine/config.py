@@ -124,7 +124,7 @@ class OutputConfig:
 class RunConfig:
     address: Optional[str] = None       # None -> RAY_ADDRESS, else a local Ray
     query_batch_size: int = 256         # queries per block through encode -> search -> mine
-    corpus_batch_size: int = 1024       # documents per encoder call (sorted by length inside)
+    corpus_batch_size: int = 4096       # documents per encoder call (sorted by length inside: less padding)
     miner_actors: int = 1
     work_dir: Optional[str] = None      # embedding store; None -> <output>/_work
     progress: bool = True

@@ -60,7 +60,7 @@ def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
     from .io.datasource import read_quarantining
     i = cfg.input
     if cfg.encoder.kind == "precomputed":
-        return [functools.partial(_precomputed_corpus_blocks, cfg.encoder.corpus_vectors)]
+        return [functools.partial(_precomputed_corpus_blocks, cfg.encoder.corpus_vectors, check_finite=not i.lenient)]
     if i.format == "beir":
         return [functools.partial(read_quarantining, readers.iter_beir_corpus, quarantine_url, dir_url=i.path)]
     return [functools.partial(read_quarantining, readers.iter_pairs_corpus, quarantine_url, url=i.path,
@@ -78,16 +78,18 @@ def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
                               columns=i.columns, corpus_url=i.corpus, max_queries=i.max_queries)]
 
 
-def _precomputed_corpus_blocks(url: str) -> Iterator[pa.Table]:
+def _precomputed_corpus_blocks(url: str, check_finite: bool = True) -> Iterator[pa.Table]:
     """Precomputed corpus vectors as store records; without texts, a document's text key is its id's."""
     from .io.readers import iter_vectors
     from .keys import key64
     from .vectors import to_arrow
     row = 0
-    for ids, vectors, locations in iter_vectors(url):
+    for ids, vectors, locations in iter_vectors(url, check_finite=check_finite):
         n = len(ids)
         yield pa.table({"doc_id": pa.array(ids, pa.string()),
-                        "text_key": pa.array([key64("id:" + d) for d in ids], pa.uint64()),
+                        # same id and same vector: the same document listed twice; same id, other vector: a conflict
+                        "text_key": pa.array([key64(f"id:{d}:{hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest()}")
+                                              for d, v in zip(ids, vectors)], pa.uint64()),
                         "file_idx": pa.array([0] * n, pa.int32()),
                         "row": pa.array(range(row, row + n), pa.int64()),
                         "location": pa.array(locations, pa.string()),
@@ -119,6 +121,9 @@ def corpus_fingerprint(cfg: MineConfig) -> list:
     """Size and modification stamp of every corpus source file (cheap: metadata only)."""
     if cfg.encoder.kind == "precomputed":
         urls = [cfg.encoder.corpus_vectors]
+        ids_file = urls[0][: -len(".npy")] + ".ids.txt"
+        if urls[0].endswith(".npy") and fs.exists(ids_file):  # the ids live beside the vectors
+            urls.append(ids_file)
     elif cfg.input.format == "beir":
         urls = [cfg.input.path]
     else:
@@ -218,7 +223,9 @@ def mine(cfg: MineConfig) -> RunResult:
 
     cfg.validate()
     ensure_ray(cfg.run.address)
-    ray.data.DataContext.get_current().enable_progress_bars = bool(cfg.run.progress)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(cfg.run.progress)
+    ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
     prepare_output(cfg)
     out = cfg.output.path
     quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None

@@ -46,13 +46,13 @@ class MineQueries:
 
     # ---- steps ----------------------------------------------------------------------------------------------
     def _search(self, block: pa.Table):
-        from .mine import random_corpus_ordinals
+        from .mine import num_random, random_corpus_ordinals
         s = self.cfg.mining.sampler
         query_keys = keys64(block.column("query_id").to_pylist())
         positive_ids = block.column("positive_ids").to_pylist()
         k = s.resolved_range_max() + max((len(p) for p in positive_ids), default=0) + SAME_TEXT_SLACK
         k = min(k, self.n_total)
-        n_random = int(np.floor(s.random_share * s.num_negatives + 0.5))
+        n_random = num_random(s)
         random_ordinals = None
         if n_random:
             # draw extra: some land on positives, quarantined rows or each other

@@ -19,32 +19,36 @@ def _document_texts(block: pa.Table) -> list:
     return [document_text(t, x) for t, x in zip(titles, texts)]
 
 
-class EncodeDocuments:
-    """Corpus records -> the same records plus their document vectors."""
+class _EncodeStage:
+    """Records -> the same records plus a ``vector`` column; subclasses say which texts and which side."""
+    stage = ""
 
     def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None):
         from .sentence_transformer import SentenceTransformerEncoder
         self.encoder = SentenceTransformerEncoder(cfg, torch_threads=torch_threads)
         self.metrics = MetricsClient(metrics)
 
+    def encode(self, block: pa.Table) -> np.ndarray:
+        raise NotImplementedError
+
     def __call__(self, block: pa.Table) -> pa.Table:
-        with self.metrics.time("encode_corpus", block.num_rows):
-            vectors = self.encoder.encode_documents(_document_texts(block))
+        with self.metrics.time(self.stage, block.num_rows):
+            vectors = self.encode(block)
         return block.append_column("vector", to_arrow(vectors))
 
 
-class EncodeQueries:
-    """Query records -> the same records plus their query vectors."""
+class EncodeDocuments(_EncodeStage):
+    stage = "encode_corpus"
 
-    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None):
-        from .sentence_transformer import SentenceTransformerEncoder
-        self.encoder = SentenceTransformerEncoder(cfg, torch_threads=torch_threads)
-        self.metrics = MetricsClient(metrics)
+    def encode(self, block: pa.Table) -> np.ndarray:
+        return self.encoder.encode_documents(_document_texts(block))
 
-    def __call__(self, block: pa.Table) -> pa.Table:
-        with self.metrics.time("encode_queries", block.num_rows):
-            vectors = self.encoder.encode_queries(block.column("query").to_pylist())
-        return block.append_column("vector", to_arrow(vectors))
+
+class EncodeQueries(_EncodeStage):
+    stage = "encode_queries"
+
+    def encode(self, block: pa.Table) -> np.ndarray:
+        return self.encoder.encode_queries(block.column("query").to_pylist())
 
 
 class LookupQueryVectors:

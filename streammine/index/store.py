@@ -42,27 +42,27 @@ class EmbeddingStoreSink(Datasink):
         self.store_url = store_url
         self.manifest_extra = manifest_extra
 
+    @property
+    def min_rows_per_write(self) -> int:
+        # one file per bucket per write task: bundle blocks so the store is not thousands of tiny files
+        return 65536
+
     def write(self, blocks: Iterable, ctx) -> dict:
-        rows_per_file: dict = {}
-        n, dim = 0, None
-        for block in blocks:
-            if block.num_rows == 0:
-                continue
-            block = block.select(STORE_COLUMNS)
-            dim = block.column("vector").type.list_size
-            file_idx = block.column("file_idx").to_numpy()
-            rows = block.column("row").to_numpy()
-            for f in np.unique(file_idx):
-                rows_per_file[int(f)] = max(rows_per_file.get(int(f), 0), int(rows[file_idx == f].max()) + 1)
-            buckets = bucket_of(block.column("doc_id").to_pylist())
-            for b in np.unique(buckets):
-                part = block.filter(pa.array(buckets == b))
-                url = fs.join(self.store_url, f"bucket={int(b):02d}", f"part-{uuid.uuid4().hex}.parquet")
-                fs.makedirs(fs.join(self.store_url, f"bucket={int(b):02d}"))
-                with fs.open_url(url, "wb") as f:
-                    pq.write_table(part, f)
-            n += block.num_rows
-        return {"rows_per_file": rows_per_file, "docs": n, "dim": dim}
+        tables = [b.select(STORE_COLUMNS) for b in blocks if b.num_rows]
+        if not tables:
+            return {"rows_per_file": {}, "docs": 0, "dim": None}
+        block = pa.concat_tables(tables)
+        file_idx = block.column("file_idx").to_numpy()
+        rows = block.column("row").to_numpy()
+        rows_per_file = {int(f): int(rows[file_idx == f].max()) + 1 for f in np.unique(file_idx)}
+        buckets = bucket_of(block.column("doc_id").to_pylist())
+        for b in np.unique(buckets):
+            bucket_url = fs.join(self.store_url, f"bucket={int(b):02d}")
+            fs.makedirs(bucket_url)
+            with fs.open_url(fs.join(bucket_url, f"part-{uuid.uuid4().hex}.parquet"), "wb") as f:
+                pq.write_table(block.filter(pa.array(buckets == b)), f)
+        return {"rows_per_file": rows_per_file, "docs": block.num_rows,
+                "dim": block.column("vector").type.list_size}
 
     def on_write_complete(self, write_result) -> None:
         rows_per_file: dict = {}

@@ -590,7 +590,7 @@ def _check_finite(vectors: np.ndarray, url: str, row0: int) -> None:
         raise InputError(f"{url}:row {row0 + int(np.argmax(bad))}", "vector has NaN or infinite values")
 
 
-def _parquet_vectors(url: str, dim: _Dim, block_rows: int):
+def _parquet_vectors(url: str, dim: _Dim, block_rows: int, check_finite: bool = True):
     import pyarrow.compute as pc
     handle, parquet = _open_parquet(url)
     with handle:
@@ -621,7 +621,8 @@ def _parquet_vectors(url: str, dim: _Dim, block_rows: int):
                     dim.check(int(lengths[i]), f"{url}:row {row0 + i}")
             values = pc.list_flatten(vec_arr).to_numpy(zero_copy_only=False)
             vectors = np.asarray(values, dtype=np.float32).reshape(n, dim.dim or 0)
-            _check_finite(vectors, url, row0)
+            if check_finite:
+                _check_finite(vectors, url, row0)
             ids = [str(v) for v in ids_arr.to_pylist()]
             yield ids, vectors, [f"{url}:row {row0 + i}" for i in range(n)]
             row0 += n
@@ -660,7 +661,7 @@ def _read_exact(f, nbytes: int) -> bytes:
     return b"".join(parts)
 
 
-def _npy_vectors(url: str, dim: _Dim, block_rows: int, first_row_id: int):
+def _npy_vectors(url: str, dim: _Dim, block_rows: int, first_row_id: int, check_finite: bool = True):
     fmt = np.lib.format
     with fs.open_url(url, "rb", compression=None) as f:
         try:
@@ -696,19 +697,21 @@ def _npy_vectors(url: str, dim: _Dim, block_rows: int, first_row_id: int):
                 if len(data) < rows * d * itemsize:
                     raise InputError(f"{url}:row {r + len(data) // (d * itemsize)}", "file is truncated")
                 vectors = np.frombuffer(data, dtype=dtype).reshape(rows, d).astype(np.float32)
-            _check_finite(vectors, url, r)
+            if check_finite:
+                _check_finite(vectors, url, r)
             yield ids[r:r + rows], vectors, [f"{url}:row {r + i}" for i in range(rows)]
 
 
-def iter_vectors(url: str, dim: Optional[int] = None, block_rows: int = DEFAULT_BLOCK_ROWS
-                 ) -> Iterator[Tuple[List[str], np.ndarray, List[str]]]:
+def iter_vectors(url: str, dim: Optional[int] = None, block_rows: int = DEFAULT_BLOCK_ROWS,
+                 check_finite: bool = True) -> Iterator[Tuple[List[str], np.ndarray, List[str]]]:
     """Precomputed embeddings as (ids, float32 vectors (n, d), locations) chunks of at most ``block_rows``.
 
     ``url``: a Parquet file with columns ``id`` (string) and ``vector`` (list / fixed-size list of floats), a
     ``.npy`` file (float32 / float16, shape (n, d)) whose ids are in a sibling ``<name>.ids.txt`` (one per line;
     without it the ids are the row numbers, counted across the files of a directory), or a directory of such files.
     Any bad vector is an error naming its file and row (also in lenient runs): wrong dimension (against ``dim``, else
-    the first row), ragged rows, null, NaN or infinite values, id count mismatch.
+    the first row), ragged rows, null, NaN or infinite values, id count mismatch. ``check_finite=False`` leaves
+    NaN/inf rows to the caller (lenient corpus runs: the index shard quarantines them with their location).
     """
     files = fs.list_files(url, VECTOR_SUFFIXES)
     if not files:
@@ -717,9 +720,9 @@ def iter_vectors(url: str, dim: Optional[int] = None, block_rows: int = DEFAULT_
     next_row_id = 0
     for file_url in files:
         if file_url.endswith(PARQUET_SUFFIXES):
-            yield from _parquet_vectors(file_url, expected, block_rows)
+            yield from _parquet_vectors(file_url, expected, block_rows, check_finite)
         elif file_url.endswith(".npy"):
-            for chunk in _npy_vectors(file_url, expected, block_rows, next_row_id):
+            for chunk in _npy_vectors(file_url, expected, block_rows, next_row_id, check_finite):
                 next_row_id += len(chunk[0])
                 yield chunk
         else:
