@@ -169,7 +169,13 @@ def _torch_threads(cfg: MineConfig) -> int:
 def _encoder_resources(cfg: MineConfig) -> dict:
     e = cfg.encoder
     gpus = e.gpus_per_actor if e.gpus_per_actor is not None else (1.0 if cluster_has_gpus() else 0.0)
-    return {"num_cpus": e.cpus_per_actor, "num_gpus": gpus}
+    # Ray starts workers with OMP_NUM_THREADS=<their CPU request>; torch's OpenMP kernels follow that variable
+    # even after torch.set_num_threads, so an encoder given more threads must be given the variable too
+    # (measured here: 27.6 s -> 20.2 s for 300 SciFact abstracts on 2 cores).
+    threads = str(_torch_threads(cfg))
+    env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    return {"num_cpus": e.cpus_per_actor, "num_gpus": gpus, "runtime_env": {"env_vars": env}}
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
