@@ -31,7 +31,7 @@ class MineQueries:
         self.metrics = MetricsClient(metrics)
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        from .mine import mine_batch
+        from .mining import mine_batch
         with self.metrics.time("search_and_mine", block.num_rows):
             query_keys, answer = self._search(block)
             kept = self._drop_unminable(block, answer)
@@ -46,7 +46,7 @@ class MineQueries:
 
     # ---- steps ----------------------------------------------------------------------------------------------
     def _search(self, block: pa.Table):
-        from .mine import num_random, random_corpus_ordinals
+        from .mining import num_random, random_corpus_ordinals
         s = self.cfg.mining.sampler
         query_keys = keys64(block.column("query_id").to_pylist())
         positive_ids = block.column("positive_ids").to_pylist()

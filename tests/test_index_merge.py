@@ -7,7 +7,7 @@ import pytest
 from streammine.index.merge import NUM_BUCKETS, assign_shard, merge_answers, merge_columns, merge_topk, rank_order
 from streammine.index.shard import ShardAnswer
 from streammine.keys import keys64
-from streammine.mine.types import CandidateBatch, PositiveBatch
+from streammine.mining.types import CandidateBatch, PositiveBatch
 
 NEG = -np.inf
 

@@ -11,7 +11,7 @@ import pytest
 
 from streammine.config import FilterConfig, MiningConfig, SamplerConfig
 from streammine.keys import splitmix64, uniform_keys
-from streammine.mine import CandidateBatch, MinedBatch, PositiveBatch, mine_batch
+from streammine.mining import CandidateBatch, MinedBatch, PositiveBatch, mine_batch
 
 N_CORPUS = 80
 

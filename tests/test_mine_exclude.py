@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streammine.keys import splitmix64
-from streammine.mine import CandidateBatch, PositiveBatch, positive_masks, positive_reference, row_isin
+from streammine.mining import CandidateBatch, PositiveBatch, positive_masks, positive_reference, row_isin
 
 N_CORPUS = 60
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streammine.config import FilterConfig
-from streammine.mine import filter_candidates, rank_among_negatives, score_filter_masks, score_upper_bound
+from streammine.mining import filter_candidates, rank_among_negatives, score_filter_masks, score_upper_bound
 
 
 def reference_bound(pos: float, f: FilterConfig) -> float:

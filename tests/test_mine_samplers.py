@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streammine.keys import uniform_keys
-from streammine.mine import random_corpus_ordinals, sample_random, sample_simans, sample_top
+from streammine.mining import random_corpus_ordinals, sample_random, sample_simans, sample_top
 
 
 def five_sigma(p, n):

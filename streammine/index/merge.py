@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ..mine.types import CandidateBatch, PositiveBatch
+from ..mining.types import CandidateBatch, PositiveBatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .shard import ShardAnswer

@@ -17,7 +17,7 @@ import numpy as np
 from ..config import IndexConfig
 from ..errors import ConfigError, InputError
 from ..keys import keys64
-from ..mine.types import CandidateBatch, PositiveBatch
+from ..mining.types import CandidateBatch, PositiveBatch
 from .merge import pad_columns, rank_order
 
 # Working-set budget of exact rescoring (float64 products), per chunk of queries.
