@@ -56,8 +56,8 @@ class EncoderConfig:
     batch_size: int = 32                # sentences per forward pass
     normalize: bool = True
     fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it
-    num_actors: int = 1
-    cpus_per_actor: float = 1.0
+    num_actors: int = 0                 # 0 -> one per GPU; on a CPU machine one per core, up to 4 (encode/plan.py)
+    cpus_per_actor: Optional[float] = None  # None -> chosen with num_actors (encode/plan.py)
     gpus_per_actor: Optional[float] = None  # None -> 1 if the cluster has GPUs else 0
     corpus_vectors: Optional[str] = None    # precomputed: parquet (id, vector) or .npy (+ .ids.txt)
     query_vectors: Optional[str] = None
@@ -124,7 +124,8 @@ class OutputConfig:
 class RunConfig:
     address: Optional[str] = None       # None -> RAY_ADDRESS, else a local Ray
     query_batch_size: int = 256         # queries per block through encode -> search -> mine
-    corpus_batch_size: int = 4096       # documents per encoder call (sorted by length inside: less padding)
+    corpus_batch_size: int = 0          # documents per encoder call (sorted by length inside: less padding);
+                                        # 0 -> 256 on CPU (keeps actors evenly busy), 4096 on GPU
     miner_actors: int = 1
     work_dir: Optional[str] = None      # embedding store; None -> <output>/_work
     progress: bool = True
@@ -198,7 +199,10 @@ class MineConfig:
             _choice("output.export", fmt, EXPORT_FORMATS)
         s = self.mining.sampler
         _positive("index.shards", self.index.shards)
-        _positive("encoder.num_actors", self.encoder.num_actors)
+        if self.encoder.num_actors < 0:
+            raise ConfigError(f"encoder.num_actors must be >= 0 (0: automatic), got {self.encoder.num_actors}")
+        if self.run.corpus_batch_size < 0:
+            raise ConfigError(f"run.corpus_batch_size must be >= 0 (0: automatic), got {self.run.corpus_batch_size}")
         _positive("run.miner_actors", self.run.miner_actors)
         _positive("run.query_batch_size", self.run.query_batch_size)
         _positive("mining.sampler.num_negatives", s.num_negatives)

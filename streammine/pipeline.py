@@ -9,6 +9,7 @@ over what was written.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -17,7 +18,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import pyarrow as pa
 import ray
@@ -25,6 +26,9 @@ import ray
 from .config import MineConfig
 from .errors import StreamMineError
 from .io import fs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .encode.plan import ClusterView, EncoderPlan
 
 log = logging.getLogger("streammine")
 
@@ -42,29 +46,26 @@ def ensure_ray(address: Optional[str] = None) -> None:
     # Workers must see the same object-store endpoint and credentials as the driver; they are passed through from
     # the environment, never written into any file.
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": env})
-
-
-def single_node() -> bool:
-    return len([n for n in ray.nodes() if n.get("Alive")]) <= 1
-
-
-def cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
+    # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit an
+    # encoder beside a 1-CPU read or write task (see encode/plan.py).
+    num_cpus = None if address else max(2, os.cpu_count() or 1)
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+             runtime_env={"env_vars": env})
 
 
 # ---- read tasks ---------------------------------------------------------------------------------------------
 
-def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
+def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str], block_rows: int = 4096) -> list:
     from .io import readers
     from .io.datasource import read_quarantining
     i = cfg.input
     if cfg.encoder.kind == "precomputed":
         return [functools.partial(_precomputed_corpus_blocks, cfg.encoder.corpus_vectors, check_finite=not i.lenient)]
     if i.format == "beir":
-        return [functools.partial(read_quarantining, readers.iter_beir_corpus, quarantine_url, dir_url=i.path)]
+        return [functools.partial(read_quarantining, readers.iter_beir_corpus, quarantine_url, dir_url=i.path,
+                                  block_rows=block_rows)]
     return [functools.partial(read_quarantining, readers.iter_pairs_corpus, quarantine_url, url=i.path,
-                              columns=i.columns, corpus_url=i.corpus)]
+                              columns=i.columns, corpus_url=i.corpus, block_rows=block_rows)]
 
 
 def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
@@ -73,9 +74,10 @@ def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
     i = cfg.input
     if i.format == "beir":
         return [functools.partial(read_quarantining, readers.iter_beir_queries, quarantine_url, dir_url=i.path,
-                                  split=i.split, max_queries=i.max_queries)]
+                                  split=i.split, max_queries=i.max_queries, block_rows=cfg.run.query_batch_size)]
     return [functools.partial(read_quarantining, readers.iter_pairs_queries, quarantine_url, url=i.path,
-                              columns=i.columns, corpus_url=i.corpus, max_queries=i.max_queries)]
+                              columns=i.columns, corpus_url=i.corpus, max_queries=i.max_queries,
+                              block_rows=cfg.run.query_batch_size)]
 
 
 def _precomputed_corpus_blocks(url: str, check_finite: bool = True) -> Iterator[pa.Table]:
@@ -147,11 +149,13 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
         log.info("embedding store %s is up to date: the corpus is not encoded again", store_url)
         return dict(manifest, reused=True)
     e = cfg.encoder
-    ds = read_dataset(corpus_read_fns(cfg, quarantine_url), "corpus")
+    plan = encoder_plan(cfg)
+    ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
+    # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
+    # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
+    ds = ds.repartition(target_num_rows_per_block=plan.block_rows)
     if e.kind != "precomputed":
-        ds = ds.map_batches(EncodeDocuments, batch_size=cfg.run.corpus_batch_size, batch_format="pyarrow",
-                            fn_constructor_args=(e, _torch_threads(cfg), metrics), compute=ray.data.ActorPoolStrategy(size=e.num_actors),
-                            **_encoder_resources(cfg))
+        ds = ds.map_batches(EncodeDocuments, batch_size=plan.block_rows, **_encoder_map_args(cfg, plan, metrics))
     ds.write_datasink(EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
                                                      "model": e.model or "all-MiniLM-L6-v2"}))
     manifest = read_manifest(store_url)
@@ -160,22 +164,30 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
     return dict(manifest, reused=False)
 
 
-def _torch_threads(cfg: MineConfig) -> int:
-    from .encode.sentence_transformer import default_torch_threads
-    e = cfg.encoder
-    return default_torch_threads(e.cpus_per_actor, e.num_actors, single_node() and not cluster_has_gpus())
+def cluster_view() -> ClusterView:
+    from .encode.plan import ClusterView
+    res = ray.cluster_resources()
+    return ClusterView(cpus=float(res.get("CPU", 1.0)), gpus=float(res.get("GPU", 0.0)),
+                       nodes=len([n for n in ray.nodes() if n.get("Alive")]), host_cpus=os.cpu_count() or 1)
 
 
-def _encoder_resources(cfg: MineConfig) -> dict:
-    e = cfg.encoder
-    gpus = e.gpus_per_actor if e.gpus_per_actor is not None else (1.0 if cluster_has_gpus() else 0.0)
+def encoder_plan(cfg: MineConfig) -> EncoderPlan:
+    from .encode.plan import plan_encoders
+    return plan_encoders(cfg.encoder, cluster_view(), cfg.run.corpus_batch_size)
+
+
+def _encoder_map_args(cfg: MineConfig, plan, metrics) -> dict:
+    """map_batches arguments for an encoder stage: the actor pool, its resources and its environment."""
     # Ray starts workers with OMP_NUM_THREADS=<their CPU request>; torch's OpenMP kernels follow that variable
     # even after torch.set_num_threads, so an encoder given more threads must be given the variable too
     # (measured here: 27.6 s -> 20.2 s for 300 SciFact abstracts on 2 cores).
-    threads = str(_torch_threads(cfg))
+    threads = str(plan.torch_threads)
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    return {"num_cpus": e.cpus_per_actor, "num_gpus": gpus, "runtime_env": {"env_vars": env}}
+    return dict(batch_format="pyarrow", fn_constructor_args=(cfg.encoder, plan.torch_threads, metrics),
+                compute=ray.data.ActorPoolStrategy(size=plan.num_actors,
+                                                   max_tasks_in_flight_per_actor=plan.max_tasks_in_flight),
+                num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, runtime_env={"env_vars": env})
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
@@ -213,9 +225,8 @@ def _add_query_vectors(ds, cfg: MineConfig, metrics):
         return ds.map_batches(LookupQueryVectors, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                               fn_constructor_args=(e.query_vectors, metrics),
                               compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
-    return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
-                          fn_constructor_args=(e, _torch_threads(cfg), metrics),
-                          compute=ray.data.ActorPoolStrategy(size=e.num_actors), **_encoder_resources(cfg))
+    return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size,
+                          **_encoder_map_args(cfg, encoder_plan(cfg), metrics))
 
 
 def mine(cfg: MineConfig) -> RunResult:
@@ -250,6 +261,7 @@ def mine(cfg: MineConfig) -> RunResult:
             shard_info = index.wait_ready()
         with _phase(phases, "query_mining_seconds"):
             ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
+            ds = ds.repartition(target_num_rows_per_block=cfg.run.query_batch_size)  # see build_store
             ds = _add_query_vectors(ds, cfg, metrics)
             ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                                 fn_constructor_args=(cfg, index.handles, total_rows(manifest), manifest["store_key"],
@@ -258,6 +270,8 @@ def mine(cfg: MineConfig) -> RunResult:
             ds.write_datasink(MinedPartsSink(out))
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
+        if cfg.encoder.kind != "precomputed":
+            summary["encoder_plan"] = dataclasses.asdict(encoder_plan(cfg))
         write_summary(out, summary)
         if cfg.output.export:
             from .sink.export import run_exports

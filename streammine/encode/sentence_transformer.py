@@ -1,7 +1,6 @@
 """A sentence-transformers bi-encoder: prompts, max length, normalization, fp16 on GPU."""
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -50,9 +49,3 @@ class SentenceTransformerEncoder:
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self.cfg.document_prompt)
 
-
-def default_torch_threads(cpus_per_actor: float, num_actors: int, local: bool) -> int:
-    """Threads per encoder: on a local Ray the actors share this machine's cores; on a cluster, their CPU share."""
-    if local:
-        return max(1, (os.cpu_count() or 1) // max(1, num_actors))
-    return max(1, int(cpus_per_actor))
