@@ -221,6 +221,15 @@ def _count_query(counts: dict, rows_or_skip: RowsOrSkip) -> List[dict]:
     return records
 
 
+def unpairable(row: QueryRow) -> Optional[str]:
+    """Why no (query, positive, negative) example can be formed from this row, or None."""
+    if not row.positive_ids:
+        return "no_positive"
+    if not row.negative_ids:
+        return "no_negatives"
+    return None
+
+
 def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str) -> dict:
     """Parquet (anchor, positive, negative): every positive paired with every negative of its query.
 
@@ -228,10 +237,9 @@ def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], ou
     lookup = text_lookup(texts)
 
     def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
-        if not row.positive_ids:
-            return [], "no_positive"
-        if not row.negative_ids:
-            return [], "no_negatives"
+        reason = unpairable(row)
+        if reason:
+            return [], reason
         negatives = [lookup(d, url, row.query_id) for d in row.negative_ids]
         return [{"anchor": row.query, "positive": lookup(pid, url, row.query_id), "negative": negative}
                 for pid in row.positive_ids for negative in negatives], None
@@ -276,10 +284,9 @@ def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str],
     lookup = text_lookup(texts)
 
     def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
-        if not row.positive_ids:
-            return [], "no_positive"
-        if not row.negative_ids:
-            return [], "no_negatives"
+        reason = unpairable(row)
+        if reason:
+            return [], reason
         return [{"query": row.query,
                  "pos": [lookup(d, url, row.query_id) for d in row.positive_ids],
                  "neg": [lookup(d, url, row.query_id) for d in row.negative_ids]}], None
