@@ -151,10 +151,10 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
     e = cfg.encoder
     plan = encoder_plan(cfg)
     ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
-    # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
-    # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
-    ds = ds.repartition(target_num_rows_per_block=plan.block_rows)
     if e.kind != "precomputed":
+        # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
+        # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
+        ds = ds.repartition(target_num_rows_per_block=plan.block_rows)
         ds = ds.map_batches(EncodeDocuments, batch_size=plan.block_rows, **_encoder_map_args(cfg, plan, metrics))
     ds.write_datasink(EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
                                                      "model": e.model or "all-MiniLM-L6-v2"}))
