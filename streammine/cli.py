@@ -1,4 +1,5 @@
-"""The ``streammine`` command: ``mine`` (flags and/or a YAML config; flags override the file) and ``demo``."""
+"""The ``streammine`` command: ``mine`` (flags and/or a YAML config; flags override the file), ``demo``,
+``report`` (an HTML page on a mining output) and ``eval`` (fine-tune and evaluate per mining configuration)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ import sys
 import tempfile
 
 from .errors import StreamMineError
+from .report import cli as report_cli
 
 # flag -> dotted config key; every other setting is reachable through --set KEY=VALUE
 FLAGS = {
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="mine the shipped SciFact slice on a local Ray and print a summary")
     d.add_argument("--output", help="where to write (default: a new temporary directory)")
     d.add_argument("--shards", default="2")
+    report_cli.add_parser(sub)
     return parser
 
 
@@ -81,6 +84,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="streammine: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from packages or paths, never from a hub at run time
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return report_cli.run(args)
     from .api import demo_data_path, load_config, mine
     try:
         if args.command == "mine":

@@ -46,11 +46,25 @@ def ensure_ray(address: Optional[str] = None) -> None:
     # Workers must see the same object-store endpoint and credentials as the driver; they are passed through from
     # the environment, never written into any file.
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
+    # Inside a `ray job submit` job, Ray merges the job's runtime env into ours and refuses a variable set in
+    # both: pass only what the job does not already give its workers.
+    env = {k: v for k, v in env.items() if k not in _job_env_vars()}
     # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit an
     # encoder beside a 1-CPU read or write task (see encode/plan.py).
     num_cpus = None if address else max(2, os.cpu_count() or 1)
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": env})
+             runtime_env={"env_vars": env} if env else None)
+
+
+def _job_env_vars() -> dict:
+    """The env_vars of the Ray job this driver runs in (Ray's job manager passes its config in this variable)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return {}
 
 
 # ---- read tasks ---------------------------------------------------------------------------------------------
@@ -140,7 +154,8 @@ def corpus_fingerprint(cfg: MineConfig) -> list:
     return stamps
 
 
-def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], metrics) -> dict:
+def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], metrics,
+                plan: Optional["EncoderPlan"] = None) -> dict:
     """Encodes the corpus into the embedding store unless a committed store for the same key exists."""
     from .encode.stages import EncodeDocuments
     from .index.store import EmbeddingStoreSink, read_manifest
@@ -149,7 +164,7 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
         log.info("embedding store %s is up to date: the corpus is not encoded again", store_url)
         return dict(manifest, reused=True)
     e = cfg.encoder
-    plan = encoder_plan(cfg)
+    plan = plan or encoder_plan(cfg)
     ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
     if e.kind != "precomputed":
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
@@ -218,7 +233,7 @@ def _phase(phases: dict, name: str):
     phases[name] = round(time.perf_counter() - t, 3)
 
 
-def _add_query_vectors(ds, cfg: MineConfig, metrics):
+def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: Optional["EncoderPlan"] = None):
     from .encode.stages import EncodeQueries, LookupQueryVectors
     e = cfg.encoder
     if e.kind == "precomputed":
@@ -226,7 +241,7 @@ def _add_query_vectors(ds, cfg: MineConfig, metrics):
                               fn_constructor_args=(e.query_vectors, metrics),
                               compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size,
-                          **_encoder_map_args(cfg, encoder_plan(cfg), metrics))
+                          **_encoder_map_args(cfg, plan or encoder_plan(cfg), metrics))
 
 
 def mine(cfg: MineConfig) -> RunResult:
@@ -249,12 +264,14 @@ def mine(cfg: MineConfig) -> RunResult:
     work = cfg.run.work_dir or fs.join(out, "_work")
     store_url = fs.join(work, "embeddings", store_key(cfg))
     metrics = StageMetrics.remote()
+    # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer
+    plan = encoder_plan(cfg) if cfg.encoder.kind != "precomputed" else None
     # shard actors start now (process start and imports overlap the corpus encoding); they build when asked
     index = ShardedIndex.start(store_url, cfg.index, cfg.input.lenient, fs.join(out, "_quarantine"))
     phases = {}
     try:
         with _phase(phases, "corpus_encode_seconds"):
-            manifest = build_store(cfg, store_url, quarantine_url, metrics)
+            manifest = build_store(cfg, store_url, quarantine_url, metrics, plan)
         log.info("corpus: %d documents in the store (%s)", manifest["docs"],
                  "reused" if manifest["reused"] else "encoded")
         with _phase(phases, "index_build_seconds"):
@@ -262,7 +279,7 @@ def mine(cfg: MineConfig) -> RunResult:
         with _phase(phases, "query_mining_seconds"):
             ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
             ds = ds.repartition(target_num_rows_per_block=cfg.run.query_batch_size)  # see build_store
-            ds = _add_query_vectors(ds, cfg, metrics)
+            ds = _add_query_vectors(ds, cfg, metrics, plan)
             ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                                 fn_constructor_args=(cfg, index.handles, total_rows(manifest), manifest["store_key"],
                                                      fs.join(out, "_quarantine"), metrics),
@@ -270,8 +287,8 @@ def mine(cfg: MineConfig) -> RunResult:
             ds.write_datasink(MinedPartsSink(out))
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
-        if cfg.encoder.kind != "precomputed":
-            summary["encoder_plan"] = dataclasses.asdict(encoder_plan(cfg))
+        if plan is not None:
+            summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)
         if cfg.output.export:
             from .sink.export import run_exports

@@ -13,7 +13,7 @@ from .store import buckets_of_shard, file_offsets, read_buckets
 def _shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shards: int):
     from .shard import ShardDocs
     offsets = file_offsets(manifest)
-    for table in read_buckets(store_url, buckets_of_shard(shard_id, n_shards)):
+    for table in read_buckets(store_url, buckets_of_shard(shard_id, n_shards), manifest):
         file_idx = table.column("file_idx").to_numpy()
         rows = table.column("row").to_numpy().astype(np.int64)
         ordinals = np.fromiter((offsets[int(f)] for f in file_idx), np.int64, len(file_idx)) + rows
@@ -89,7 +89,9 @@ class ShardedIndex:
     def start(cls, store_url: str, cfg: IndexConfig, lenient: bool, quarantine_url: str,
               search_threads: int | None = None) -> "ShardedIndex":
         """Starts the actors; they build their shards when the store is committed and they are first asked."""
-        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard)
+        # SPREAD: on a cluster, shards land on different nodes (memory adds up, and one lost node loses one
+        # shard, which restarts elsewhere and rebuilds from the store); on one machine it changes nothing
+        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard, scheduling_strategy="SPREAD")
                    .remote(store_url, i, cfg.shards, cfg, lenient, quarantine_url, search_threads)
                    for i in range(cfg.shards)]
         return cls(handles)

@@ -56,27 +56,33 @@ class EmbeddingStoreSink(Datasink):
         rows = block.column("row").to_numpy()
         rows_per_file = {int(f): int(rows[file_idx == f].max()) + 1 for f in np.unique(file_idx)}
         buckets = bucket_of(block.column("doc_id").to_pylist())
+        files = []
         for b in np.unique(buckets):
-            bucket_url = fs.join(self.store_url, f"bucket={int(b):02d}")
-            fs.makedirs(bucket_url)
-            with fs.open_url(fs.join(bucket_url, f"part-{uuid.uuid4().hex}.parquet"), "wb") as f:
+            name = f"bucket={int(b):02d}/part-{uuid.uuid4().hex}.parquet"
+            fs.makedirs(fs.join(self.store_url, f"bucket={int(b):02d}"))
+            with fs.open_url(fs.join(self.store_url, name), "wb") as f:
                 pq.write_table(block.filter(pa.array(buckets == b)), f)
+            files.append(name)
         return {"rows_per_file": rows_per_file, "docs": block.num_rows,
-                "dim": block.column("vector").type.list_size}
+                "dim": block.column("vector").type.list_size, "files": files}
 
     def on_write_complete(self, write_result) -> None:
         rows_per_file: dict = {}
-        docs, dim = 0, None
+        docs, dim, files = 0, None, []
         for r in write_result.write_returns:
             if not r:
                 continue
             docs += r["docs"]
             dim = dim or r["dim"]
+            files += r.get("files", [])
             for f, count in r["rows_per_file"].items():
                 rows_per_file[f] = max(rows_per_file.get(f, 0), count)
-        manifest = dict(self.manifest_extra, docs=docs, dim=dim,
+        # The manifest names the files of the write tasks that finished: a task retried after a worker or node
+        # died may have left a partial or duplicate file behind, which must never reach a shard.
+        manifest = dict(self.manifest_extra, docs=docs, dim=dim, files=sorted(files),
                         rows_per_file={str(k): v for k, v in sorted(rows_per_file.items())})
         write_manifest(self.store_url, manifest)
+        remove_unlisted(self.store_url, manifest["files"])
 
 
 def write_manifest(store_url: str, manifest: dict) -> None:
@@ -106,12 +112,28 @@ def total_rows(manifest: dict) -> int:
     return int(sum(manifest["rows_per_file"].values()))
 
 
-def read_buckets(store_url: str, buckets: list) -> Iterable[pa.Table]:
-    """Yields the store's tables for the given buckets (one per part file)."""
-    for b in buckets:
-        bucket_url = fs.join(store_url, f"bucket={b:02d}")
-        if not fs.exists(bucket_url):
-            continue
-        for url in fs.list_files(bucket_url, (".parquet",)):
-            with fs.open_url(url, "rb") as f:
-                yield pq.read_table(f)
+def remove_unlisted(store_url: str, files: list) -> int:
+    """Deletes part files the manifest does not name (left by retried writes); returns how many. Best effort."""
+    listed = {fs.join(store_url, f) for f in files}
+    removed = 0
+    for url in fs.list_files(store_url, (".parquet",)):
+        if url not in listed:
+            try:
+                fs.remove(url)
+                removed += 1
+            except OSError:  # a leftover is harmless: readers only open the files the manifest names
+                pass
+    return removed
+
+
+def read_buckets(store_url: str, buckets: list, manifest: Optional[dict] = None) -> Iterable[pa.Table]:
+    """Yields the store's tables for the given buckets (one per part file named by the manifest)."""
+    wanted = {f"bucket={b:02d}" for b in buckets}
+    if manifest is not None and "files" in manifest:
+        urls = [fs.join(store_url, f) for f in manifest["files"] if f.split("/", 1)[0] in wanted]
+    else:  # a store written before manifests listed their files
+        urls = [u for b in sorted(wanted) if fs.exists(fs.join(store_url, b))
+                for u in fs.list_files(fs.join(store_url, b), (".parquet",))]
+    for url in urls:
+        with fs.open_url(url, "rb") as f:
+            yield pq.read_table(f)

@@ -38,6 +38,24 @@ class MinedPartsSink(Datasink):
         parts = sorted((r for r in write_result.write_returns if r["part"]), key=lambda r: r["part"])
         with fs.open_url(fs.join(self.out_url, PARTS_MANIFEST), "wt") as f:
             json.dump({"parts": parts, "rows": sum(p["rows"] for p in parts)}, f, indent=1)
+        remove_uncommitted_parts(self.out_url, [p["part"] for p in parts])
+
+
+def remove_uncommitted_parts(out_url: str, committed: list) -> int:
+    """Deletes part files the manifest does not name: a write task retried after its worker or node died may
+    have left one behind. Readers never see them (they follow the manifest); this only reclaims the space."""
+    keep = set(committed)
+    removed = 0
+    filesystem, path = fs.resolve(out_url)
+    for child in filesystem.ls(path, detail=False):
+        name = child.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("part-") and name.endswith(".parquet") and name not in keep:
+            try:
+                filesystem.rm(child)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def list_parts(out_url: str) -> list:
