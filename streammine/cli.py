@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 from .errors import StreamMineError
+from .evaluate import cli as eval_cli
 from .report import cli as report_cli
 
 # flag -> dotted config key; every other setting is reachable through --set KEY=VALUE
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", help="where to write (default: a new temporary directory)")
     d.add_argument("--shards", default="2")
     report_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
     return parser
 
 
@@ -86,6 +88,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return report_cli.run(args)
+    if args.command == "eval":
+        return eval_cli.run(args)
     from .api import demo_data_path, load_config, mine
     try:
         if args.command == "mine":

@@ -25,6 +25,14 @@ class StageMetrics:
                 for s in sorted(self.seconds)}
 
 
+def start_stage_metrics():
+    """The metrics actor lives on the driver's node: if that node dies the run dies with it anyway, while on any
+    other node it would take the run's timings down with a worker node that is lost and replaced."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = ray.get_runtime_context().get_node_id()
+    return StageMetrics.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+
+
 class MetricsClient:
     """Held by stage actors; fire-and-forget so metrics never slow the stream."""
 

@@ -248,7 +248,7 @@ def mine(cfg: MineConfig) -> RunResult:
     """Runs the whole mining path; returns where the output is and the run summary."""
     from .index.actor import ShardedIndex
     from .index.store import total_rows
-    from .metrics import StageMetrics
+    from .metrics import start_stage_metrics
     from .sink.parts import MinedPartsSink
     from .sink.summary import build_summary, write_summary
     from .stages import MineQueries
@@ -263,7 +263,7 @@ def mine(cfg: MineConfig) -> RunResult:
     quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
     work = cfg.run.work_dir or fs.join(out, "_work")
     store_url = fs.join(work, "embeddings", store_key(cfg))
-    metrics = StageMetrics.remote()
+    metrics = start_stage_metrics()
     # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer
     plan = encoder_plan(cfg) if cfg.encoder.kind != "precomputed" else None
     # shard actors start now (process start and imports overlap the corpus encoding); they build when asked

@@ -1,8 +1,11 @@
 """Index shards as Ray actors, and the fan-out that queries all of them at once."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import ray
+from ray.exceptions import ActorUnavailableError
 
 from ..config import IndexConfig
 from ..errors import StreamMineError
@@ -24,7 +27,9 @@ def _shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shar
                         locations=np.asarray(table.column("location").to_pylist(), dtype=object))
 
 
-@ray.remote(max_restarts=-1, max_task_retries=3)
+# A shard's answer is a pure read of data rebuilt from the store, so retrying a call is always safe: the actor
+# restarts wherever Ray can place it and the calls wait for it.
+@ray.remote(max_restarts=-1, max_task_retries=-1)
 class ShardActor:
     """Holds one faiss shard, built from the embedding store on first use.
 
@@ -99,10 +104,31 @@ class ShardedIndex:
     def wait_ready(self) -> list:
         return ray.get([h.ready.remote() for h in self.handles])
 
-    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None):
+    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None,
+               unavailable_timeout_s: float = 600.0):
         from .merge import merge_answers
-        refs = [h.answer.remote(queries, k, positive_ids, random_ordinals) for h in self.handles]
-        return merge_answers(ray.get(refs), k)
+        args = (queries, k, positive_ids, random_ordinals)
+        refs = [h.answer.remote(*args) for h in self.handles]
+        answers = [None] * len(refs)
+        deadline = time.monotonic() + unavailable_timeout_s
+        pending = list(range(len(refs)))
+        while pending:
+            retry = []
+            for i in pending:
+                try:
+                    answers[i] = ray.get(refs[i])
+                except ActorUnavailableError:
+                    # the shard's node or process is gone and the actor is restarting elsewhere; Ray gives up
+                    # on a call it could not deliver in time, so ask again until the restarted shard answers
+                    if time.monotonic() > deadline:
+                        raise
+                    retry.append(i)
+            if retry:
+                time.sleep(1.0)
+                for i in retry:
+                    refs[i] = self.handles[i].answer.remote(*args)
+            pending = retry
+        return merge_answers(answers, k)
 
     def shutdown(self) -> None:
         for h in self.handles:

@@ -1,0 +1,83 @@
+"""The recorded `streammine eval` result on SciFact: does mining hard negatives help all-MiniLM-L6-v2, and which
+mining? Settings in benchmarks/eval_scifact.yaml (no hard negatives; naive top-k; TopK-PercPos 0.95; SimANS; and
+the model before fine-tuning), 20% of SciFact's training queries held out (its evaluation split is not provided).
+
+    python benchmarks/eval_scifact.py                  # the recorded run -> benchmarks/results/eval_scifact.json
+    python benchmarks/eval_scifact.py --tiny           # a smoke run on a slice (100 queries, 400 documents, 4 steps)
+
+Run it alone on an otherwise idle machine: it is timed. The working files (the carved split, the mining outputs
+and the embedding store) go to --work (default: .cache/eval_scifact in the repository, which git ignores); a second
+run reuses the embedding store, so for a cold timing remove --work first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TINY = {"base.max_queries": 100, "base.max_docs": 400, "base.train.max_steps": 4}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data", "scifact")),
+                   help="the SciFact BEIR directory (corpus.jsonl, queries.jsonl, qrels/train.tsv)")
+    p.add_argument("--config", default=os.path.join(HERE, "eval_scifact.yaml"))
+    p.add_argument("--work", default=None, help="working directory (default: .cache/eval_scifact[-tiny])")
+    p.add_argument("--results", default=None,
+                   help="result JSON (default: benchmarks/results/eval_scifact.json; --tiny: inside --work)")
+    p.add_argument("--tiny", action="store_true", help="a smoke run on a slice; never writes the recorded result")
+    p.add_argument("--cold", action="store_true", help="remove --work first (the corpus is encoded again)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any eval config key")
+    a = p.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s streammine: %(message)s")
+    sys.path.insert(0, REPO)
+    from streammine.evaluate import run_eval
+
+    name = "eval_scifact-tiny" if a.tiny else "eval_scifact"
+    work = a.work or os.path.join(REPO, ".cache", name)
+    results = a.results or (os.path.join(work, f"{name}.json") if a.tiny
+                            else os.path.join(HERE, "results", "eval_scifact.json"))
+    if a.cold:
+        shutil.rmtree(work, ignore_errors=True)
+    overrides = {"base.data": a.data, "base.output": work}
+    if a.tiny:
+        overrides.update(TINY)
+    for item in a.set:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = value
+
+    t = time.perf_counter()
+    result = run_eval(a.config, overrides)
+    wall = time.perf_counter() - t
+    report = dict(result.report, process_wall_seconds=round(wall, 1), command=" ".join([sys.executable] + sys.argv),
+                  config_file=os.path.relpath(a.config, REPO))
+    os.makedirs(os.path.dirname(os.path.abspath(results)), exist_ok=True)
+    with open(results, "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    s, m = report["split"], report["machine"]
+    print()
+    print(result.table)
+    from streammine.evaluate.runner import TABLE_NOTE
+    print(TABLE_NOTE)
+    print(f"\nSciFact{' (tiny slice)' if a.tiny else ''}: {s['heldout_queries']} held-out queries, "
+          f"{s['train_queries']} training queries, {s['docs']} documents; {m['cpus']} CPUs ({m['machine']}), "
+          f"device {m['device']}{', ' + m['gpu'] if m.get('gpu') else ''}, torch {m['torch']}; "
+          f"wall {wall:.0f} s")
+    print(f"written: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""``run_eval``: mine with several configurations, fine-tune a copy of the model on each, score them side by side.
+
+The order of work, so that held-out queries never reach mining or training and the corpus is encoded once for
+mining:
+
+1. carve the held-out queries out of the source split (``split.py``) into ``<output>/data`` (a BEIR directory:
+   ``qrels/train.tsv`` and ``qrels/heldout.tsv``);
+2. mine every variant that has hard negatives with ``streammine.mine`` on ``qrels/train.tsv`` only, with the base
+   model, all variants sharing one embedding store (``<output>/_work``): the corpus is encoded by the first and
+   reused by the others; a held-out query id in a mining output stops the run;
+3. score the base model on the held-out queries (its corpus vectors are the mining store's when the encoding
+   settings match, otherwise it encodes the corpus);
+4. per variant: fine-tune a fresh copy of the base model (``train.py``) on its (query, positive[, negatives])
+   rows, fixed seed and budget, and score it on the held-out queries against the whole corpus (``metrics.py``).
+
+The result is a list of rows (one per model), printed as a markdown table and written to ``<output>/eval.json``
+with the timings, the split, the resolved configs and the machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+from ..config import _build, _set_dotted
+from ..errors import ConfigError, StreamMineError
+from . import metrics as M
+from .split import HELDOUT_SPLIT, TRAIN_SPLIT, carve_heldout, read_corpus, read_queries
+from .train import TrainConfig, fine_tune, load_model, pairs_from_split, pick_device, tuples_from_mined
+
+log = logging.getLogger("streammine")
+
+BASE_ROW = "before fine-tuning"
+# mining must read the carved training split and write where the evaluation expects it
+RESERVED_MINE_KEYS = ("input.path", "input.split", "input.format", "input.corpus", "output.path")
+
+
+@dataclass
+class BaseConfig:
+    model: Optional[str] = None             # path or name; None -> the packaged all-MiniLM-L6-v2
+    data: Optional[str] = None              # a BEIR directory (any fsspec URL) with qrels/<split>.tsv
+    split: str = "train"                    # the source split the held-out part is carved from
+    heldout_fraction: float = 0.2
+    seed: int = 0                           # split, batches, dropout, mining
+    max_seq_length: Optional[int] = 128     # tokens, for mining, training and evaluation alike; None: the model's
+    max_queries: Optional[int] = None       # smoke runs: this many queries of the split (seeded hash order)
+    max_docs: Optional[int] = None          # smoke runs: the queries' positives plus others up to this many docs
+    device: str = "auto"                    # training and evaluation: auto -> cuda when there is one
+    eval_batch_size: int = 64
+    bootstrap_samples: int = 2000           # paired bootstrap of the nDCG@10 difference to the base model
+    include_base: bool = True               # the row for the model before fine-tuning
+    output: str = "streammine-eval"         # local directory: data/, mined/, _work/, eval.json
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mine: dict = field(default_factory=dict)  # streammine.mine overrides shared by every variant
+
+
+@dataclass
+class Variant:
+    name: str
+    mine: Optional[dict] = None             # None: no hard negatives, (anchor, positive) pairs only
+
+
+@dataclass
+class EvalConfig:
+    base: BaseConfig = field(default_factory=BaseConfig)
+    variants: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EvalResult:
+    rows: List[dict]
+    table: str
+    json_path: str
+    report: dict
+
+
+# ---- configuration -------------------------------------------------------------------------------------------
+
+def load_eval_config(config: Union[EvalConfig, dict, str, None] = None,
+                     overrides: Optional[Dict[str, Any]] = None) -> EvalConfig:
+    """An EvalConfig from a YAML path, a dict or an EvalConfig, with dotted overrides (``base.train.max_steps``)
+    on top. Values given as strings (from ``--set``) are converted to the field's type."""
+    if isinstance(config, EvalConfig):
+        data = config.to_dict()
+    elif isinstance(config, dict):
+        data = json.loads(json.dumps(config))
+    elif config:
+        import yaml
+        from ..io.fs import open_url
+        with open_url(config, "rt") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{config}: the top level must be a mapping")
+    else:
+        data = {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    variants = data.pop("variants", None) or []
+    cfg = _build(EvalConfig, data, "")
+    cfg.variants = [_variant(v, i) for i, v in enumerate(variants)]
+    validate(cfg)
+    return cfg
+
+
+def _variant(v: Any, i: int) -> Variant:
+    if isinstance(v, Variant):
+        return v
+    if not isinstance(v, dict) or not v.get("name"):
+        raise ConfigError(f"variants[{i}] must be a mapping with a name, got {v!r}")
+    unknown = set(v) - {"name", "mine"}
+    if unknown:
+        raise ConfigError(f"variants[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, mine)")
+    mine = v.get("mine")
+    if mine is None or (isinstance(mine, str) and mine.lower() in ("none", "null", "")):
+        return Variant(str(v["name"]), None)
+    if not isinstance(mine, dict):
+        raise ConfigError(f"variants[{i}].mine must be a mapping of streammine config keys or none, got {mine!r}")
+    return Variant(str(v["name"]), flatten(mine))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested and dotted keys alike -> dotted keys."""
+    flat = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def validate(cfg: EvalConfig) -> None:
+    b = cfg.base
+    if not b.data:
+        raise ConfigError("base.data is required (a BEIR directory)")
+    if not 0.0 < float(b.heldout_fraction) < 1.0:
+        raise ConfigError(f"base.heldout_fraction must be in (0, 1), got {b.heldout_fraction}")
+    if not cfg.variants:
+        raise ConfigError("give at least one entry under variants")
+    names = [v.name for v in cfg.variants]
+    if len(set(names)) != len(names) or BASE_ROW in names:
+        raise ConfigError(f"variant names must be unique and not {BASE_ROW!r}: {names}")
+    if len({_slug(n) for n in names}) != len(names):
+        raise ConfigError(f"variant names must differ in more than punctuation and case: {names}")
+    t = b.train
+    if t.max_steps is None and not t.epochs:
+        raise ConfigError("set base.train.max_steps or base.train.epochs")
+    if t.max_steps is not None and int(t.max_steps) < 1:
+        raise ConfigError(f"base.train.max_steps must be >= 1, got {t.max_steps}")
+    if int(t.batch_size) < 1:
+        raise ConfigError(f"base.train.batch_size must be >= 1, got {t.batch_size}")
+    for where, mine in [("base.mine", flatten(b.mine))] + [(f"variant {v.name!r}", v.mine or {})
+                                                             for v in cfg.variants]:
+        bad = sorted(set(mine) & set(RESERVED_MINE_KEYS))
+        if bad:
+            raise ConfigError(f"{where}: {', '.join(bad)} cannot be set: mining always reads the carved training "
+                              f"split (held-out queries are never mined)")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "variant"
+
+
+def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, model_path: str) -> dict:
+    b = cfg.base
+    overrides = {"input.path": split_dir, "input.split": TRAIN_SPLIT, "input.format": "beir",
+                 "encoder.model": model_path, "encoder.max_length": b.max_seq_length,
+                 # fp32 on a GPU too: the base model's evaluation reuses these corpus vectors
+                 "encoder.fp16": "false",
+                 "mining.seed": b.seed, "output.path": os.path.join(out, "mined", _slug(variant.name)),
+                 "output.overwrite": True, "output.export": [], "run.work_dir": os.path.join(out, "_work"),
+                 "run.progress": False}
+    overrides.update(flatten(b.mine))
+    overrides.update(variant.mine or {})
+    return overrides
+
+
+# ---- the run -------------------------------------------------------------------------------------------------
+
+def run_eval(config: Union[EvalConfig, dict, str, None] = None,
+             overrides: Optional[Dict[str, Any]] = None) -> EvalResult:
+    import ray
+    from .. import api
+    from ..encode.base import default_model_path
+
+    cfg = load_eval_config(config, overrides)
+    b = cfg.base
+    out = os.path.abspath(b.output)
+    os.makedirs(out, exist_ok=True)
+    started = time.time()
+    t_run = time.perf_counter()
+    model_path = str(b.model or default_model_path())
+    model_name = b.model or "all-MiniLM-L6-v2 (packaged)"
+    device = pick_device(b.device)
+
+    split = carve_heldout(b.data, os.path.join(out, "data"), float(b.heldout_fraction), b.seed, b.split,
+                          b.max_queries, b.max_docs)
+    heldout_ids, train_ids = set(split.heldout_ids), set(split.train_ids)
+    doc_ids, doc_texts = read_corpus(split.path)
+    texts = dict(zip(doc_ids, doc_texts))
+    train_q, train_pos = read_queries(split.path, TRAIN_SPLIT)
+    held_q, held_pos = read_queries(split.path, HELDOUT_SPLIT)
+    if set(train_q) & set(held_q) or set(held_q) != heldout_ids or set(train_q) != train_ids:
+        raise StreamMineError(f"{split.path}: the carved splits overlap or do not match split.json")
+    log.info("eval: %d training queries, %d held-out queries, %d documents (%s)", len(train_q), len(held_q),
+             len(doc_ids), split.path)
+
+    phases = {"carve_and_read_seconds": round(time.perf_counter() - t_run, 1)}
+
+    # 2. mining: every variant with hard negatives, one embedding store
+    t_mining = time.perf_counter()
+    mined: Dict[str, dict] = {}
+    ray_was_up = ray.is_initialized()
+    try:
+        for v in cfg.variants:
+            if v.mine is None:
+                continue
+            mcfg = api.load_config(None, mine_overrides(cfg, v, split.path, out, model_path))
+            log.info("eval: mining %r", v.name)
+            t = time.perf_counter()
+            result = api.mine(mcfg)
+            seconds = time.perf_counter() - t
+            examples = tuples_from_mined(result.output, texts, mcfg.mining.sampler.num_negatives, heldout_ids)
+            mined_ids = set(examples.mined_query_ids)
+            if mined_ids - train_ids:
+                raise StreamMineError(f"{result.output}: mined queries outside the training split")
+            mined[v.name] = {"examples": examples, "seconds": seconds, "cfg": mcfg, "summary": result.summary,
+                             "queries_mined": len(mined_ids)}
+    finally:
+        if not ray_was_up and ray.is_initialized():
+            ray.shutdown()  # frees the cores (and a GPU) for training
+    phases["mining_seconds"] = round(time.perf_counter() - t_mining, 1)
+
+    rows: List[dict] = []
+    base_per_query: Optional[Dict[str, Dict[str, float]]] = None
+
+    # 3. the model before fine-tuning
+    if b.include_base:
+        t = time.perf_counter()
+        model = load_model(model_path, device, b.max_seq_length)
+        vectors, source = _store_vectors(mined, doc_ids, model_path, b.max_seq_length)
+        means, base_per_query = M.evaluate_model(model, held_q, held_pos, doc_ids, doc_texts, vectors,
+                                                 b.eval_batch_size)
+        rows.append(_row(BASE_ROW, means, None, None, None, time.perf_counter() - t, None, None,
+                         extra={"corpus_vectors": source}))
+        phases["base_eval_seconds"] = round(time.perf_counter() - t, 1)
+        del model
+        gc.collect()
+
+    # 4. fine-tune and score every variant
+    for v in cfg.variants:
+        info = mined.get(v.name)
+        examples = info["examples"] if info else pairs_from_split(train_q, train_pos, texts)
+        log.info("eval: fine-tuning for %r on %d rows (%d negatives each)", v.name, len(examples.rows),
+                 len(examples.columns) - 2)
+        model, stats = fine_tune(model_path, examples, b.train, b.seed, device, b.max_seq_length)
+        t = time.perf_counter()
+        means, per_query = M.evaluate_model(model, held_q, held_pos, doc_ids, doc_texts, None, b.eval_batch_size)
+        eval_seconds = time.perf_counter() - t
+        log.info("eval: %r trained in %.1f s, scored in %.1f s: nDCG@10 %.4f", v.name, stats["train_seconds"],
+                 eval_seconds, means["ndcg@10"])
+        delta = (M.paired_bootstrap({q: m["ndcg@10"] for q, m in base_per_query.items()},
+                                    {q: m["ndcg@10"] for q, m in per_query.items()}, b.bootstrap_samples, b.seed)
+                 if base_per_query else None)
+        extra = {"training": stats, "examples": examples.counts}
+        if info:
+            s = info["summary"]
+            extra["mining"] = {"queries_mined": info["queries_mined"], "heldout_queries_mined": 0,
+                               "counts": s.get("counts"), "store_reused": s.get("index", {}).get("store_reused"),
+                               "seconds": s.get("seconds"), "output": s.get("output"),
+                               "mining_config": info["cfg"].to_dict()["mining"]}
+        rows.append(_row(v.name, means, delta, len(examples.rows), info["seconds"] if info else None, eval_seconds,
+                         stats["train_seconds"], len(examples.columns) - 2, extra))
+        del model
+        gc.collect()
+
+    phases["training_seconds"] = round(sum(r["train_seconds"] or 0 for r in rows), 1)
+    phases["fine_tuned_eval_seconds"] = round(sum(r["eval_seconds"] or 0 for r in rows if r["model"] != BASE_ROW), 1)
+    report = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "total_seconds": round(time.perf_counter() - t_run, 1), "phases": phases,
+              "machine": machine_info(device),
+              "model": model_name, "split": {k: v for k, v in split.to_dict().items() if k != "train_ids"},
+              "metrics_library": "sentence-transformers InformationRetrievalEvaluator.compute_metrics",
+              "rows": rows, "config": cfg.to_dict()}
+    table = format_table(rows)
+    report["table"] = table
+    json_path = os.path.join(out, "eval.json")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    with open(os.path.join(out, "eval.md"), "w") as f:
+        f.write(table + "\n")
+    return EvalResult(rows, table, json_path, report)
+
+
+def _store_vectors(mined: Dict[str, dict], doc_ids, model_path: str, max_len: Optional[int]):
+    """The base model's corpus vectors from a mining run's embedding store, when that run encoded exactly as the
+    evaluation does (same model, max length, no prompts, normalized, fp32); else (None, "encoded")."""
+    from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
+    for info in mined.values():
+        e = info["cfg"].encoder
+        if (e.kind != "sentence-transformers" or str(e.model) != model_path or e.max_length != max_len
+                or e.query_prompt or e.document_prompt or not e.normalize or str(e.fp16).lower() != "false"):
+            continue
+        store_url = os.path.join(info["cfg"].run.work_dir, "embeddings", str(info["summary"].get("model_version")))
+        manifest = read_manifest(store_url)
+        if manifest is None:
+            continue
+        found = {}
+        for table in read_buckets(store_url, list(range(NUM_BUCKETS)), manifest):
+            vec = table.column("vector").combine_chunks()
+            dim = vec.type.list_size
+            arr = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+            for doc_id, v in zip(table.column("doc_id").to_pylist(), arr):
+                found[doc_id] = v
+        if all(d in found for d in doc_ids):
+            return np.stack([found[d] for d in doc_ids]).astype(np.float32), "mining embedding store"
+    return None, "encoded"
+
+
+def _row(name, means, delta, rows, mine_s, eval_s, train_s, negatives, extra=None) -> dict:
+    row = {"model": name, **{k: round(v, 4) for k, v in means.items()},
+           "delta_ndcg@10": None if delta is None else [round(x, 4) for x in delta],
+           "negatives_per_row": negatives, "train_rows": rows,
+           "mine_seconds": None if mine_s is None else round(mine_s, 1),
+           "train_seconds": None if train_s is None else round(train_s, 1),
+           "eval_seconds": None if eval_s is None else round(eval_s, 1)}
+    row.update(extra or {})
+    return row
+
+
+def format_table(rows: List[dict]) -> str:
+    head = ("| model | nDCG@10 | MRR@10 | Recall@100 | ΔnDCG@10 vs before (95% CI) | negatives/row | train rows "
+            "| mine s | train s | eval s |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        d = r["delta_ndcg@10"]
+        delta = "" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
+        cell = lambda x: "" if x is None else str(x)  # noqa: E731
+        lines.append(f"| {r['model']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | {delta} "
+                     f"| {cell(r['negatives_per_row'])} | {cell(r['train_rows'])} | {cell(r['mine_seconds'])} "
+                     f"| {cell(r['train_seconds'])} | {cell(r['eval_seconds'])} |")
+    return "\n".join(lines)
+
+
+TABLE_NOTE = ("mine s: the first mining run encodes the corpus into the shared embedding store, the others reuse "
+              "it; eval s: encoding the corpus and the held-out queries, ranking, scoring (the model before "
+              "fine-tuning takes its corpus vectors from the store when it can)")
+
+
+def machine_info(device: str) -> dict:
+    import torch
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "device": device,
+            "torch_threads": torch.get_num_threads()}
+    try:
+        import sentence_transformers
+        info["sentence_transformers"] = sentence_transformers.__version__
+    except Exception:  # pragma: no cover
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/meminfo") as f:
+            info["memory_gib"] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
+    except OSError:
+        pass
+    return info

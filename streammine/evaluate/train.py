@@ -1,0 +1,216 @@
+"""Fine-tuning a fresh copy of a sentence-transformers model with MultipleNegativesRankingLoss, on a fixed budget.
+
+Training examples are ``(anchor, positive)`` pairs (in-batch negatives only) or ``(anchor, positive,
+negative_1 .. negative_n)`` tuples built from a streammine mining output (the layout of the ``st-ntuple`` export:
+one row per (query, positive), exactly n negatives, queries short of negatives skipped and counted). Rows are
+sorted by (query id, positive id), so the mining output's part order does not change what is trained.
+
+The loop is a plain torch loop over sentence-transformers' own loss (no ``SentenceTransformerTrainer``, which
+would add ``datasets`` and ``accelerate`` as dependencies): AdamW with the Hugging Face Trainer's defaults (no
+weight decay on biases and LayerNorm weights), linear warm-up and decay, gradient clipping at 1.0, batches that
+never hold the same text twice (what sentence-transformers' ``NO_DUPLICATES`` sampler does: an anchor's other
+positive, or a text that is also another row's negative, is never an in-batch negative by accident), and a fixed
+number of optimizer steps. Seeded: the same seed gives the same batches and the same dropout masks on a CPU.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from ..errors import StreamMineError
+
+
+@dataclass
+class TrainConfig:
+    max_steps: Optional[int] = 40       # optimizer steps; None -> epochs
+    epochs: Optional[float] = None      # used only when max_steps is None
+    batch_size: int = 32
+    lr: float = 5e-5                    # the Hugging Face / sentence-transformers trainer default
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    scale: float = 20.0                 # MultipleNegativesRankingLoss' default (temperature 0.05)
+
+
+@dataclass
+class Examples:
+    columns: List[str]
+    rows: List[Tuple[str, ...]]
+    query_ids: List[str]
+    counts: Dict[str, int] = field(default_factory=dict)
+    mined_query_ids: List[str] = field(default_factory=list)  # every query id the mining output holds
+
+
+def pairs_from_split(queries: Mapping[str, str], positives: Mapping[str, Sequence[str]],
+                     texts: Mapping[str, str]) -> Examples:
+    """(anchor, positive): one row per (query, positive) of a split."""
+    rows, qids = [], []
+    for qid in sorted(positives):
+        for pid in sorted(positives[qid]):
+            if pid not in texts:
+                raise StreamMineError(f"positive {pid!r} of query {qid!r} is not in the corpus")
+            rows.append((queries[qid], texts[pid]))
+            qids.append(qid)
+    return Examples(["anchor", "positive"], rows, qids,
+                    {"queries": len(set(qids)), "rows": len(rows), "queries_skipped": 0})
+
+
+def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
+                      forbidden_query_ids: Set[str] = frozenset()) -> Examples:
+    """(anchor, positive, negative_1 .. negative_n) from a mining output: the first n negatives (best-ranked) of
+    each query; queries with fewer than n are skipped and counted. A query id in ``forbidden_query_ids`` (the
+    held-out queries) in the output is an error: they must never have been mined."""
+    from ..sink.exporters import iter_query_rows, ntuple_columns, resolve_parts
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    found, skipped, mined = [], {"short_of_negatives": 0, "no_positive": 0}, []
+    leaked = []
+    for _, row in iter_query_rows(resolve_parts(output)):
+        mined.append(row.query_id)
+        if row.query_id in forbidden_query_ids:
+            leaked.append(row.query_id)
+            continue
+        if not row.positive_ids:
+            skipped["no_positive"] += 1
+            continue
+        if len(row.negative_ids) < num_negatives:
+            skipped["short_of_negatives"] += 1
+            continue
+        negatives = tuple(texts[d] for d in row.negative_ids[:num_negatives])
+        for pid in row.positive_ids:
+            found.append(((row.query_id, pid), (row.query, texts[pid]) + negatives))
+    if leaked:
+        raise StreamMineError(f"{output}: {len(leaked)} held-out quer(y/ies) were mined, e.g. {sorted(leaked)[0]!r}")
+    found.sort(key=lambda item: item[0])
+    return Examples(ntuple_columns(num_negatives), [r for _, r in found], [k[0] for k, _ in found],
+                    {"queries_mined": len(mined), "queries": len({k[0] for k, _ in found}), "rows": len(found),
+                     "queries_skipped": sum(skipped.values()), **{f"skipped_{k}": v for k, v in skipped.items()}},
+                    sorted(mined))
+
+
+def no_duplicate_batches(rows: Sequence[Tuple[str, ...]], batch_size: int, seed: int) -> Iterator[List[int]]:
+    """Endless batches of row indices: each epoch a seeded permutation, packed greedily so no text appears twice
+    in a batch (rows that would repeat a text wait for a later batch). The last batch of an epoch may be short."""
+    if not rows:
+        raise StreamMineError("no training examples")
+    rng = np.random.default_rng(seed)
+    while True:
+        remaining = rng.permutation(len(rows)).tolist()
+        while remaining:
+            batch, seen, deferred = [], set(), []
+            for i in remaining:
+                if len(batch) < batch_size and not seen.intersection(rows[i]):
+                    batch.append(i)
+                    seen.update(rows[i])
+                else:
+                    deferred.append(i)
+            yield batch
+            remaining = deferred
+
+
+def batches_per_epoch(rows: Sequence[Tuple[str, ...]], batch_size: int, seed: int) -> int:
+    gen, n, covered = no_duplicate_batches(rows, batch_size, seed), 0, 0
+    while covered < len(rows):
+        covered += len(next(gen))
+        n += 1
+    return n
+
+
+def resolve_steps(cfg: TrainConfig, examples: Examples, seed: int) -> int:
+    if cfg.max_steps is not None:
+        return int(cfg.max_steps)
+    if not cfg.epochs:
+        raise StreamMineError("set train.max_steps or train.epochs")
+    return max(1, math.ceil(cfg.epochs * batches_per_epoch(examples.rows, cfg.batch_size, seed)))
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+    if device and device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_seed(seed: int) -> None:
+    import torch
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def load_model(model_path: str, device: str, max_seq_length: Optional[int] = None):
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(str(model_path), device=device)
+    if max_seq_length:
+        model.max_seq_length = int(max_seq_length)
+    return model
+
+
+def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int = 0, device: str = "auto",
+              max_seq_length: Optional[int] = None):
+    """A fresh copy of ``model_path`` trained on ``examples``; returns (model, stats). Nothing is saved."""
+    import torch
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    if not examples.rows:
+        raise StreamMineError("no training examples")
+    device = pick_device(device)
+    set_seed(seed)
+    model = load_model(model_path, device, max_seq_length)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
+    steps = resolve_steps(cfg, examples, seed)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    warmup = int(math.ceil(cfg.warmup_ratio * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _linear(s, warmup, steps))
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    batches = no_duplicate_batches(examples.rows, cfg.batch_size, seed)
+    losses, seen_rows = [], 0
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        idx = next(batches)
+        seen_rows += len(idx)
+        columns = list(zip(*(examples.rows[i] for i in idx)))
+        features = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in preprocess(list(c)).items()}
+                    for c in columns]
+        loss = loss_fn(features, None)
+        loss.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    seconds = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        num = sum(float(((v.float() - initial[k].float()) ** 2).sum()) for k, v in model.state_dict().items()
+                  if k in initial)
+        den = sum(float((v.float() ** 2).sum()) for v in initial.values())
+    stats = {"steps": steps, "rows": len(examples.rows), "rows_seen": seen_rows,
+             "epochs_seen": round(seen_rows / len(examples.rows), 3), "negatives_per_row": len(examples.columns) - 2,
+             "loss_first": losses[0], "loss_last": losses[-1],
+             "loss_mean_last_10": float(np.mean(losses[-10:])), "weight_relative_change": math.sqrt(num / den),
+             "device": device, "train_seconds": round(seconds, 3)}
+    return model, stats
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith(".bias") or "LayerNorm.weight" in name or "layer_norm.weight" in name
+
+
+def _linear(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))

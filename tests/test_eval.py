@@ -1,0 +1,242 @@
+"""``streammine eval``: the held-out carve, the metrics on a hand-checked case, the training batches, and a tiny
+end-to-end run through the real pipeline (mining on a local Ray, fine-tuning, scoring)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from streammine.api import demo_data_path
+from streammine.errors import ConfigError
+from streammine.evaluate import load_eval_config, run_eval
+from streammine.evaluate import metrics as M
+from streammine.evaluate.split import assign_heldout, carve_heldout, read_queries
+from streammine.evaluate.train import no_duplicate_batches
+from streammine.io.readers import beir_qrels_url, read_qrels
+
+MINI = demo_data_path()
+
+
+def _qrels_ids(path: str, split: str) -> set:
+    return set(read_qrels(beir_qrels_url(path, split)))
+
+
+# ---- the split ----------------------------------------------------------------------------------------------
+
+def test_split_is_deterministic_disjoint_and_complete(tmp_path):
+    a = carve_heldout(MINI, str(tmp_path / "a"), fraction=0.25, seed=3)
+    b = carve_heldout(MINI, str(tmp_path / "b"), fraction=0.25, seed=3)
+    every = _qrels_ids(MINI, "train")
+    assert (a.train_ids, a.heldout_ids) == (b.train_ids, b.heldout_ids)             # deterministic
+    assert not set(a.train_ids) & set(a.heldout_ids)                               # disjoint
+    assert set(a.train_ids) | set(a.heldout_ids) == every                          # complete
+    assert len(a.heldout_ids) == round(0.25 * len(every))
+    # what is written is what was assigned; the held-out file never names a training query and vice versa
+    assert _qrels_ids(a.path, "train") == set(a.train_ids)
+    assert _qrels_ids(a.path, "heldout") == set(a.heldout_ids)
+    # positives are carried over unchanged
+    source = read_qrels(beir_qrels_url(MINI, "train"))
+    _, train_pos = read_queries(a.path, "train")
+    _, held_pos = read_queries(a.path, "heldout")
+    assert {q: p for q, p in {**train_pos, **held_pos}.items()} == {q: p.ids for q, p in source.items()}
+    # another seed, another carve; the file order does not matter, only the ids
+    c = carve_heldout(MINI, str(tmp_path / "c"), fraction=0.25, seed=4)
+    assert c.heldout_ids != a.heldout_ids
+    assert assign_heldout(list(reversed(sorted(every))), 0.25, 3) == (a.train_ids, a.heldout_ids)
+
+
+def test_split_rewrites_nothing_when_unchanged_and_subsets_keep_positives(tmp_path):
+    out = str(tmp_path / "s")
+    carve_heldout(MINI, out, fraction=0.2, seed=0, max_queries=12, max_docs=30)
+    files = [os.path.join(out, f) for f in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/heldout.tsv")]
+    stamps = [os.stat(f).st_mtime_ns for f in files]
+    info = carve_heldout(MINI, out, fraction=0.2, seed=0, max_queries=12, max_docs=30)
+    assert [os.stat(f).st_mtime_ns for f in files] == stamps  # the mining embedding store stays valid
+    assert len(info.train_ids) + len(info.heldout_ids) == 12
+    docs = {json.loads(line)["_id"] for line in open(files[0])}
+    positives = read_qrels(beir_qrels_url(out, "train"))
+    positives.update(read_qrels(beir_qrels_url(out, "heldout")))
+    assert all(d in docs for p in positives.values() for d in p.ids)
+    assert len(docs) == max(30, len({d for p in positives.values() for d in p.ids}))
+
+
+# ---- the metrics --------------------------------------------------------------------------------------------
+
+def test_metrics_match_a_hand_checked_case():
+    others = [(f"x{i}", 0.5 - i / 1000) for i in range(200)]  # non-relevant filler, in descending score
+    run = {
+        # q1: its one relevant document at rank 2
+        "q1": [("x-a", 0.99), ("d1", 0.98)] + others[:98],
+        # q2: two relevant, one at rank 1, the other at rank 4; both in the top 100
+        "q2": [("d2", 0.99), ("x-a", 0.98), ("x-b", 0.97), ("d3", 0.96)] + others[:96],
+        # q3: its relevant document at rank 11 (outside the top 10, inside the top 100)
+        "q3": [(f"y{i}", 0.9 - i / 100) for i in range(10)] + [("d4", 0.5)] + others[:89],
+        # q4: two relevant, one at rank 3, the other not retrieved in the top 100
+        "q4": [("x-a", 0.99), ("x-b", 0.98), ("d5", 0.97)] + others[:97],
+    }
+    qrels = {"q1": ["d1"], "q2": ["d2", "d3"], "q3": ["d4"], "q4": ["d5", "d6"]}
+    means, per_query = M.evaluate_run(run, qrels, per_query=True)
+
+    # by hand: DCG = sum over relevant hits of 1 / log2(rank + 1); IDCG puts every relevant document first
+    expected = {
+        "q1": {"ndcg@10": (1 / math.log2(3)) / 1, "mrr@10": 1 / 2, "recall@100": 1 / 1},
+        "q2": {"ndcg@10": (1 / math.log2(2) + 1 / math.log2(5)) / (1 / math.log2(2) + 1 / math.log2(3)),
+               "mrr@10": 1 / 1, "recall@100": 2 / 2},
+        "q3": {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@100": 1 / 1},
+        "q4": {"ndcg@10": (1 / math.log2(4)) / (1 / math.log2(2) + 1 / math.log2(3)), "mrr@10": 1 / 3,
+               "recall@100": 1 / 2},
+    }
+    for q in expected:
+        for m in M.METRICS:
+            assert per_query[q][m] == pytest.approx(expected[q][m], abs=1e-12), (q, m)
+    for m in M.METRICS:  # the library's all-query figure is the mean of the per-query values
+        assert means[m] == pytest.approx(np.mean([expected[q][m] for q in expected]), abs=1e-12), m
+    # the same in numbers: q1 0.6309, q2 0.8772, q3 0, q4 0.3066; MRR (1/2 + 1 + 0 + 1/3) / 4; recall 3.5 / 4
+    assert means["ndcg@10"] == pytest.approx((0.6309297536 + 0.8772153153 + 0.0 + 0.3065735964) / 4, abs=1e-9)
+    assert means["mrr@10"] == pytest.approx((0.5 + 1 + 0 + 1 / 3) / 4) and means["recall@100"] == 0.875
+
+
+def test_rank_is_exact_and_breaks_ties_by_corpus_position():
+    docs = np.array([[1, 0], [0, 1], [1, 0], [0.6, 0.8]], np.float32)  # d0 and d2 tie for a query along x
+    run = M.rank(np.array([[1, 0]], np.float32), ["q"], docs, ["d0", "d1", "d2", "d3"], k=3)
+    assert [d for d, _ in run["q"]] == ["d0", "d2", "d3"]
+    assert [s for _, s in run["q"]] == pytest.approx([1.0, 1.0, 0.6])
+
+
+def test_paired_bootstrap():
+    a = {f"q{i}": 0.5 for i in range(50)}
+    assert M.paired_bootstrap(a, {q: v + 0.1 for q, v in a.items()}) == pytest.approx((0.1, 0.1, 0.1))
+    mean, lo, hi = M.paired_bootstrap(a, {q: v + (0.2 if i % 2 else -0.2) for i, (q, v) in enumerate(a.items())})
+    assert mean == pytest.approx(0.0) and lo < 0 < hi
+
+
+# ---- training batches ---------------------------------------------------------------------------------------
+
+def test_batches_never_repeat_a_text_and_cover_every_row_each_epoch():
+    rows = [("query a", "doc 1", "doc 2"), ("query a", "doc 3", "doc 4"), ("query b", "doc 1", "doc 5"),
+            ("query c", "doc 6", "doc 7"), ("query d", "doc 8", "doc 2"), ("query e", "doc 9", "doc 10")]
+    gen = no_duplicate_batches(rows, 3, seed=0)
+    for _ in range(3):  # epochs
+        covered = []
+        while len(covered) < len(rows):
+            batch = next(gen)
+            texts = [t for i in batch for t in rows[i]]
+            assert len(texts) == len(set(texts))
+            covered += batch
+        assert sorted(covered) == list(range(len(rows)))
+    first = [next(no_duplicate_batches(rows, 3, seed=0)) for _ in range(2)]
+    assert first[0] == first[1]  # seeded
+
+
+# ---- the config ---------------------------------------------------------------------------------------------
+
+def test_config_refuses_mining_anything_but_the_training_split():
+    base = {"base": {"data": MINI}, "variants": [{"name": "none", "mine": "none"},
+                                                 {"name": "top", "mine": {"mining": {"sampler": {"method": "top"}}}}]}
+    cfg = load_eval_config(base, {"base.train.max_steps": "3"})
+    assert cfg.variants[0].mine is None and cfg.variants[1].mine == {"mining.sampler.method": "top"}
+    assert cfg.base.train.max_steps == 3
+    for bad in ({"input": {"split": "heldout"}}, {"input.path": "/elsewhere"}):
+        with pytest.raises(ConfigError, match="never mined"):
+            load_eval_config({"base": {"data": MINI}, "variants": [{"name": "x", "mine": bad}]})
+    with pytest.raises(ConfigError, match="unique"):
+        load_eval_config({"base": {"data": MINI}, "variants": [{"name": "x"}, {"name": "x"}]})
+
+
+def test_shipped_scifact_config_loads():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_eval_config(os.path.join(here, "benchmarks", "eval_scifact.yaml"))
+    assert [v.mine is None for v in cfg.variants] == [True, False, False, False]
+    assert {v.mine["mining.sampler.method"] for v in cfg.variants if v.mine} == {"top", "simans"}
+
+
+# ---- end to end ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tiny_eval_end_to_end(ray_session, tmp_path):
+    """40 documents, 16 queries (4 held out), 2 variants, 2 optimizer steps, through the real mining pipeline."""
+    from streammine.evaluate.split import read_corpus
+    from streammine.evaluate.train import load_model
+    from streammine.sink.parts import iter_rows
+
+    out = str(tmp_path / "eval")
+    config = {"base": {"data": MINI, "heldout_fraction": 0.25, "max_queries": 16, "max_docs": 40,
+                       "max_seq_length": 32, "output": out, "eval_batch_size": 16, "bootstrap_samples": 200,
+                       "train": {"max_steps": 2, "batch_size": 4},
+                       "mine": {"index": {"shards": 1}, "encoder": {"num_actors": 1},
+                                "mining": {"sampler": {"num_negatives": 1}}}},
+              "variants": [{"name": "no hard negatives", "mine": "none"},
+                           {"name": "naive top-k", "mine": {"mining": {"filter": {"method": "none"},
+                                                                       "sampler": {"method": "top"}}}}]}
+    result = run_eval(config)
+
+    assert [r["model"] for r in result.rows] == ["before fine-tuning", "no hard negatives", "naive top-k"]
+    for r in result.rows:
+        assert all(0.0 <= r[m] <= 1.0 for m in M.METRICS), r
+        assert r["model"] in result.table
+    base, pairs, mined = result.rows
+    assert base["corpus_vectors"] == "mining embedding store"
+    assert pairs["negatives_per_row"] == 0 and mined["negatives_per_row"] == 1
+    for r in (pairs, mined):  # fine-tuning changed the weights
+        assert r["training"]["steps"] == 2 and r["training"]["weight_relative_change"] > 0
+
+    # the held-out queries were never mined: the mining output holds exactly the training queries
+    split = result.report["split"]
+    heldout = set(split["heldout_ids"])
+    train = set(read_qrels(beir_qrels_url(split["path"], "train")))
+    assert len(heldout) == 4 and len(train) == 12 and not heldout & train
+    mined_ids = {q for batch in iter_rows(mined["mining"]["output"], columns=["query_id"])
+                 for q in batch.column("query_id").to_pylist()}
+    assert mined_ids == train
+    assert mined["mining"]["heldout_queries_mined"] == 0
+
+    # the base row's corpus vectors came from the mining store: scoring with freshly encoded ones agrees
+    held_q, held_pos = read_queries(split["path"], "heldout")
+    doc_ids, doc_texts = read_corpus(split["path"])
+    means, _ = M.evaluate_model(load_model(_model_path(), "cpu", 32), held_q, held_pos, doc_ids,
+                                doc_texts)
+    for m in M.METRICS:
+        assert means[m] == pytest.approx(base[m], abs=1e-3), m
+
+    with open(result.json_path) as f:
+        saved = json.load(f)
+    assert saved["rows"][2]["ndcg@10"] == mined["ndcg@10"] and saved["machine"]["cpus"] >= 1
+
+
+def _model_path() -> str:
+    from streammine.encode.base import default_model_path
+    return default_model_path()
+
+
+def test_cli_module_parses_flags_and_prints_the_table(monkeypatch, capsys):
+    import argparse
+    from streammine.evaluate import cli as eval_cli
+    from streammine.evaluate import runner
+    parser = argparse.ArgumentParser(prog="streammine")
+    eval_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "--config", "x.yaml", "--data", "d", "--max-steps", "5",
+                              "--set", "base.heldout_fraction=0.3", "--set", "base.mine.index.shards=4"])
+    assert eval_cli.overrides_from_args(args) == {"base.data": "d", "base.train.max_steps": "5",
+                                                  "base.heldout_fraction": "0.3", "base.mine.index.shards": "4"}
+    cfg = load_eval_config({"base": {}, "variants": [{"name": "pairs", "mine": "none"}]},
+                           eval_cli.overrides_from_args(args))
+    assert (cfg.base.train.max_steps, cfg.base.heldout_fraction, cfg.base.mine) == (5, 0.3, {"index": {"shards": "4"}})
+    row = {"model": "before fine-tuning", "ndcg@10": 0.5, "mrr@10": 0.5, "recall@100": 1.0, "delta_ndcg@10": None,
+           "negatives_per_row": None, "train_rows": None, "mine_seconds": None, "train_seconds": None,
+           "eval_seconds": 1.0}
+    report = {"split": {"heldout_queries": 2, "train_queries": 8, "docs": 30}, "machine": {"cpus": 2, "device": "cpu"},
+              "total_seconds": 3.0}
+    seen = {}
+
+    def fake_run_eval(config, overrides):
+        seen.update(config=config, overrides=overrides)
+        return runner.EvalResult([row], runner.format_table([row]), "/tmp/eval.json", report)
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    assert eval_cli.run(args) == 0
+    assert seen["config"] == "x.yaml" and seen["overrides"]["base.data"] == "d"
+    printed = capsys.readouterr().out
+    assert "| before fine-tuning | 0.5000 | 0.5000 | 1.0000 |" in printed and "/tmp/eval.json" in printed
