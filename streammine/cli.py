@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 
+from .config import parse_set_items
 from .errors import StreamMineError
 from .evaluate import cli as eval_cli
 from .report import cli as report_cli
@@ -62,11 +63,7 @@ def overrides_from_args(args) -> dict:
         overrides["encoder.kind"] = "precomputed"
     if args.no_progress:
         overrides["run.progress"] = False
-    for item in args.set:
-        if "=" not in item:
-            raise StreamMineError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
+    overrides.update(parse_set_items(args.set))
     return overrides
 
 

@@ -288,3 +288,16 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {p} is not a section")
     node[parts[-1]] = value
+
+
+def parse_set_items(items) -> dict:
+    """``["a.b=1", "c=x"]`` (repeated ``--set KEY=VALUE`` flags) -> ``{"a.b": "1", "c": "x"}``; values are coerced
+    later, against the field they set."""
+    from .errors import StreamMineError
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise StreamMineError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from ..config import parse_set_items
 from ..errors import StreamMineError
 
 HELP = ("fine-tune a copy of the model with the negatives of several mining configurations and score each on "
@@ -28,11 +29,7 @@ def overrides_from_args(args) -> dict:
     for flag, key in (("data", "base.data"), ("output", "base.output"), ("max_steps", "base.train.max_steps")):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
-    for item in args.set:
-        if "=" not in item:
-            raise StreamMineError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
+    overrides.update(parse_set_items(args.set))
     return overrides
 
 

@@ -92,11 +92,7 @@ def write_manifest(store_url: str, manifest: dict) -> None:
 
 
 def read_manifest(store_url: str) -> Optional[dict]:
-    url = fs.join(store_url, "_manifest.json")
-    if not fs.exists(url):
-        return None
-    with fs.open_url(url, "rt") as f:
-        return json.load(f)
+    return fs.read_json(fs.join(store_url, "_manifest.json"))
 
 
 def file_offsets(manifest: dict) -> dict:

@@ -122,6 +122,15 @@ def list_files(url: str, suffixes: Union[str, Iterable[str], None] = None) -> Li
     return [join(url, rel) for rel in sorted(out)]
 
 
+def read_json(url: str):
+    """The parsed JSON document at ``url``, or None when there is none."""
+    import json
+    if not exists(url):
+        return None
+    with open_url(url, "rt") as f:
+        return json.load(f)
+
+
 def makedirs(url: str) -> None:
     """Creates a directory (and its parents) where the filesystem has directories; a no-op on object stores
     (prefixes need no creation), except that a missing bucket is not created either."""

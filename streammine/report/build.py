@@ -24,11 +24,7 @@ PARTS_MANIFEST = "_parts.json"  # = streammine.sink.parts.PARTS_MANIFEST
 
 
 def read_summary(output_url: str) -> Optional[dict]:
-    url = fs.join(output_url, "summary.json")
-    if not fs.exists(url):
-        return None
-    with fs.open_url(url, "rt") as f:
-        return json.load(f)
+    return fs.read_json(fs.join(output_url, "summary.json"))
 
 
 def output_parts(output_url: str) -> list:
