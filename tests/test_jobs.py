@@ -33,7 +33,12 @@ def ray_head():
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={free_port()}",
+    # every port of its own: the test session's Ray (started by other tests) already holds Ray's default agent
+    # and metrics ports, and a head whose job agent cannot bind answers "No available agent" forever
+    ports = [f"--{name}={free_port()}" for name in ("port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "runtime-env-agent-port", "metrics-export-port",
+                                                     "ray-client-server-port")]
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", *ports,
                              f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                              "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
