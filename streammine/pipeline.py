@@ -155,7 +155,7 @@ def corpus_fingerprint(cfg: MineConfig) -> list:
 
 
 def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], metrics,
-                plan: Optional["EncoderPlan"] = None) -> dict:
+                plan: "EncoderPlan") -> dict:
     """Encodes the corpus into the embedding store unless a committed store for the same key exists."""
     from .encode.stages import EncodeDocuments
     from .index.store import EmbeddingStoreSink, read_manifest
@@ -164,7 +164,6 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
         log.info("embedding store %s is up to date: the corpus is not encoded again", store_url)
         return dict(manifest, reused=True)
     e = cfg.encoder
-    plan = plan or encoder_plan(cfg)
     ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
     if e.kind != "precomputed":
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
@@ -233,7 +232,7 @@ def _phase(phases: dict, name: str):
     phases[name] = round(time.perf_counter() - t, 3)
 
 
-def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: Optional["EncoderPlan"] = None):
+def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: "EncoderPlan"):
     from .encode.stages import EncodeQueries, LookupQueryVectors
     e = cfg.encoder
     if e.kind == "precomputed":
@@ -241,7 +240,7 @@ def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: Optional["EncoderPlan
                               fn_constructor_args=(e.query_vectors, metrics),
                               compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size,
-                          **_encoder_map_args(cfg, plan or encoder_plan(cfg), metrics))
+                          **_encoder_map_args(cfg, plan, metrics))
 
 
 def mine(cfg: MineConfig) -> RunResult:
@@ -265,7 +264,7 @@ def mine(cfg: MineConfig) -> RunResult:
     store_url = fs.join(work, "embeddings", store_key(cfg))
     metrics = start_stage_metrics()
     # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer
-    plan = encoder_plan(cfg) if cfg.encoder.kind != "precomputed" else None
+    plan = encoder_plan(cfg)
     # shard actors start now (process start and imports overlap the corpus encoding); they build when asked
     index = ShardedIndex.start(store_url, cfg.index, cfg.input.lenient, fs.join(out, "_quarantine"))
     phases = {}
@@ -287,7 +286,7 @@ def mine(cfg: MineConfig) -> RunResult:
             ds.write_datasink(MinedPartsSink(out))
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
-        if plan is not None:
+        if cfg.encoder.kind != "precomputed":
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)
         if cfg.output.export:
