@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from .config import MineConfig
+from .config import MineConfig, flatten_keys
 
 
 def demo_data_path() -> str:
@@ -23,7 +23,7 @@ def load_config(config: Union[MineConfig, dict, str, None] = None, overrides: Op
         config = config.to_dict()
     if isinstance(config, dict):
         cfg = MineConfig.from_dict(config)
-        return MineConfig.from_sources(None, dict(_flatten(cfg.to_dict()), **overrides))
+        return MineConfig.from_sources(None, dict(flatten_keys(cfg.to_dict()), **overrides))
     return MineConfig.from_sources(config, overrides)
 
 
@@ -31,13 +31,3 @@ def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[
     """Mines hard negatives; returns a RunResult (output URL and the run summary)."""
     from .pipeline import mine as run
     return run(load_config(config, overrides, **kwargs))
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat

@@ -301,3 +301,14 @@ def parse_set_items(items) -> dict:
         key, value = item.split("=", 1)
         out[key.strip()] = value
     return out
+
+
+def flatten_keys(d: Optional[dict], prefix: str = "") -> dict:
+    """Nested and dotted keys alike -> dotted keys: ``{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}``."""
+    flat = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            flat.update(flatten_keys(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat

@@ -53,3 +53,11 @@ def read_output(out: str) -> dict:
             assert row["query_id"] not in rows, f"query {row['query_id']} written twice"
             rows[row["query_id"]] = row
     return rows
+
+
+def alive_actors(class_name_part: str) -> list:
+    """pid and node of the live Ray actors whose class name contains ``class_name_part``, from the GCS (the state
+    API would need the dashboard). For fault tests that kill actors by process."""
+    from ray._private import state
+    return [{"pid": a["Pid"], "node_id": a["Address"]["NodeID"]} for a in state.actors().values()
+            if class_name_part in a["ActorClassName"] and a["State"] == "ALIVE"]

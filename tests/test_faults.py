@@ -19,15 +19,9 @@ import pytest
 
 import streammine
 from streammine.api import demo_data_path
-from helpers import read_output
+from helpers import alive_actors, read_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def alive_pids(class_name_part: str) -> list:
-    from ray._private import state
-    return [a["Pid"] for a in state.actors().values()
-            if class_name_part in a["ActorClassName"] and a["State"] == "ALIVE"]
 
 
 @pytest.mark.slow
@@ -44,10 +38,10 @@ def test_encoder_actor_killed_mid_corpus(ray_session, tmp_path):
         # loaded the model and are encoding, then SIGKILL one
         deadline = time.time() + 120
         while time.time() < deadline:
-            pids = alive_pids("MapWorker")
+            pids = [a["pid"] for a in alive_actors("MapWorker")]
             if len(pids) >= 2:
                 time.sleep(8)
-                pids = alive_pids("MapWorker")
+                pids = [a["pid"] for a in alive_actors("MapWorker")]
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
                     killed["pid"] = pids[0]

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from ..config import _build, _set_dotted
+from ..config import _build, _set_dotted, flatten_keys
 from ..errors import ConfigError, StreamMineError
 from . import metrics as M
 from .split import HELDOUT_SPLIT, TRAIN_SPLIT, carve_heldout, read_corpus, read_queries
@@ -127,18 +127,7 @@ def _variant(v: Any, i: int) -> Variant:
         return Variant(str(v["name"]), None)
     if not isinstance(mine, dict):
         raise ConfigError(f"variants[{i}].mine must be a mapping of streammine config keys or none, got {mine!r}")
-    return Variant(str(v["name"]), flatten(mine))
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """Nested and dotted keys alike -> dotted keys."""
-    flat = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            flat.update(flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
+    return Variant(str(v["name"]), flatten_keys(mine))
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -161,7 +150,7 @@ def validate(cfg: EvalConfig) -> None:
         raise ConfigError(f"base.train.max_steps must be >= 1, got {t.max_steps}")
     if int(t.batch_size) < 1:
         raise ConfigError(f"base.train.batch_size must be >= 1, got {t.batch_size}")
-    for where, mine in [("base.mine", flatten(b.mine))] + [(f"variant {v.name!r}", v.mine or {})
+    for where, mine in [("base.mine", flatten_keys(b.mine))] + [(f"variant {v.name!r}", v.mine or {})
                                                              for v in cfg.variants]:
         bad = sorted(set(mine) & set(RESERVED_MINE_KEYS))
         if bad:
@@ -182,7 +171,7 @@ def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, 
                  "mining.seed": b.seed, "output.path": os.path.join(out, "mined", _slug(variant.name)),
                  "output.overwrite": True, "output.export": [], "run.work_dir": os.path.join(out, "_work"),
                  "run.progress": False}
-    overrides.update(flatten(b.mine))
+    overrides.update(flatten_keys(b.mine))
     overrides.update(variant.mine or {})
     return overrides
 
@@ -308,6 +297,7 @@ def _store_vectors(mined: Dict[str, dict], doc_ids, model_path: str, max_len: Op
     """The base model's corpus vectors from a mining run's embedding store, when that run encoded exactly as the
     evaluation does (same model, max length, no prompts, normalized, fp32); else (None, "encoded")."""
     from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
+    from ..vectors import from_arrow
     for info in mined.values():
         e = info["cfg"].encoder
         if (e.kind != "sentence-transformers" or str(e.model) != model_path or e.max_length != max_len
@@ -319,10 +309,7 @@ def _store_vectors(mined: Dict[str, dict], doc_ids, model_path: str, max_len: Op
             continue
         found = {}
         for table in read_buckets(store_url, list(range(NUM_BUCKETS)), manifest):
-            vec = table.column("vector").combine_chunks()
-            dim = vec.type.list_size
-            arr = vec.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-            for doc_id, v in zip(table.column("doc_id").to_pylist(), arr):
+            for doc_id, v in zip(table.column("doc_id").to_pylist(), from_arrow(table.column("vector"))):
                 found[doc_id] = v
         if all(d in found for d in doc_ids):
             return np.stack([found[d] for d in doc_ids]).astype(np.float32), "mining embedding store"

@@ -111,15 +111,7 @@ def total_rows(manifest: dict) -> int:
 def remove_unlisted(store_url: str, files: list) -> int:
     """Deletes part files the manifest does not name (left by retried writes); returns how many. Best effort."""
     listed = {fs.join(store_url, f) for f in files}
-    removed = 0
-    for url in fs.list_files(store_url, (".parquet",)):
-        if url not in listed:
-            try:
-                fs.remove(url)
-                removed += 1
-            except OSError:  # a leftover is harmless: readers only open the files the manifest names
-                pass
-    return removed
+    return fs.remove_quietly(u for u in fs.list_files(store_url, (".parquet",)) if u not in listed)
 
 
 def read_buckets(store_url: str, buckets: list, manifest: Optional[dict] = None) -> Iterable[pa.Table]:

@@ -122,6 +122,19 @@ def list_files(url: str, suffixes: Union[str, Iterable[str], None] = None) -> Li
     return [join(url, rel) for rel in sorted(out)]
 
 
+def remove_quietly(urls: Iterable[str]) -> int:
+    """Best-effort deletion of leftover files; returns how many went. A file that cannot be removed stays: every
+    caller's readers only open files a manifest names, so a leftover costs space, never correctness."""
+    removed = 0
+    for url in urls:
+        try:
+            remove(url)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def read_json(url: str):
     """The parsed JSON document at ``url``, or None when there is none."""
     import json

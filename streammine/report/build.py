@@ -14,13 +14,13 @@ import numpy as np
 
 from ..errors import StreamMineError
 from ..io import fs
+from ..sink.committed import PARTS_MANIFEST, resolve_parts
 from .figures import FilterInfo, all_figures
 from .html import SHOWN_PER_COLUMN, render_page
 from .scan import scan_output
 from .texts import fetch_texts
 
 log = logging.getLogger("streammine")
-PARTS_MANIFEST = "_parts.json"  # = streammine.sink.parts.PARTS_MANIFEST
 
 
 def read_summary(output_url: str) -> Optional[dict]:
@@ -28,22 +28,11 @@ def read_summary(output_url: str) -> Optional[dict]:
 
 
 def output_parts(output_url: str) -> list:
-    """The committed parts (listed in the output's manifest), else the ``*.parquet`` files directly in the directory.
-
-    (The manifest is read here rather than through ``sink.parts``, which imports Ray Data: a report needs no Ray.)
-    """
+    """The committed parts (listed in the output's manifest), else the ``*.parquet`` files directly in the directory."""
     if not fs.exists(output_url):
         raise StreamMineError(f"{output_url}: not found")
-    if not fs.isdir(output_url):
-        return [output_url]
-    manifest = fs.join(output_url, PARTS_MANIFEST)
-    if fs.exists(manifest):
-        with fs.open_url(manifest, "rt") as f:
-            parts = [fs.join(output_url, p["part"]) for p in json.load(f)["parts"]]
-    else:
-        base = output_url.rstrip("/") + "/"
-        parts = [u for u in fs.list_files(output_url, suffixes=".parquet") if "/" not in u[len(base):]]
-    if not parts and not fs.exists(manifest):
+    parts = resolve_parts(output_url)
+    if not parts and not fs.exists(fs.join(output_url, PARTS_MANIFEST)):
         raise StreamMineError(f"{output_url}: no mining output here (no {PARTS_MANIFEST} and no .parquet parts)")
     return parts
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import StreamMineError
 from ..io import fs
+from .committed import resolve_parts  # noqa: F401  (part of this module's API: exporters take what it takes)
 
 PartsArg = Union[str, Sequence[str]]
 READ_COLUMNS = ["query_id", "query", "positive_ids", "negative_ids"]
@@ -49,22 +50,6 @@ class MissingTextError(StreamMineError, KeyError):
 
 
 # ---- reading the mined output --------------------------------------------------------------------------------
-
-def resolve_parts(parts: PartsArg) -> List[str]:
-    """Part URLs from a list of part URLs, one part file, or an output directory (its manifest when it has one,
-    else every ``*.parquet`` directly inside it, sorted)."""
-    if not isinstance(parts, (str, bytes)) and not hasattr(parts, "__fspath__"):
-        return [str(p) for p in parts]
-    url = str(parts)
-    if not fs.isdir(url):
-        return [url]
-    from .parts import PARTS_MANIFEST, list_parts
-    if fs.exists(fs.join(url, PARTS_MANIFEST)):
-        return list_parts(url)
-    # only files directly inside: the directory also holds _work/ (embedding store) and export/ subfolders
-    base = url.rstrip("/") + "/"
-    return [u for u in fs.list_files(url, suffixes=".parquet") if "/" not in u[len(base):]]
-
 
 def iter_mined_batches(part_urls: Iterable[str], columns: List[str]) -> Iterator[Tuple[str, pa.RecordBatch]]:
     """(part URL, record batch) over every part, a batch at a time."""

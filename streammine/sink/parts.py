@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 
 from ..io import fs
+# reading a committed output needs no Ray; re-exported here, where writers and readers have always found them
+from .committed import PARTS_MANIFEST, iter_rows, list_parts, remove_uncommitted_parts  # noqa: F401
 from .schema import MINED_SCHEMA
-
-PARTS_MANIFEST = "_parts.json"
 
 
 class MinedPartsSink(Datasink):
@@ -39,33 +39,3 @@ class MinedPartsSink(Datasink):
         with fs.open_url(fs.join(self.out_url, PARTS_MANIFEST), "wt") as f:
             json.dump({"parts": parts, "rows": sum(p["rows"] for p in parts)}, f, indent=1)
         remove_uncommitted_parts(self.out_url, [p["part"] for p in parts])
-
-
-def remove_uncommitted_parts(out_url: str, committed: list) -> int:
-    """Deletes part files the manifest does not name: a write task retried after its worker or node died may
-    have left one behind. Readers never see them (they follow the manifest); this only reclaims the space."""
-    keep = set(committed)
-    removed = 0
-    filesystem, path = fs.resolve(out_url)
-    for child in filesystem.ls(path, detail=False):
-        name = child.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith("part-") and name.endswith(".parquet") and name not in keep:
-            try:
-                filesystem.rm(child)
-                removed += 1
-            except OSError:
-                pass
-    return removed
-
-
-def list_parts(out_url: str) -> list:
-    """The committed parts of an output directory (those named in its manifest)."""
-    with fs.open_url(fs.join(out_url, PARTS_MANIFEST), "rt") as f:
-        return [fs.join(out_url, p["part"]) for p in json.load(f)["parts"]]
-
-
-def iter_rows(out_url: str, columns=None, batch_rows: int = 4096):
-    """Streams the committed rows as pyarrow RecordBatches (never the whole output at once)."""
-    for url in list_parts(out_url):
-        with fs.open_url(url, "rb") as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)

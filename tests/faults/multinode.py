@@ -25,20 +25,13 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import streammine  # noqa: E402
-from helpers import precomputed_overrides, read_output, write_synthetic_beir  # noqa: E402
+from helpers import alive_actors, precomputed_overrides, read_output, write_synthetic_beir  # noqa: E402
 
 STORE_MB = 200 * 1024 * 1024
 
 
 def committed_parts_so_far(out: str) -> int:
     return len([n for n in os.listdir(out) if n.startswith("part-")]) if os.path.isdir(out) else 0
-
-
-def alive_actors(class_name: str) -> list:
-    """pid and node of the live actors of a class, from the GCS (the state API would need the dashboard)."""
-    from ray._private import state
-    return [{"pid": a["Pid"], "node_id": a["Address"]["NodeID"]} for a in state.actors().values()
-            if a["ActorClassName"] == class_name and a["State"] == "ALIVE"]
 
 
 def shard_actors() -> list:
