@@ -35,7 +35,25 @@ SWITCHES = {"lenient": "input.lenient", "overwrite": "output.overwrite", "precom
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streammine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("mine", help="mine hard negatives")
+    _add_run_arguments(sub.add_parser("mine", help="mine hard negatives"))
+    s = sub.add_parser("serve", help="mine continuously: follow checkpoints and query files until stopped")
+    _add_run_arguments(s)
+    s.add_argument("--checkpoints", dest="checkpoints", help="sets serve.checkpoints (a URL to follow)")
+    r = sub.add_parser("refresh", help="make a running (or the next) serve of a run use this model now")
+    r.add_argument("--output", required=True, help="the run's output URL (its identity)")
+    r.add_argument("--model", required=True, help="checkpoint directory URL (a sentence-transformers model)")
+    r.add_argument("--name", help="the version name output rows will carry (default manual-<time>)")
+    st = sub.add_parser("stop", help="stop a serve after its unit in flight and close its log")
+    st.add_argument("--output", required=True, help="the run's output URL")
+    d = sub.add_parser("demo", help="mine the shipped SciFact slice on a local Ray and print a summary")
+    d.add_argument("--output", help="where to write (default: a new temporary directory)")
+    d.add_argument("--shards", default="2")
+    report_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
+    return parser
+
+
+def _add_run_arguments(m) -> None:
     m.add_argument("--config", help="YAML config (local path or any fsspec URL)")
     for flag, key in FLAGS.items():
         m.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"sets {key}")
@@ -45,16 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-progress", action="store_true")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set index.nprobe=32")
-    d = sub.add_parser("demo", help="mine the shipped SciFact slice on a local Ray and print a summary")
-    d.add_argument("--output", help="where to write (default: a new temporary directory)")
-    d.add_argument("--shards", default="2")
-    report_cli.add_parser(sub)
-    eval_cli.add_parser(sub)
-    return parser
 
 
 def overrides_from_args(args) -> dict:
     overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    if getattr(args, "checkpoints", None):
+        overrides["serve.checkpoints"] = args.checkpoints
     if args.lenient:
         overrides["input.lenient"] = True
     if args.overwrite:
@@ -87,7 +101,25 @@ def main(argv=None) -> int:
         return report_cli.run(args)
     if args.command == "eval":
         return eval_cli.run(args)
+    if args.command in ("refresh", "stop"):
+        from .refresh.watch import request_refresh, request_stop
+        if args.command == "refresh":
+            req = request_refresh(args.output, args.model, args.name)
+            print(f"streammine: {args.output} will mine with {args.model} as version {req['name']}")
+        else:
+            request_stop(args.output)
+            print(f"streammine: asked the serve of {args.output} to stop")
+        return 0
     from .api import demo_data_path, load_config, mine
+    if args.command == "serve":
+        from .refresh.serve import serve
+        try:
+            summary = serve(load_config(args.config, overrides_from_args(args)))
+        except StreamMineError as e:
+            print(f"streammine: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({k: summary.get(k) for k in ("run", "units_committed", "versions_completed")}))
+        return 0
     try:
         if args.command == "mine":
             cfg = load_config(args.config, overrides_from_args(args))

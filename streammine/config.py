@@ -128,7 +128,22 @@ class RunConfig:
                                         # 0 -> 256 on CPU (keeps actors evenly busy), 4096 on GPU
     miner_actors: int = 1
     work_dir: Optional[str] = None      # embedding store; None -> <output>/_work
+    cache_queries: bool = True          # reuse query vectors of an unchanged model (under work_dir)
     progress: bool = True
+
+
+@dataclass
+class ServeConfig:
+    """Continuous mining (``streammine serve``): follow the trainer's checkpoints and the query files."""
+    checkpoints: Optional[str] = None   # URL of the checkpoint location; None -> only encoder.model (and forced)
+    poll_seconds: float = 5.0           # how often to look for new checkpoints and query files
+    chunk_factor: int = 1               # 1: every query per version; C: a rolling 1/C slice per version (ANCE)
+    complete_versions: bool = True      # finish a version's queries before swapping in a newer one
+    max_versions: int = 0               # stop after this many versions were mined completely (0: run until stopped)
+    idle_exit_seconds: float = 0.0      # stop when nothing new appeared for this long (0: never)
+    retention: int = 2                  # embedding stores kept: the last N model versions'
+    retries: int = 6                    # attempts per unit of work / refresh before the run fails (backoff)
+    backoff_max_seconds: float = 30.0
 
 
 @dataclass
@@ -139,6 +154,7 @@ class MineConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -214,6 +230,11 @@ class MineConfig:
             raise ConfigError(f"mining.filter.perc must be in (0, 1], got {self.mining.filter.perc}")
         if s.simans_a <= 0:
             raise ConfigError(f"mining.sampler.simans_a must be > 0, got {s.simans_a}")
+        _positive("serve.chunk_factor", self.serve.chunk_factor)
+        _positive("serve.retention", self.serve.retention)
+        _positive("serve.retries", self.serve.retries)
+        if self.serve.poll_seconds <= 0:
+            raise ConfigError(f"serve.poll_seconds must be > 0, got {self.serve.poll_seconds}")
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Optional
 
+import numpy as np
 import pyarrow as pa
 import ray
 
@@ -121,16 +122,46 @@ def read_dataset(fns: list, name: str) -> "ray.data.Dataset":
 
 # ---- the embedding store ------------------------------------------------------------------------------------
 
+def _model_ident(cfg: MineConfig) -> dict:
+    e = cfg.encoder
+    return {"kind": e.kind, "model": e.model or "packaged:all-MiniLM-L6-v2", "document_prompt": e.document_prompt,
+            "max_length": e.max_length, "normalize": e.normalize, "fp16": str(e.fp16)}
+
+
+def model_key(cfg: MineConfig) -> str:
+    """Identifies what turns a document into a vector (model version and encoding settings): two stores with the
+    same model key hold the same vector for the same document, so one can serve as the other's cache."""
+    return hashlib.sha256(json.dumps(_model_ident(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def store_key(cfg: MineConfig) -> str:
     """Identifies (model, encoding settings, corpus content): a changed corpus or model gets a new store."""
     e = cfg.encoder
-    ident = {"kind": e.kind, "model": e.model or "packaged:all-MiniLM-L6-v2", "document_prompt": e.document_prompt,
-             "max_length": e.max_length, "normalize": e.normalize, "fp16": str(e.fp16),
-             "corpus_vectors": e.corpus_vectors, "input": [cfg.input.format, cfg.input.path, cfg.input.corpus,
-                                                          cfg.input.columns.__dict__ if cfg.input.format == "pairs"
-                                                          else None],
-             "fingerprint": corpus_fingerprint(cfg)}
+    ident = dict(_model_ident(cfg),
+                 corpus_vectors=e.corpus_vectors, input=[cfg.input.format, cfg.input.path, cfg.input.corpus,
+                                                         cfg.input.columns.__dict__ if cfg.input.format == "pairs"
+                                                         else None],
+                 fingerprint=corpus_fingerprint(cfg))
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_store_for(store_url: str, key_of_model: str) -> Optional[str]:
+    """The newest committed store beside ``store_url`` made with the same model: its vectors are reused for the
+    documents it holds unchanged (so a corpus that grew only encodes the new documents)."""
+    from .index.store import read_manifest
+    root = store_url.rstrip("/").rsplit("/", 1)[0]
+    if not fs.exists(root):
+        return None
+    filesystem, path = fs.resolve(root)
+    best, best_time = None, -1.0
+    for child in filesystem.ls(path, detail=False):
+        url = fs.join(root, child.rstrip("/").rsplit("/", 1)[-1])
+        if url.rstrip("/") == store_url.rstrip("/"):
+            continue
+        m = read_manifest(url) if fs.isdir(url) else None
+        if m and m.get("model_key") == key_of_model and float(m.get("committed_at", 0)) > best_time:
+            best, best_time = url, float(m.get("committed_at", 0))
+    return best
 
 
 def corpus_fingerprint(cfg: MineConfig) -> list:
@@ -164,14 +195,22 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
         log.info("embedding store %s is up to date: the corpus is not encoded again", store_url)
         return dict(manifest, reused=True)
     e = cfg.encoder
+    key_of_model = model_key(cfg)
+    cached = cached_store_for(store_url, key_of_model) if e.kind != "precomputed" else None
+    if cached:
+        log.info("embedding cache: documents already in %s are not encoded again", cached)
     ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
     if e.kind != "precomputed":
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
         # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
         ds = ds.repartition(target_num_rows_per_block=plan.block_rows)
-        ds = ds.map_batches(EncodeDocuments, batch_size=plan.block_rows, **_encoder_map_args(cfg, plan, metrics))
+        args = _encoder_map_args(cfg, plan, metrics)
+        args["fn_constructor_args"] = args["fn_constructor_args"] + (cached,)
+        ds = ds.map_batches(EncodeDocuments, batch_size=plan.block_rows, **args)
     ds.write_datasink(EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
-                                                     "model": e.model or "all-MiniLM-L6-v2"}))
+                                                     "model": e.model or "all-MiniLM-L6-v2",
+                                                     "model_key": key_of_model},
+                                         cached_store=cached))
     manifest = read_manifest(store_url)
     if manifest is None or not manifest.get("docs"):
         raise StreamMineError(f"the corpus produced no documents (store {store_url})")
@@ -232,6 +271,15 @@ def _phase(phases: dict, name: str):
     phases[name] = round(time.perf_counter() - t, 3)
 
 
+def query_cache_url(cfg: MineConfig) -> Optional[str]:
+    """Where this model's query vectors are cached (None when run.cache_queries is off)."""
+    if not cfg.run.cache_queries:
+        return None
+    ident = dict(_model_ident(cfg), query_prompt=cfg.encoder.query_prompt)
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return fs.join(cfg.run.work_dir or fs.join(cfg.output.path, "_work"), "query_vectors", key)
+
+
 def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: "EncoderPlan"):
     from .encode.stages import EncodeQueries, LookupQueryVectors
     e = cfg.encoder
@@ -239,18 +287,43 @@ def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: "EncoderPlan"):
         return ds.map_batches(LookupQueryVectors, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                               fn_constructor_args=(e.query_vectors, metrics),
                               compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
-    return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size,
-                          **_encoder_map_args(cfg, plan, metrics))
+    args = _encoder_map_args(cfg, plan, metrics)
+    args["fn_constructor_args"] = args["fn_constructor_args"] + (query_cache_url(cfg),)
+    return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size, **args)
+
+
+def keep_query_slice(block: pa.Table, slice_id: int, n_slices: int) -> pa.Table:
+    """The queries of one slice: a stable hash of the query id picks the slice (ANCE's rolling chunks)."""
+    from .keys import keys64
+    keys = keys64(block.column("query_id").to_pylist())
+    return block.filter(pa.array(keys % np.uint64(n_slices) == np.uint64(slice_id)))
+
+
+def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantine_url: Optional[str], metrics,
+                 plan: "EncoderPlan", model_version: str, query_slice: Optional[tuple] = None) -> None:
+    """Queries -> encode -> fan-out search, merge, filter, sample -> Parquet parts under ``out_url`` (streaming)."""
+    from .index.store import total_rows
+    from .sink.parts import MinedPartsSink
+    from .stages import MineQueries
+    ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
+    if query_slice is not None and query_slice[1] > 1:
+        ds = ds.map_batches(keep_query_slice, batch_format="pyarrow", fn_kwargs={"slice_id": query_slice[0],
+                                                                                 "n_slices": query_slice[1]},
+                            num_cpus=0.25)
+    ds = ds.repartition(target_num_rows_per_block=cfg.run.query_batch_size)  # see build_store
+    ds = _add_query_vectors(ds, cfg, metrics, plan)
+    ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
+                        fn_constructor_args=(cfg, index.handles, total_rows(manifest), model_version,
+                                             fs.join(cfg.output.path, "_quarantine"), metrics),
+                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25)
+    ds.write_datasink(MinedPartsSink(out_url))
 
 
 def mine(cfg: MineConfig) -> RunResult:
     """Runs the whole mining path; returns where the output is and the run summary."""
     from .index.actor import ShardedIndex
-    from .index.store import total_rows
     from .metrics import start_stage_metrics
-    from .sink.parts import MinedPartsSink
     from .sink.summary import build_summary, write_summary
-    from .stages import MineQueries
 
     cfg.validate()
     ensure_ray(cfg.run.address)
@@ -276,14 +349,7 @@ def mine(cfg: MineConfig) -> RunResult:
         with _phase(phases, "index_build_seconds"):
             shard_info = index.wait_ready()
         with _phase(phases, "query_mining_seconds"):
-            ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
-            ds = ds.repartition(target_num_rows_per_block=cfg.run.query_batch_size)  # see build_store
-            ds = _add_query_vectors(ds, cfg, metrics, plan)
-            ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
-                                fn_constructor_args=(cfg, index.handles, total_rows(manifest), manifest["store_key"],
-                                                     fs.join(out, "_quarantine"), metrics),
-                                compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25)
-            ds.write_datasink(MinedPartsSink(out))
+            mine_queries(cfg, index, manifest, out, quarantine_url, metrics, plan, manifest["store_key"])
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
         if cfg.encoder.kind != "precomputed":

@@ -12,8 +12,13 @@ What runs here:
 - What the manifests must mean: no credential anywhere, the IRSA service account on every pod, requests and
   limits and a restricted security context on every container, the NetworkPolicy selecting every pod, a GPU group
   with GPU limits, node selector and toleration in prod-gpu and no GPU at all in dev-cpu; each RayJob entrypoint
-  runs jobs/mine.py as the image lays it out, with flags `streammine mine` accepts and the overlay's mining config
-  (which streammine validates), and that config's encoders and shards fit the cluster's worker groups.
+  runs a script of jobs/ (mine.py, serve.py, online_trainer.py) as the image lays it out, with flags its parser
+  accepts and the overlay's config file mounted where the driver runs (which streammine validates), and the mining
+  configs' encoders and shards fit the cluster's worker groups (serve: with the trainer beside it).
+- The continuous loop on the shared cluster: serve and the trainer run until stopped (no deadline), retry only in
+  ways that leave the shared cluster alone (jobs/serve.py --restarts; KubeRay's backoffLimit would delete it),
+  while one-shot mining never retries; the trainer reads serve's run and publishes the checkpoints serve follows,
+  under the bucket prefixes the IAM role may write; in prod-gpu the trainer asks for a GPU, in dev-cpu for none.
 - The image (k8s/image/Dockerfile): Ray version = manifests' rayVersion = the project's Ray; torch in the
   project's range.
 - checkov (slow) on k8s/, the rendered overlays and each Ray pod template as a Pod (checkov does not look inside
@@ -48,7 +53,10 @@ OVERLAYS = ["dev-cpu", "prod-gpu"]
 NAMESPACE = "streammine"
 SERVICE_ACCOUNT = "streammine"  # terraform/ trusts system:serviceaccount:streammine:streammine
 EXPECTED_KINDS = sorted(["Namespace", "ServiceAccount", "NetworkPolicy", "ConfigMap", "RayJob", "RayJob",
-                         "RayCluster"])
+                         "RayJob", "RayJob", "RayCluster"])
+SHARED_CLUSTER = "streammine-shared"
+SERVE_JOB, TRAINER_JOB = "streammine-serve-shared", "streammine-trainer-shared"
+JOBS_DIR_SCRIPTS = {"jobs/mine.py": "mine", "jobs/serve.py": "serve", "jobs/online_trainer.py": "train"}
 GPU = "nvidia.com/gpu"
 # KubeRay's limits (ray-operator/controllers/ray/utils): a RayJob's cluster is named <job>-<6 chars>
 MAX_NAME = {"RayJob": 47, "RayCluster": 53}
@@ -262,6 +270,10 @@ def _operator_spec_errors(doc):
         yield "one of rayClusterSpec or clusterSelector must be set"
     if selector and not selector.get("ray.io/cluster"):
         yield "clusterSelector must name the cluster with ray.io/cluster"
+    if selector and spec.get("backoffLimit", 0) > 0:
+        # a retry deletes and recreates the job's cluster, here one the job does not own: KubeRay 1.5.1 deletes
+        # it, operators with ray-project/kuberay#4527 (the vendored CRDs' snapshot) refuse the spec
+        yield "a RayJob with a clusterSelector cannot retry (backoffLimit > 0)"
     if spec.get("submissionMode") == "SidecarMode" and (selector or spec.get("submitterPodTemplate")):
         yield "SidecarMode supports neither clusterSelector nor submitterPodTemplate"
     if spec.get("activeDeadlineSeconds") is not None and spec["activeDeadlineSeconds"] <= 0:
@@ -306,8 +318,11 @@ def test_kustomizations_render_the_expected_objects(path):
     parts = {(d["kind"], d["metadata"]["name"]): d["metadata"]["labels"]["app.kubernetes.io/component"] for d in docs}
     assert parts == {("Namespace", NAMESPACE): "setup", ("ServiceAccount", SERVICE_ACCOUNT): "setup",
                      ("NetworkPolicy", "streammine-ray"): "setup", ("ConfigMap", "streammine-config"): "setup",
-                     ("RayJob", "streammine-mine"): "mine-job", ("RayCluster", "streammine-shared"): "shared-cluster",
-                     ("RayJob", "streammine-mine-shared"): "shared-job"}
+                     ("RayJob", "streammine-mine"): "mine-job", ("RayCluster", SHARED_CLUSTER): "shared-cluster",
+                     ("RayJob", "streammine-mine-shared"): "shared-job", ("RayJob", SERVE_JOB): "serve-job",
+                     ("RayJob", TRAINER_JOB): "trainer-job"}
+    configs = one(docs, "ConfigMap", "streammine-config")["data"]
+    assert sorted(configs) == ["mine.yaml", "online_trainer.yaml", "serve.yaml"]
     if path != "base":  # the overlays replace every placeholder of the base
         assert "CHANGE-ME" not in _render_text(path)
 
@@ -319,7 +334,7 @@ def test_kustomizations_render_the_expected_objects(path):
 @pytest.mark.parametrize("path", ["base", "overlays/dev-cpu", "overlays/prod-gpu"])
 def test_ray_objects_are_valid_kuberay_resources(path):
     docs = [d for d in render(path) if d["kind"] in ("RayJob", "RayCluster")]
-    assert len(docs) == 3
+    assert len(docs) == 5
     for doc in docs:
         errors = kuberay_errors(doc)
         assert not errors, f"{path}: {doc['kind']}/{doc['metadata']['name']}:\n" + "\n".join(errors)
@@ -441,7 +456,7 @@ def test_every_pod_runs_as_the_irsa_service_account(name):
                         sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
     assert sa.get("automountServiceAccountToken") is False
     templates = all_pod_templates(docs)
-    assert len(templates) == 6  # 2 submitters, 2 heads, 2 worker groups
+    assert len(templates) == 8  # 4 submitters, 2 heads, 2 worker groups
     for where, t in templates:
         assert t["spec"].get("serviceAccountName") == SERVICE_ACCOUNT, where
         # the Kubernetes API token only where the Ray autoscaler sidecar (on the head) needs it
@@ -522,66 +537,147 @@ def test_dev_cpu_has_no_gpu():
         spec = doc["spec"].get("rayClusterSpec") or (doc["spec"] if doc["kind"] == "RayCluster" else None)
         for group in (spec or {}).get("workerGroupSpecs", []):
             assert group["maxReplicas"] <= 3  # small
+        if doc["kind"] == "RayJob":
+            assert not doc["spec"].get("entrypointNumGpus"), doc["metadata"]["name"]
 
 
-def _job_config(docs, job, tmp_path):
-    """The mining config a RayJob's entrypoint ends up with: its flags over the overlay's ConfigMap file, built
-    and validated by streammine itself. Also checks that every path in the entrypoint exists where it runs."""
-    from streammine.cli import build_parser, overrides_from_args
-    from streammine.config import MineConfig
+@functools.lru_cache(maxsize=None)
+def job_script(rel: str):
+    """A script of the repository's jobs/ as a module (its parser, and jobs/serve.py's supervisor)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("job_" + os.path.basename(rel)[:-3], os.path.join(REPO, rel))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def _entrypoint(job) -> tuple[str, list[str]]:
+    """(script path in the repository, its arguments) of a RayJob's entrypoint: `python SCRIPT ...`, where the
+    image (k8s/image/Dockerfile) lays the repository's jobs/ out under its WORKDIR."""
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[0] == "python", argv
     script = argv[1]
-    # the image lays the repository's jobs/ out under its WORKDIR (k8s/image/Dockerfile)
     workdir = dockerfile_workdir().rstrip("/") + "/"
     assert script.startswith(workdir), f"{script} is not under the image's WORKDIR {workdir}"
-    assert os.path.isfile(os.path.join(REPO, script[len(workdir):])), f"{script}: no such file in the repository"
-    assert script[len(workdir):] == "jobs/mine.py"
-    args = build_parser().parse_args(["mine", *argv[2:]])
-    # --config: a file of the ConfigMap mounted on the head of the cluster the job runs on (the driver runs there)
-    head = cluster_spec_of(docs, job)["headGroupSpec"]["template"]
-    config_dir, key = os.path.split(args.config)
-    [mount] = [m for m in container(head, "ray-head")["volumeMounts"] if m["mountPath"] == config_dir]
-    [volume] = [v for v in head["spec"]["volumes"] if v["name"] == mount["name"]]
-    configmap = one(docs, "ConfigMap", volume["configMap"]["name"])
+    rel = script[len(workdir):]
+    assert os.path.isfile(os.path.join(REPO, rel)), f"{script}: no such file in the repository"
+    assert rel in JOBS_DIR_SCRIPTS, f"{rel} is not one of the job scripts {sorted(JOBS_DIR_SCRIPTS)}"
+    return rel, argv[2:]
+
+
+def _entrypoint_resources(job) -> tuple[float, float]:
+    """(CPUs, GPUs) KubeRay asks Ray to reserve for the job's driver (entrypointNumCpus / entrypointNumGpus)."""
+    assert not job["spec"].get("entrypointResources"), "custom entrypoint resources: not modelled here"
+    return float(job["spec"].get("entrypointNumCpus", 0)), float(job["spec"].get("entrypointNumGpus", 0))
+
+
+def _driver_hosts(docs, job) -> list[tuple[str, dict]]:
+    """(name, pod template) of the pods where Ray may start the job's driver: the head when the job reserves no
+    entrypoint resources, else every worker group that has them (the heads here have num-cpus 0 and no GPU)."""
+    spec = cluster_spec_of(docs, job)
+    head = spec["headGroupSpec"]
+    cpus, gpus = _entrypoint_resources(job)
+    if not cpus and not gpus:
+        return [("head", head["template"])]
+    assert head["rayStartParams"].get("num-cpus") == "0" and _gpu_limit(head["template"]) == 0
+    hosts = [(g["groupName"], g["template"]) for g in spec["workerGroupSpecs"]
+             if quantity(container(g["template"])["resources"]["limits"]["cpu"]) >= cpus
+             and _gpu_limit(g["template"]) >= gpus]
+    assert hosts, f"{job['metadata']['name']}: no worker group has the {cpus} CPUs and {gpus} GPUs its driver asks"
+    return hosts
+
+
+def _mounted_file(docs, job, path: str, tmp_path) -> str:
+    """A local copy of the ConfigMap file at `path` as mounted in every pod the job's driver may run in (the same
+    ConfigMap in each of them)."""
+    config_dir, key = os.path.split(path)
+    texts = set()
+    for where, template in _driver_hosts(docs, job):
+        mounts = [m for c in template["spec"]["containers"] for m in c.get("volumeMounts", [])
+                  if m["mountPath"] == config_dir]
+        assert len(mounts) == 1, f"{job['metadata']['name']}: {config_dir} is not mounted in {where}"
+        [volume] = [v for v in template["spec"]["volumes"] if v["name"] == mounts[0]["name"]]
+        data = one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+        assert key in data, f"{job['metadata']['name']}: {path} is not in the ConfigMap mounted in {where}"
+        texts.add(data[key])
+    [text] = texts
     local = tmp_path / f"{job['metadata']['name']}-{key}"
-    local.write_text(configmap["data"][key])
-    assert args.input.startswith("s3://") and args.output.startswith("s3://")
-    return MineConfig.from_sources(str(local), overrides_from_args(args))
+    local.write_text(text)
+    return str(local)
+
+
+def _job_config(docs, job, tmp_path):
+    """The mining config a mining RayJob (jobs/mine.py or jobs/serve.py) ends up with: its flags over the overlay's
+    ConfigMap file, built and validated by streammine itself."""
+    from streammine.cli import build_parser, overrides_from_args
+    from streammine.config import MineConfig
+
+    rel, args = _entrypoint(job)
+    command = JOBS_DIR_SCRIPTS[rel]
+    assert command in ("mine", "serve"), f"{job['metadata']['name']} does not mine: {rel}"
+    if command == "serve":  # jobs/serve.py's own flags (--restarts ...), then those of `streammine serve`
+        _, args = job_script(rel).supervisor_parser().parse_known_args(args)
+    parsed = build_parser().parse_args([command, *args])
+    assert parsed.input.startswith("s3://") and parsed.output.startswith("s3://")
+    return MineConfig.from_sources(_mounted_file(docs, job, parsed.config, tmp_path), overrides_from_args(parsed))
+
+
+def _trainer_config(docs, job, tmp_path):
+    """The online trainer's config of a RayJob running jobs/online_trainer.py: --set over the ConfigMap file."""
+    from streammine.config import parse_set_items
+    from streammine.train import OnlineTrainerConfig
+
+    rel, args = _entrypoint(job)
+    assert JOBS_DIR_SCRIPTS[rel] == "train", f"{job['metadata']['name']} is not the trainer: {rel}"
+    parsed = job_script(rel).build_parser().parse_args(args)
+    return OnlineTrainerConfig.from_sources(_mounted_file(docs, job, parsed.config, tmp_path),
+                                            parse_set_items(parsed.set))
+
+
+def _mining_jobs(docs):
+    return [j for j in by_kind(docs, "RayJob") if JOBS_DIR_SCRIPTS[_entrypoint(j)[0]] in ("mine", "serve")]
 
 
 @needs_kustomize
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_entrypoints_run_jobs_mine_with_a_valid_config(name, tmp_path):
+def test_entrypoints_run_the_jobs_with_a_valid_config(name, tmp_path):
     docs = overlay(name)
     jobs = by_kind(docs, "RayJob")
+    assert sorted(JOBS_DIR_SCRIPTS[_entrypoint(j)[0]] for j in jobs) == ["mine", "mine", "serve", "train"]
     outputs = set()
-    for job in jobs:
+    for job in _mining_jobs(docs):
         cfg = _job_config(docs, job, tmp_path)
         assert cfg.input.path.startswith("s3://") and "/input/" in cfg.input.path  # terraform's read-only prefix
         assert "/negatives/" in cfg.output.path                                    # ... and the outputs' one
         outputs.add(cfg.output.path)
-    assert len(outputs) == len(jobs)  # two jobs never write to the same output
-    [shared] = [j for j in jobs if j["spec"].get("clusterSelector")]
-    assert one(docs, "RayCluster", shared["spec"]["clusterSelector"]["ray.io/cluster"])
-    assert not shared["spec"].get("shutdownAfterJobFinishes")  # it must not tear the shared cluster down
-    [oneshot] = [j for j in jobs if j["spec"].get("rayClusterSpec")]
-    assert oneshot["spec"]["shutdownAfterJobFinishes"] is True
+    assert len(outputs) == len(_mining_jobs(docs))  # two jobs never write to the same output
+    trainer = _trainer_config(docs, one(docs, "RayJob", TRAINER_JOB), tmp_path)
+    assert trainer.feed in outputs
+    for job in jobs:
+        if job["spec"].get("clusterSelector"):
+            assert job["spec"]["clusterSelector"] == {"ray.io/cluster": SHARED_CLUSTER}
+            assert one(docs, "RayCluster", SHARED_CLUSTER)
+            assert not job["spec"].get("shutdownAfterJobFinishes")  # it must not tear the shared cluster down
+        else:
+            assert job["metadata"]["name"] == "streammine-mine" and job["spec"]["shutdownAfterJobFinishes"] is True
 
 
 @needs_kustomize
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_mining_config_fits_the_worker_groups(name, tmp_path):
-    """The encoder plan streammine makes from the overlay's config can be scheduled on the worker groups.
+    """The encoder plan streammine makes from each mining job's config can be scheduled on the worker groups.
 
     With the autoscaler, the workers may be down when the plan is made, so the config pins the encoder count and
-    per-actor resources; their requests must fit a worker pod, and all of them the groups at maxReplicas."""
+    per-actor resources; their requests must fit a worker pod, and all of them the groups at maxReplicas. serve
+    shares its cluster with the online trainer, whose driver reserves its entrypoint CPUs and GPUs, and keeps the
+    old version's shards up while the next version's are built: both count against serve's room."""
     from streammine.encode.plan import LOCAL_RESERVED_CPUS, ClusterView, plan_encoders
 
     docs = overlay(name)
-    for job in by_kind(docs, "RayJob"):
+    trainer_cpus, trainer_gpus = _entrypoint_resources(one(docs, "RayJob", TRAINER_JOB))
+    for job in _mining_jobs(docs):
         cfg = _job_config(docs, job, tmp_path)
+        serve = JOBS_DIR_SCRIPTS[_entrypoint(job)[0]] == "serve"
         spec = cluster_spec_of(docs, job)
         assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
         groups = [(g["maxReplicas"], quantity(container(g["template"])["resources"]["limits"]["cpu"]),
@@ -604,9 +700,108 @@ def test_mining_config_fits_the_worker_groups(name, tmp_path):
             f"{plan.num_actors} encoders do not fit the worker groups {groups}"
         # the index shards ask for CPUs (so they never land on the head, which has none) and fit a worker
         assert 0 < cfg.index.cpus_per_shard <= max(c for _, c, _ in groups)
-        demand = plan.num_actors * plan.cpus_per_actor + cfg.index.shards * cfg.index.cpus_per_shard \
-            + LOCAL_RESERVED_CPUS
-        assert demand <= view.cpus, f"{demand} CPUs asked, {view.cpus} at maxReplicas"
+        shard_sets = 2 if serve else 1
+        demand = plan.num_actors * plan.cpus_per_actor + shard_sets * cfg.index.shards * cfg.index.cpus_per_shard \
+            + LOCAL_RESERVED_CPUS + (trainer_cpus if serve else 0)
+        assert demand <= view.cpus, f"{job['metadata']['name']}: {demand} CPUs asked, {view.cpus} at maxReplicas"
+        if serve:
+            gpu_demand = plan.num_actors * plan.gpus_per_actor + trainer_gpus
+            assert gpu_demand <= view.gpus, f"serve and the trainer ask {gpu_demand} GPUs, {view.gpus} at maxReplicas"
+
+
+# ================================================================================================================
+# the continuous loop: serve and the online trainer on the shared cluster
+
+@needs_kustomize
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_serve_restarts_itself_and_one_shot_mining_never_retries(name):
+    """serve runs until stopped and is restarted after a failure, which is safe (it resumes exactly once from its
+    --output), in a way that leaves the shared cluster alone: jobs/serve.py --restarts, not KubeRay's backoffLimit
+    (a RayJob retry deletes the job's cluster, for a clusterSelector job the shared one). Mining jobs never retry
+    (a retried run would find its output there) and have a deadline; the loop's jobs have none."""
+    docs = overlay(name)
+    serve, trainer = one(docs, "RayJob", SERVE_JOB), one(docs, "RayJob", TRAINER_JOB)
+    rel, args = _entrypoint(serve)
+    supervisor, _ = job_script(rel).supervisor_parser().parse_known_args(args)
+    assert supervisor.restarts >= 1 and supervisor.restart_delay > 0
+    for job in (serve, trainer):
+        spec = job["spec"]
+        assert spec["clusterSelector"] == {"ray.io/cluster": SHARED_CLUSTER}
+        assert "activeDeadlineSeconds" not in spec, "a deadline would fail a loop that is meant to run for weeks"
+        assert spec["backoffLimit"] == 0
+        # the submitter pod follows the logs for as long as the job runs; a replacement only re-attaches
+        assert spec["submissionMode"] == "K8sJobMode" and spec["submitterConfig"]["backoffLimit"] >= 3
+        # `ray job stop` (deleting the RayJob) leaves time to commit the unit in flight / publish a checkpoint
+        for where, template in _driver_hosts(docs, job):
+            env = {e["name"]: e.get("value") for e in container(template).get("env", [])}
+            assert float(env.get("RAY_JOB_STOP_WAIT_TIME_S", 3)) >= 60, f"{job['metadata']['name']} on {where}"
+    for job in by_kind(docs, "RayJob"):
+        if JOBS_DIR_SCRIPTS[_entrypoint(job)[0]] == "mine":
+            assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] > 0
+            assert "--restarts" not in job["spec"]["entrypoint"]
+        if job["spec"].get("clusterSelector"):
+            assert job["spec"].get("backoffLimit", 0) == 0, job["metadata"]["name"]
+
+
+@needs_kustomize
+def test_validation_refuses_retries_on_a_selected_cluster():
+    job = copy.deepcopy(one(overlay("prod-gpu"), "RayJob", SERVE_JOB))
+    assert not kuberay_errors(job)
+    job["spec"]["backoffLimit"] = 3
+    assert "a RayJob with a clusterSelector cannot retry (backoffLimit > 0)" in "\n".join(kuberay_errors(job))
+
+
+def _irsa_read_write_prefixes() -> list[str]:
+    """The bucket prefixes the pods' IAM role may write (terraform/modules/irsa-role: read_write_prefixes)."""
+    with open(os.path.join(REPO, "terraform", "modules", "irsa-role", "variables.tf")) as f:
+        text = f.read()
+    block = text[text.index('variable "read_write_prefixes"'):]
+    return re.findall(r'"([^"]+/)"', re.search(r"default\s*=\s*\[([^\]]*)\]", block).group(1))
+
+
+@needs_kustomize
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_trainer_and_serve_close_the_loop(name, tmp_path):
+    """ANCE on the shared cluster: the trainer reads serve's run (feed = --output) over serve's corpus, and
+    publishes the checkpoints serve follows (checkpoints = serve.checkpoints), where the IAM role may write."""
+    docs = overlay(name)
+    serve_job, trainer_job = one(docs, "RayJob", SERVE_JOB), one(docs, "RayJob", TRAINER_JOB)
+    serve = _job_config(docs, serve_job, tmp_path)
+    trainer = _trainer_config(docs, trainer_job, tmp_path)
+    assert serve_job["spec"]["clusterSelector"] == trainer_job["spec"]["clusterSelector"]
+    assert trainer.feed == serve.output.path
+    assert serve.serve.checkpoints and trainer.checkpoints == serve.serve.checkpoints
+    assert serve.input.format == "beir" and trainer.corpus == serve.input.path
+    assert serve.serve.max_versions == 0 and not serve.serve.idle_exit_seconds  # runs until stopped
+    assert trainer.follow and trainer.max_steps is None                         # ... and so does the trainer
+    writable = _irsa_read_write_prefixes()
+    assert "models/" in writable and "negatives/" in writable
+    bucket = serve.output.path.split("/")[2]
+    for url in (trainer.checkpoints, serve.output.path):  # written by the pods: under a read-write prefix
+        assert url.startswith(f"s3://{bucket}/") and any(
+            url.startswith(f"s3://{bucket}/{p}") for p in writable), url
+    assert trainer.checkpoints.startswith(f"s3://{bucket}/models/")  # terraform's layout: checkpoints in models/
+
+
+@needs_kustomize
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_trainer_asks_for_a_gpu_in_prod_only(name, tmp_path):
+    """The trainer trains in its driver: its entrypoint resources place it. prod-gpu: one GPU (a GPU worker that has
+    it and the CPUs asked); dev-cpu: CPUs only (a worker, since the head has none), and no GPU anywhere."""
+    docs = overlay(name)
+    job = one(docs, "RayJob", TRAINER_JOB)
+    cpus, gpus = _entrypoint_resources(job)
+    assert cpus > 0
+    hosts = _driver_hosts(docs, job)
+    assert all(where != "head" for where, _ in hosts)
+    trainer = _trainer_config(docs, job, tmp_path)
+    if name == "prod-gpu":
+        assert gpus == 1 and all(_gpu_limit(t) >= 1 for _, t in hosts)
+        assert trainer.device in ("auto", "cuda") or trainer.device.startswith("cuda:")
+    else:
+        assert gpus == 0 and "entrypointNumGpus" not in job["spec"] and trainer.device in ("auto", "cpu")
+    # the serve driver stays on the head: no entrypoint resources
+    assert _entrypoint_resources(one(docs, "RayJob", SERVE_JOB)) == (0, 0)
 
 
 # ================================================================================================================
@@ -710,7 +905,7 @@ def test_checkov_finds_nothing_unjustified(tmp_path):
     for name in OVERLAYS:
         docs = overlay(name)
         pods = checkov_pods(docs)
-        assert len(pods) == 6
+        assert len(pods) == 8
         expected_skips += sum(len(p["metadata"]["annotations"]) for p in pods)
         with open(tmp_path / "rendered" / f"{name}.yaml", "w") as f:
             yaml.safe_dump_all(docs + pods, f)

@@ -24,6 +24,10 @@ class SentenceTransformerEncoder:
         self.cfg = cfg
         self.device = device or pick_device()
         path = cfg.model or default_model_path()
+        if "://" in path and not path.startswith("file://"):
+            # a checkpoint on object storage (a model version): fetched once per URL to a local cache
+            from ..refresh.versions import local_model_dir
+            path = local_model_dir(path)
         self.name = cfg.model or "all-MiniLM-L6-v2"
         self.model = SentenceTransformer(path, device=self.device)
         if cfg.max_length:

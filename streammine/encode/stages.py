@@ -23,10 +23,20 @@ class _EncodeStage:
     """Records -> the same records plus a ``vector`` column; subclasses say which texts and which side."""
     stage = ""
 
-    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None):
-        from .sentence_transformer import SentenceTransformerEncoder
-        self.encoder = SentenceTransformerEncoder(cfg, torch_threads=torch_threads)
+    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None, lazy: bool = False):
+        self.cfg, self.torch_threads = cfg, torch_threads
+        self._encoder = None
         self.metrics = MetricsClient(metrics)
+        if not lazy:
+            self.encoder  # noqa: B018 - load now: the first block should not wait for the model
+
+    @property
+    def encoder(self):
+        """Loaded on first use when lazy: a warm re-run whose texts are all cached never loads the model."""
+        if self._encoder is None:
+            from .sentence_transformer import SentenceTransformerEncoder
+            self._encoder = SentenceTransformerEncoder(self.cfg, torch_threads=self.torch_threads)
+        return self._encoder
 
     def encode(self, block: pa.Table) -> np.ndarray:
         raise NotImplementedError
@@ -38,17 +48,68 @@ class _EncodeStage:
 
 
 class EncodeDocuments(_EncodeStage):
+    """Documents -> vectors; with ``cached_store``, documents that store already holds (same id, same text, same
+    model) are not encoded: they get a ``cached`` flag and a zero vector, filled from that store at commit."""
     stage = "encode_corpus"
+
+    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
+                 cached_store: Optional[str] = None):
+        super().__init__(cfg, torch_threads, metrics)
+        from ..index.store import stored_doc_keys
+        # 8 bytes per stored document, per encoder actor: the price of never encoding a document twice
+        self.cached_keys = stored_doc_keys(cached_store) if cached_store else None
 
     def encode(self, block: pa.Table) -> np.ndarray:
         return self.encoder.encode_documents(_document_texts(block))
 
+    def __call__(self, block: pa.Table) -> pa.Table:
+        if self.cached_keys is None or len(self.cached_keys) == 0:
+            return super().__call__(block).append_column("cached", pa.array(np.zeros(block.num_rows, bool)))
+        from ..index.store import doc_keys
+        keys = doc_keys(block.column("doc_id").to_pylist(), block.column("text_key").to_numpy())
+        pos = np.minimum(np.searchsorted(self.cached_keys, keys), len(self.cached_keys) - 1)
+        cached = self.cached_keys[pos] == keys
+        vectors = np.zeros((block.num_rows, self.encoder.dim), np.float32)
+        todo = np.flatnonzero(~cached)
+        with self.metrics.time(self.stage, len(todo)):
+            if len(todo):
+                vectors[todo] = self.encode(block.take(pa.array(todo)))
+        with self.metrics.time("corpus_cached", int(cached.sum())):
+            pass
+        return block.append_column("vector", to_arrow(vectors)).append_column("cached", pa.array(cached))
+
 
 class EncodeQueries(_EncodeStage):
+    """Queries -> vectors; with ``cache_url``, queries encoded before by the same model are looked up instead."""
     stage = "encode_queries"
+
+    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
+                 cache_url: Optional[str] = None):
+        from .query_cache import QueryVectorCache
+        self.cache = QueryVectorCache(cache_url).load() if cache_url else None
+        super().__init__(cfg, torch_threads, metrics, lazy=self.cache is not None and len(self.cache.keys) > 0)
 
     def encode(self, block: pa.Table) -> np.ndarray:
         return self.encoder.encode_queries(block.column("query").to_pylist())
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        if self.cache is None:
+            return super().__call__(block)
+        from .query_cache import query_keys
+        keys = query_keys(block.column("query").to_pylist())
+        found, cached = self.cache.lookup(keys)
+        dim = cached.shape[1] if cached is not None and len(cached) else self.encoder.dim
+        vectors = np.zeros((block.num_rows, dim), np.float32)
+        if cached is not None:
+            vectors[found] = cached
+        todo = np.flatnonzero(~found)
+        with self.metrics.time(self.stage, len(todo)):
+            if len(todo):
+                vectors[todo] = self.encode(block.take(pa.array(todo)))
+                self.cache.add(keys[todo], vectors[todo])
+        with self.metrics.time("queries_cached", int(found.sum())):
+            pass
+        return block.append_column("vector", to_arrow(vectors))
 
 
 class LookupQueryVectors:

@@ -144,6 +144,26 @@ def read_json(url: str):
         return json.load(f)
 
 
+def write_json_atomic(url: str, obj) -> None:
+    """Writes a small JSON document so that readers see all of it or none of it: a local file is written beside
+    its final name and renamed (atomic on POSIX); an object store's PUT is atomic by itself."""
+    import json
+    data = json.dumps(obj, indent=1, sort_keys=True)
+    filesystem, path = resolve(url)
+    if isinstance(filesystem, LocalFileSystem):
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return
+    with filesystem.open(path, "wt", encoding="utf-8") as f:
+        f.write(data)
+
+
 def makedirs(url: str) -> None:
     """Creates a directory (and its parents) where the filesystem has directories; a no-op on object stores
     (prefixes need no creation), except that a missing bucket is not created either."""

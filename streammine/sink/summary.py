@@ -36,7 +36,12 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
     quarantine_url = fs.join(out_url, "_quarantine")
     quarantined = count_quarantine(quarantine_url) if fs.exists(quarantine_url) else {}
     counts = count_output(out_url)
-    counts["queries_in"] = stages.get("encode_queries", {}).get("rows", 0)
+    # queries reach the miner encoded, or from the query-vector cache of an unchanged model
+    encoded_queries = stages.get("encode_queries", {}).get("rows", 0)
+    cached_queries = stages.get("queries_cached", {}).get("rows", 0)
+    counts["queries_in"] = encoded_queries + cached_queries
+    counts["queries_encoded"], counts["queries_from_cache"] = encoded_queries, cached_queries
+    counts["documents_encoded"] = int(store.get("encoded", 0)) if not store.get("reused") else 0
     counts["quarantined"] = quarantined
     counts["quarantined_total"] = int(sum(quarantined.values()))
     counts["corpus_documents"] = int(store.get("docs", 0))

@@ -1,0 +1,1 @@
+"""Model versions (checkpoints marked complete), the watcher, and the refresh that swaps in new shards."""
