@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 
-import pyarrow.parquet as pq
 
 
 def machine() -> dict:
@@ -34,18 +33,30 @@ def machine() -> dict:
 
 
 def subset(src: str, dst: str, n_docs: int, extra_docs: int = 0) -> str:
-    """The first ``n_docs`` documents (plus ``extra_docs`` synthetic new ones) with the train queries and qrels."""
+    """The first ``n_docs`` documents (plus ``extra_docs`` synthetic new ones), the train qrels whose documents are
+    among them and their queries."""
     os.makedirs(os.path.join(dst, "qrels"), exist_ok=True)
+    ids = set()
     with open(os.path.join(src, "corpus.jsonl")) as f, open(os.path.join(dst, "corpus.jsonl"), "w") as g:
         for i, line in enumerate(f):
             if i >= n_docs:
                 break
+            ids.add(json.loads(line)["_id"])
             g.write(line)
         for i in range(extra_docs):
             g.write(json.dumps({"_id": f"added-{i}", "title": "", "text": f"An added abstract {i} on biology."})
                     + "\n")
-    shutil.copy(os.path.join(src, "queries.jsonl"), os.path.join(dst, "queries.jsonl"))
-    shutil.copy(os.path.join(src, "qrels", "train.tsv"), os.path.join(dst, "qrels", "train.tsv"))
+    with open(os.path.join(src, "qrels", "train.tsv")) as f:
+        header, *rows = f.read().splitlines()
+    by_query: dict = {}
+    for row in rows:
+        q, d = row.split("\t")[:2]
+        by_query.setdefault(q, []).append((d, row))
+    kept = {q: r for q, r in by_query.items() if all(d in ids for d, _ in r)}
+    with open(os.path.join(dst, "qrels", "train.tsv"), "w") as f:
+        f.write("\n".join([header] + [row for r in kept.values() for _, row in r]) + "\n")
+    with open(os.path.join(src, "queries.jsonl")) as f, open(os.path.join(dst, "queries.jsonl"), "w") as g:
+        g.writelines(line for line in f if line.strip() and json.loads(line)["_id"] in kept)
     return dst
 
 
@@ -133,12 +144,19 @@ def serve_latency(data: str, n_docs: int, tmp: str) -> dict:
                              "serve.poll_seconds": 1.0, "index.shards": 2, "run.progress": False})
     stop = threading.Event()
     result = {}
-    thread = threading.Thread(target=lambda: result.update(summary=serve(cfg, stop_event=stop)), daemon=True)
+    def run():
+        try:
+            result["summary"] = serve(cfg, stop_event=stop)
+        except BaseException as e:  # noqa: BLE001 - reported by wait_version
+            result["error"] = e
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def wait_version(name, timeout=1800):
         deadline = time.time() + timeout
         while time.time() < deadline:
+            if "error" in result:
+                raise RuntimeError(f"serve failed: {result['error']}")
             if any(e["version"] == name for e in CommitLog(out).entries()):
                 return
             time.sleep(1.0)
@@ -173,6 +191,9 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     tmp = tempfile.mkdtemp(prefix="streammine-refresh-bench-")
     result = {"machine": machine(), "data": os.path.abspath(args.data)}
+    if skip and os.path.exists(args.out):  # a partial rerun keeps the parts it skips
+        with open(args.out) as f:
+            result = dict(json.load(f), **result)
     if "coldwarm" not in skip:
         result["cold_vs_warm"] = cold_vs_warm(args.data, os.path.join(tmp, "work"), tmp)
         print("cold vs warm", result["cold_vs_warm"], flush=True)

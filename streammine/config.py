@@ -163,15 +163,7 @@ class MineConfig:
 
     @classmethod
     def from_yaml(cls, url: str) -> "MineConfig":
-        from .io.fs import open_url
-        with open_url(url, "rt") as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{url}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{url}: the top level must be a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml_mapping(url))
 
     @classmethod
     def from_sources(cls, yaml_url: Optional[str] = None, overrides: Optional[dict] = None) -> "MineConfig":
@@ -238,6 +230,19 @@ class MineConfig:
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
+
+def load_yaml_mapping(url: str) -> dict:
+    """The mapping a YAML config file holds (any fsspec URL); a clear error for bad YAML or another top level."""
+    from .io.fs import open_url
+    with open_url(url, "rt") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{url}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{url}: the top level must be a mapping")
+    return data
+
 
 def _choice(name: str, value: Any, allowed) -> None:
     if value not in allowed:

@@ -257,3 +257,50 @@ def test_object_store_stopping_for_a_while_is_retried_not_lost(tmp_path, s3_env,
         assert sorted(r["query_id"] for r in per_version[name]) == sorted(data["queries"])
     retried = [e for e in result["summary"]["errors"] if e["retried"]]
     assert retried, "the outage was never met: nothing was retried"
+
+
+@pytest.mark.slow
+def test_rolling_slices_new_query_files_and_retention(tmp_path):
+    """chunk_factor 2: each version mines the half of every query file its order picks; a query file that
+    appears while serving is mined too; retention 1 keeps only the newest embedding store."""
+    import pyarrow.parquet as pq
+    from streammine.keys import keys64
+    data = tiny_scifact(str(tmp_path / "data"), n_docs=60)
+    files = write_pairs_files(data, str(tmp_path), n_files=3)
+    late = files.pop()  # appears while serving
+    os.rename(late, str(tmp_path / "late.parquet"))
+    out, ckpts = str(tmp_path / "run"), str(tmp_path / "ckpts")
+    publish_checkpoint(default_model_path(), ckpts, step=0)
+    cfg = load_config(None, dict(MINING, **{
+        "input.format": "pairs", "input.path": str(tmp_path / "pairs"), "input.corpus": str(tmp_path / "corpus.parquet"),
+        "input.columns.query_id": "qid", "input.columns.query": "anchor", "input.columns.positive_id": "pos",
+        "output.path": out, "serve.checkpoints": ckpts, "serve.poll_seconds": 0.5, "serve.chunk_factor": 2,
+        "serve.retention": 1}))
+    stop, thread, result = _serve_in_thread(cfg)
+    try:
+        wait_for(lambda: len(CommitLog(out).sequence_numbers()) >= 2 or result, 300, "version 0's two files")
+        os.rename(str(tmp_path / "late.parquet"), late)
+        wait_for(lambda: len(CommitLog(out).sequence_numbers()) >= 3 or result, 300, "the new file mined")
+        publish_checkpoint(perturbed_model_dir(default_model_path(), str(tmp_path / "v1")), ckpts, step=1)
+        wait_for(lambda: len(CommitLog(out).sequence_numbers()) >= 6 or result, 300, "version 1's three files")
+    finally:
+        stop.set()
+        thread.join(300)
+    assert "error" not in result, result.get("error")
+    entries = list(CommitLog(out).entries())
+    slice_of = {e["version"]: {e["unit"]["slice"]} for e in entries}
+    for e in entries:
+        slice_of[e["version"]].add(e["unit"]["slice"])
+    assert slice_of == {"step-000000000": {1}, "step-000000001": {0}}  # version order 1 -> slice 1, 2 -> 0
+    per_version = _versions_in_log(out)
+    qids = sorted(data["queries"])
+    halves = {s: sorted(q for q, k in zip(qids, keys64(qids)) if int(k) % 2 == s) for s in (0, 1)}
+    assert sorted(r["query_id"] for r in per_version["step-000000000"]) == halves[1]
+    assert sorted(r["query_id"] for r in per_version["step-000000001"]) == halves[0]
+    assert sorted(e["unit"]["file"] for e in entries if e["version"] == "step-000000000") == \
+        sorted(os.path.basename(f) for f in files + [late])
+    # retention 1: only the store in use is kept
+    stores = [d for d in os.listdir(os.path.join(out, "_work", "embeddings"))
+              if read_manifest(os.path.join(out, "_work", "embeddings", d))]
+    assert len(stores) == 1
+    assert pq.read_table(late).num_rows > 0

@@ -42,9 +42,10 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
-import yaml
 
+from ..config import load_yaml_mapping
 from ..errors import ConfigError, StreamMineError
+from ..evaluate.train import pick_device, set_seed  # noqa: F401  (one copy of the device and seed rules)
 from ..io import fs
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,7 @@ class OnlineTrainerConfig:
 
     @classmethod
     def from_yaml(cls, url: str) -> "OnlineTrainerConfig":
-        with fs.open_url(url, "rt") as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{url}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{url}: the top level must be a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml_mapping(url))
 
     @classmethod
     def from_sources(cls, yaml_url: Optional[str] = None, overrides: Optional[dict] = None,
@@ -251,23 +245,6 @@ def pack_batches(examples: Iterable[Example], batch_size: int,
 
 
 # ---- the model -----------------------------------------------------------------------------------------------
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-    if device and device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def set_seed(seed: int) -> None:
-    import numpy as np
-    import torch
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
 
 def resolve_model_dir(model: Optional[str]) -> str:
     """A path or name SentenceTransformer can load: the packaged model for None, a local copy of a remote URL."""
