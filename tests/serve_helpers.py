@@ -173,3 +173,28 @@ class FlakyProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+def scrape_ray_metric(name: str, labels: dict, timeout: float = 180.0):
+    """The value this process exported for a metric, read from the node's Prometheus endpoint (Ray's metrics
+    agent) once it is there (None after ``timeout``)."""
+    import re
+    import urllib.request
+    import ray
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    # this process's series only (other drivers of the session export the same names)
+    labels = dict(labels, WorkerId=ray.get_runtime_context().get_worker_id())
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            body = ""
+        for line in body.splitlines():
+            m = re.match(rf"^{re.escape(name)}{{(.*)}} (\S+)$", line)
+            if m and all(w in m.group(1) for w in want):
+                return float(m.group(2))
+        time.sleep(1.0)
+    print(f"{name} {labels} not exported by port {port} within {timeout:.0f} s; streammine series there:", [ln[:300] for ln in body.splitlines() if "streammine" in ln][:8])
+    return None

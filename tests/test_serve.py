@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from serve_helpers import (FlakyProxy, committed_rows, encode, perturbed_model_dir, tiny_scifact, wait_for,
-                           write_pairs_files)
+from serve_helpers import (FlakyProxy, committed_rows, encode, perturbed_model_dir, scrape_ray_metric,
+                           tiny_scifact, wait_for, write_pairs_files)
 from streammine.api import load_config
 from streammine.encode.base import default_model_path
 from streammine.index.store import read_manifest
@@ -167,6 +167,10 @@ def test_serve_follows_checkpoints_swaps_versions_and_ignores_bad_ones(tmp_path)
     v1 = summary["versions"]["step-000000001"]
     assert v1["docs_encoded"] == 60 and v1["queries_mined"] == len(data["queries"])
     assert v1["checkpoint_to_first_negatives_seconds"] > 0
+    # the same figures reach Prometheus through Ray's metrics agent (names get Ray's prefix)
+    exported = scrape_ray_metric("ray_streammine_refresh_seconds", {"version": "step-000000001"})
+    assert exported == pytest.approx(v1["refresh_seconds"], rel=1e-3)
+    assert scrape_ray_metric("ray_streammine_model_age_seconds", {"version": "step-000000001"}) > 0
 
 
 def _serve_cmd(out: str, pairs_dir: str, corpus: str, extra=()) -> list:
