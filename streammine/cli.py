@@ -27,6 +27,8 @@ FLAGS = {
     "range_min": "mining.sampler.range_min", "range_max": "mining.sampler.range_max",
     "random_share": "mining.sampler.random_share", "seed": "mining.seed", "export": "output.export",
     "address": "run.address", "batch_size": "run.query_batch_size",
+    "cross_encoder": "mining.cross_encoder.model", "ce_threshold": "mining.cross_encoder.threshold",
+    "ce_pool": "mining.cross_encoder.pool",
 }
 SWITCHES = {"lenient": "input.lenient", "overwrite": "output.overwrite", "precomputed": None,
             "no_progress": None}

@@ -106,9 +106,23 @@ class SamplerConfig:
 
 
 @dataclass
+class CrossEncoderConfig:
+    """RocketQA's denoising: a cross-encoder scores (query, candidate) pairs that passed the filters; a candidate
+    stays a possible negative only if its score is below ``threshold`` (a high score: probably a false negative)."""
+    model: Optional[str] = None         # a sentence-transformers CrossEncoder directory or URL; None: off
+    threshold: Optional[float] = None   # on the scale the model's predict() returns (required with a model)
+    pool: int = 0                       # score only the first `pool` survivors by rank (0: all in the window);
+                                        # survivors past the pool are not sampled, as they were not checked
+    batch_size: int = 32
+    max_length: Optional[int] = None
+    gpus_per_actor: float = 0.0         # GPUs for each miner actor (where the cross-encoder runs)
+
+
+@dataclass
 class MiningConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    cross_encoder: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)
     exclude_same_text: bool = True      # a document whose normalized text equals a positive's is a positive
     seed: int = 0
 
@@ -189,6 +203,8 @@ class MineConfig:
                                                              "query_vectors")},
                     "index": {k: v for k, v in d["index"].items() if k not in ("shards", "use_gpu", "cpus_per_shard")},
                     "mining": d["mining"]}
+        if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
+            relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -222,6 +238,14 @@ class MineConfig:
             raise ConfigError(f"mining.filter.perc must be in (0, 1], got {self.mining.filter.perc}")
         if s.simans_a <= 0:
             raise ConfigError(f"mining.sampler.simans_a must be > 0, got {s.simans_a}")
+        ce = self.mining.cross_encoder
+        if ce.model:
+            if ce.threshold is None:
+                raise ConfigError("mining.cross_encoder.threshold is required with mining.cross_encoder.model "
+                                  "(a candidate is kept only if the cross-encoder scores it below the threshold)")
+            if ce.pool < 0:
+                raise ConfigError(f"mining.cross_encoder.pool must be >= 0 (0: the whole window), got {ce.pool}")
+            _positive("mining.cross_encoder.batch_size", ce.batch_size)
         _positive("serve.chunk_factor", self.serve.chunk_factor)
         _positive("serve.retention", self.serve.retention)
         _positive("serve.retries", self.serve.retries)

@@ -114,6 +114,28 @@ def _precomputed_corpus_blocks(url: str, check_finite: bool = True) -> Iterator[
         row += n
 
 
+# Documents are sorted by length within windows of this many encoder blocks before they are cut into blocks: a
+# block of similar lengths pads less (sentence-transformers sorts within one encode call, i.e. within a block).
+# Longest first also puts the cheap blocks at the end, where they shorten the tail. Measured on SciFact's token
+# lengths, in a padded-token cost model: 256-document blocks in file order cost 3.8 % more than one global sort,
+# 16-block windows 0.25 % more.
+LENGTH_SORT_WINDOW_BLOCKS = 16
+
+
+def length_sorted_blocks(read_fn, block_rows: int) -> Iterator[pa.Table]:
+    """Each table ``read_fn`` yields (a window), its rows sorted by text length, longest first, in ``block_rows``
+    slices. Rows keep their ``file_idx``/``row``, from which corpus ordinals are computed, so order is free."""
+    import pyarrow.compute as pc
+    for table in read_fn():
+        if table is None or table.num_rows == 0:
+            continue
+        chars = pc.add(pc.utf8_length(pc.fill_null(table.column("title"), "")),
+                       pc.utf8_length(pc.fill_null(table.column("text"), ""))).to_numpy(zero_copy_only=False)
+        table = table.take(pa.array(np.argsort(-chars, kind="stable")))
+        for start in range(0, table.num_rows, block_rows):
+            yield table.slice(start, block_rows)
+
+
 def read_dataset(fns: list, name: str) -> "ray.data.Dataset":
     from .io.datasource import GeneratorDatasource
     return ray.data.read_datasource(GeneratorDatasource(fns, name=name), override_num_blocks=len(fns),
@@ -199,7 +221,12 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
     cached = cached_store_for(store_url, key_of_model) if e.kind != "precomputed" else None
     if cached:
         log.info("embedding cache: documents already in %s are not encoded again", cached)
-    ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
+    if e.kind == "precomputed":
+        ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
+    else:
+        windows = corpus_read_fns(cfg, quarantine_url, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
+        ds = read_dataset([functools.partial(length_sorted_blocks, fn, plan.block_rows) for fn in windows],
+                          "corpus")
     if e.kind != "precomputed":
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
         # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
@@ -315,7 +342,8 @@ def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantin
     ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                         fn_constructor_args=(cfg, index.handles, total_rows(manifest), model_version,
                                              fs.join(cfg.output.path, "_quarantine"), metrics),
-                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25)
+                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25,
+                        num_gpus=cfg.mining.cross_encoder.gpus_per_actor if cfg.mining.cross_encoder.model else 0)
     ds.write_datasink(MinedPartsSink(out_url))
 
 

@@ -29,6 +29,10 @@ class MineQueries:
         self.config_hash = cfg.config_hash()
         self.quarantine_url = quarantine_url
         self.metrics = MetricsClient(metrics)
+        self.cross_encoder = None
+        if cfg.mining.cross_encoder.model:
+            from .encode.cross_encoder import CrossEncoderScorer, document_texts
+            self.cross_encoder = CrossEncoderScorer(cfg.mining.cross_encoder, document_texts(cfg))
 
     def __call__(self, block: pa.Table) -> pa.Table:
         from .mining import mine_batch
@@ -41,7 +45,14 @@ class MineQueries:
                 block = kept
                 query_keys, answer = self._search(block)
             cands, positives, random_docs, _missing = answer
-            mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs)
+            cross_scores = None
+            if self.cross_encoder is not None:
+                queries = block.column("query").to_pylist()
+
+                def cross_scores(mask):
+                    with self.metrics.time("cross_encoder", int(mask.sum())):
+                        return self.cross_encoder.scores(queries, cands.doc_ids, mask)
+            mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs, cross_scores)
             return self._rows(block, positives, mined)
 
     # ---- steps ----------------------------------------------------------------------------------------------
@@ -108,6 +119,7 @@ class MineQueries:
             "n_removed_same_text": np.asarray(mined.n_removed_same_text, np.int32),
             "n_removed_filter": np.asarray(mined.n_removed_filter, np.int32),
             "n_removed_min_score": np.asarray(mined.n_removed_min_score, np.int32),
+            "n_removed_cross_encoder": np.asarray(mined.n_removed_cross_encoder, np.int32),
             "short": np.asarray(mined.short, bool),
             "model": [self.model] * n,
             "model_version": [self.model_version] * n,

@@ -131,6 +131,7 @@ def test_tree_sum_fixed_order():
     x = np.random.default_rng(0).normal(size=(5, 7, 37))
     s = _tree_sum(x)
     assert s.shape == (5, 7)
+    np.testing.assert_array_equal(_tree_sum(x.copy(), overwrite=True), s)  # in place: the same bits
     np.testing.assert_allclose(s, x.sum(-1), rtol=1e-12)
     for i in range(5):  # each output depends on its own row only
         np.testing.assert_array_equal(_tree_sum(x[i, 3:4]), s[i, 3:4])

@@ -9,9 +9,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from streammine.config import FilterConfig, MiningConfig, SamplerConfig
+from streammine.config import CrossEncoderConfig, FilterConfig, MiningConfig, SamplerConfig
 from streammine.keys import splitmix64, uniform_keys
-from streammine.mining import CandidateBatch, MinedBatch, PositiveBatch, mine_batch
+from streammine.mining import (CandidateBatch, MinedBatch, PositiveBatch, cross_encoder_keep, mine_batch,
+                               rescore_pool)
 
 N_CORPUS = 80
 
@@ -79,7 +80,8 @@ def reference_bound(pos: float, f: FilterConfig) -> float:
 
 
 def reference_query(qkey, c_ords, c_scores, c_texts, c_ids, p_ords, p_scores, p_texts, cfg: MiningConfig,
-                    r_ords=None, r_scores=None, r_texts=None, r_ids=None):
+                    r_ords=None, r_scores=None, r_texts=None, r_ids=None, cross=None):
+    """``cross``: a cross-encoder stand-in, ordinal -> score (RocketQA denoising with cfg.cross_encoder)."""
     s, f = cfg.sampler, cfg.filter
     pos_ords = {int(o) for o in p_ords}
     pos_texts = {int(t) for t in p_texts} if cfg.exclude_same_text else set()
@@ -112,6 +114,13 @@ def reference_query(qkey, c_ords, c_scores, c_texts, c_ids, p_ords, p_scores, p_
             res["n_removed_min_score"] += 1
         else:
             survivors.append(j)
+    res["n_removed_cross_encoder"] = 0
+    if cross is not None:
+        pool = cfg.cross_encoder.pool
+        pooled = survivors[:pool] if pool else survivors
+        survivors = [j for j in pooled if cross(int(c_ords[j])) < cfg.cross_encoder.threshold]
+        res["n_removed_cross_encoder"] = len(pooled) - len(survivors)
+        res["scored"] = [int(c_ords[j]) for j in pooled]
     res["n_survivors"] = len(survivors)
 
     n = s.num_negatives
@@ -148,13 +157,14 @@ def reference_query(qkey, c_ords, c_scores, c_texts, c_ids, p_ords, p_scores, p_
     return res
 
 
-def reference_batch(world: World, cfg: MiningConfig, with_random: bool):
+def reference_batch(world: World, cfg: MiningConfig, with_random: bool, cross=None):
     out = []
     c, p, r = world.cands, world.positives, world.random_docs
     for i in range(len(world.query_keys)):
-        extra = (r.ordinals[i], r.scores[i], r.text_keys[i], r.doc_ids[i]) if with_random else ()
+        extra = (r.ordinals[i], r.scores[i], r.text_keys[i], r.doc_ids[i]) if with_random else (None,) * 4
         out.append(reference_query(int(world.query_keys[i]), c.ordinals[i], c.scores[i], c.text_keys[i],
-                                   c.doc_ids[i], p.ordinals[i], p.scores[i], p.text_keys[i], cfg, *extra))
+                                   c.doc_ids[i], p.ordinals[i], p.scores[i], p.text_keys[i], cfg, *extra,
+                                   cross=cross))
     return out
 
 
@@ -200,6 +210,53 @@ def test_mine_batch_matches_reference(f, sampler, random_share, exclude_same_tex
         assert got["positive_ref"] == r["positive_ref"]
     assert mined.negative_scores[0].dtype == np.float32 and mined.negative_ranks[0].dtype == np.int32
     assert mined.negative_ordinals[0].dtype == np.int64
+
+
+def fake_cross_encoder(ordinal: int) -> float:
+    """A deterministic stand-in for a cross-encoder's score of (query, document): scattered over [0, 1)."""
+    return float((ordinal * 2654435761) % 1000) / 1000.0
+
+
+@pytest.mark.parametrize("sampler,pool,random_share", [
+    ("top", 0, 0.0), ("top", 3, 0.0), ("random", 6, 0.0), ("simans", 0, 0.0), ("top", 4, 0.4)])
+def test_cross_encoder_denoising_matches_reference(sampler, pool, random_share):
+    world = World(seed=11, b=24, k=24)
+    cfg = MiningConfig(filter=FilterConfig(method="topk-percpos", perc=0.95),
+                       sampler=SamplerConfig(method=sampler, num_negatives=4, random_share=random_share),
+                       cross_encoder=CrossEncoderConfig(model="stand-in", threshold=0.6, pool=pool), seed=5)
+    ref = reference_batch(world, cfg, random_share > 0, cross=fake_cross_encoder)
+    asked = []
+
+    def cross_scores(mask):
+        asked.append(mask.copy())
+        scores = np.vectorize(fake_cross_encoder, otypes=[np.float64])(np.maximum(world.cands.ordinals, 0))
+        return np.where(mask, scores, np.nan)
+
+    mined = mine_batch(world.query_keys, world.cands, world.positives, cfg,
+                       world.random_docs if random_share > 0 else None, cross_scores)
+    assert len(asked) == 1  # one scoring call per batch: the model sees every pair at once
+    for i, r in enumerate(ref):
+        got = query_result(mined, i)
+        # only the pooled survivors were scored
+        assert world.cands.ordinals[i, asked[0][i]].tolist() == r["scored"], i
+        assert got["negatives"] == r["negatives"], i
+        assert got["counts"] == tuple(r[name] for name in COUNTS), i
+        assert int(mined.n_removed_cross_encoder[i]) == r["n_removed_cross_encoder"], i
+        assert all(fake_cross_encoder(o) < 0.6 for o, _, _, rank in got["negatives"] if rank >= 0)
+    assert mined.n_removed_cross_encoder.sum() > 0 and sum(len(x) for x in mined.negative_ordinals) > 0
+
+
+def test_cross_encoder_masks():
+    survivors = np.array([[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], bool)
+    np.testing.assert_array_equal(rescore_pool(survivors, 2), [[1, 0, 1, 0, 0, 0], [0] * 6, [1, 1, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(rescore_pool(survivors, 0), survivors)
+    scores = np.where(survivors, [[0.1, 9, 0.5, 0.49, 9, 0.7]] * 3, np.nan)
+    np.testing.assert_array_equal(cross_encoder_keep(scores, survivors, 0.5),
+                                  [[1, 0, 0, 1, 0, 0], [0] * 6, [1, 0, 0, 0, 0, 0]])  # strictly below
+    with pytest.raises(ValueError, match="no finite score"):
+        cross_encoder_keep(np.full(survivors.shape, np.nan), survivors, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        cross_encoder_keep(scores[:, :3], survivors, 0.5)
 
 
 def test_reference_comparison_covers_every_path():

@@ -501,3 +501,25 @@ def test_store_key_changes_when_precomputed_ids_change(tmp_path):
     b.corpus_npy.with_suffix(".ids.txt").write_text("".join(f"doc-{i}\n" for i in range(len(b.doc_ids))))
     assert b.corpus_npy.stat().st_mtime_ns == npy_stamp
     assert store_key(streammine.load_config(overrides=overrides)) != before
+
+
+def test_length_sorted_blocks_sorts_each_window_and_keeps_every_row():
+    from streammine.pipeline import length_sorted_blocks
+    rng = np.random.default_rng(0)
+    windows = []
+    for w in range(3):  # windows of 10, 10 and 3 rows, as a reader yields them
+        n = 10 if w < 2 else 3
+        texts = ["x" * int(k) for k in rng.integers(0, 50, n)]
+        titles = [None if i % 3 else "t" * i for i in range(n)]
+        windows.append(pa.table({"doc_id": [f"{w}-{i}" for i in range(n)], "title": titles, "text": texts,
+                                 "row": list(range(w * 10, w * 10 + n))}))
+    blocks = list(length_sorted_blocks(lambda: iter(windows + [pa.table({"doc_id": pa.array([], pa.string())})]), 4))
+    assert [b.num_rows for b in blocks] == [4, 4, 2, 4, 4, 2, 3]
+    out = pa.concat_tables(blocks)
+    assert sorted(out.column("row").to_pylist()) == list(range(23)) and len(set(out.column("doc_id").to_pylist())) == 23
+    for first, last in ((0, 3), (3, 6), (6, 7)):  # within a window: longest first; rows never cross windows
+        window = pa.concat_tables(blocks[first:last])
+        lengths = [len(t or "") + len(x) for t, x in zip(window.column("title").to_pylist(),
+                                                         window.column("text").to_pylist())]
+        assert lengths == sorted(lengths, reverse=True)
+        assert len({r // 10 for r in window.column("row").to_pylist()}) == 1

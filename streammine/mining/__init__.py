@@ -2,11 +2,12 @@
 from .batch import MinedBatch, mine_batch, num_random, pick_random_fill
 from .exclude import positive_masks, positive_reference, row_isin
 from .filters import FilterOutcome, filter_candidates, rank_among_negatives, score_filter_masks, score_upper_bound
+from .rescore import cross_encoder_keep, rescore_pool
 from .samplers import (gumbel, pick_smallest, random_corpus_ordinals, sample_random, sample_simans, sample_top,
                        simans_log_weights)
 from .types import CandidateBatch, PositiveBatch
 
-__all__ = ["CandidateBatch", "FilterOutcome", "MinedBatch", "PositiveBatch", "filter_candidates", "gumbel",
+__all__ = ["CandidateBatch", "cross_encoder_keep", "rescore_pool", "FilterOutcome", "MinedBatch", "PositiveBatch", "filter_candidates", "gumbel",
            "mine_batch", "num_random", "pick_random_fill", "pick_smallest", "positive_masks", "positive_reference",
            "random_corpus_ordinals", "rank_among_negatives", "row_isin", "sample_random", "sample_simans",
            "sample_top", "score_filter_masks", "score_upper_bound", "simans_log_weights"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -10,6 +10,7 @@ from ..config import MiningConfig, SamplerConfig
 from ..keys import uniform_keys
 from .exclude import positive_masks, positive_reference, row_isin
 from .filters import filter_candidates, score_filter_masks
+from .rescore import cross_encoder_keep, rescore_pool
 from .samplers import sample_random, sample_simans, sample_top
 from .types import CandidateBatch, PositiveBatch
 
@@ -31,6 +32,7 @@ class MinedBatch:
     n_removed_min_score: np.ndarray
     n_survivors: np.ndarray   # (B,) int64: candidates the sampler could pick from
     short: np.ndarray         # (B,) bool: fewer negatives than num_negatives
+    n_removed_cross_encoder: Optional[np.ndarray] = None  # (B,) int64: pooled survivors the cross-encoder rejected
 
     def __len__(self) -> int:
         return len(self.negative_ordinals)
@@ -88,9 +90,13 @@ def pick_random_fill(random_docs: CandidateBatch, positives: PositiveBatch, excl
 
 
 def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: PositiveBatch, cfg: MiningConfig,
-               random_docs: Optional[CandidateBatch] = None) -> MinedBatch:
+               random_docs: Optional[CandidateBatch] = None,
+               cross_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
     """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
 
+    ``cross_scores(mask)``, when given, returns (B, K) cross-encoder scores for the candidates where ``mask`` is
+    True (RocketQA denoising: the filters' survivors, up to ``cfg.cross_encoder.pool`` per query); only those it
+    scores below ``cfg.cross_encoder.threshold`` may be sampled.
     A query with too few qualifying documents gets fewer negatives and ``short=True``; it is never dropped.
     """
     query_keys = np.asarray(query_keys, dtype=np.uint64)
@@ -110,8 +116,15 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     out = filter_candidates(cands.scores, valid & ~is_positive & ~is_same_text, pos_ref, cfg.filter,
                             s.range_min, s.resolved_range_max())
 
+    survivors = out.survivors
+    n_removed_ce = np.zeros(b, np.int64)
+    if cross_scores is not None:
+        pool = rescore_pool(survivors, cfg.cross_encoder.pool)
+        survivors = cross_encoder_keep(cross_scores(pool), pool, cfg.cross_encoder.threshold)
+        n_removed_ce = (pool & ~survivors).sum(axis=1).astype(np.int64)
+
     u = uniform_keys(cfg.seed, query_keys[:, None], cands.ordinals) if s.method in ("random", "simans") else None
-    hard_cols = sample_hard(s, out.survivors, cands.scores, pos_ref, n_hard, u)  # (B, n_hard), sorted, -1 padded
+    hard_cols = sample_hard(s, survivors, cands.scores, pos_ref, n_hard, u)  # (B, n_hard), sorted, -1 padded
     n_hard_got = (hard_cols >= 0).sum(axis=1)
     safe_cols = np.maximum(hard_cols, 0)
     hard_ordinals = np.where(hard_cols >= 0, np.take_along_axis(cands.ordinals, safe_cols, axis=1), -1) \
@@ -148,6 +161,7 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         n_removed_same_text=is_same_text.sum(axis=1).astype(np.int64),
         n_removed_filter=out.n_removed_filter.astype(np.int64),
         n_removed_min_score=out.n_removed_min_score.astype(np.int64),
-        n_survivors=out.n_survivors.astype(np.int64),
+        n_survivors=survivors.sum(axis=1).astype(np.int64),
         short=n_got < n,
+        n_removed_cross_encoder=n_removed_ce,
     )

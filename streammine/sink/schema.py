@@ -22,6 +22,7 @@ MINED_SCHEMA = pa.schema([
     ("n_removed_same_text", pa.int32()),
     ("n_removed_filter", pa.int32()),
     ("n_removed_min_score", pa.int32()),
+    ("n_removed_cross_encoder", pa.int32()),  # survivors a cross-encoder scored at/above its threshold (RocketQA)
     ("short", pa.bool_()),                # fewer negatives than asked for (kept, and counted)
     ("model", pa.string()),
     ("model_version", pa.string()),

@@ -11,7 +11,7 @@ from ..io import fs
 from .parts import iter_rows
 
 COUNT_COLUMNS = ["n_candidates", "n_removed_positive", "n_removed_same_text", "n_removed_filter",
-                 "n_removed_min_score"]
+                 "n_removed_min_score", "n_removed_cross_encoder"]
 
 
 def count_output(out_url: str) -> dict:
@@ -28,7 +28,8 @@ def count_output(out_url: str) -> dict:
             "candidates_seen": totals["n_candidates"], "removed_known_positives": totals["n_removed_positive"],
             "removed_same_text_as_positive": totals["n_removed_same_text"],
             "removed_probable_false_negatives": totals["n_removed_filter"],
-            "removed_below_min_score": totals["n_removed_min_score"]}
+            "removed_below_min_score": totals["n_removed_min_score"],
+            "removed_by_cross_encoder": totals["n_removed_cross_encoder"]}
 
 
 def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, store: dict) -> dict:
