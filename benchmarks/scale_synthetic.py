@@ -90,7 +90,8 @@ def recall_at_10(corpus, queries, found, sample: int = 500) -> float:
     return hits / (10 * len(rows))
 
 
-def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int, range_max: int) -> dict:
+def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int, range_max: int,
+                   miner_actors: int = 1) -> dict:
     import streammine
     out = os.path.join(work, "out")
     cfg = streammine.load_config(None, {
@@ -99,7 +100,7 @@ def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int,
         "index.nlist": nlist // shards, "index.nprobe": max(1, nprobe // shards),
         "mining.filter.method": "topk-percpos", "mining.sampler.num_negatives": 5,
         "mining.sampler.range_max": range_max, "output.path": out, "output.overwrite": True,
-        "run.query_batch_size": 4096, "run.progress": False, "run.work_dir": os.path.join(work, "_work")})
+        "run.query_batch_size": 4096, "run.miner_actors": miner_actors, "run.progress": False, "run.work_dir": os.path.join(work, "_work")})
     t = time.perf_counter()
     result = streammine.mine(cfg)
     wall = time.perf_counter() - t
@@ -122,6 +123,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/sm-scale")
     p.add_argument("--out", default="benchmarks/results/scale_synthetic.json")
     p.add_argument("--skip-faiss", action="store_true")
+    p.add_argument("--miner-actors", type=int, default=1)
     p.add_argument("--runs", default="cold", help="cold,warm: warm reuses the embedding store the cold run wrote")
     a = p.parse_args()
     paths = make_data(a.work, a.docs, a.queries, a.dim)
@@ -131,7 +133,7 @@ def main() -> None:
     # throughput counts the query phase only (reading queries, vector lookup, search, rescoring, mining, writing)
     for label in a.runs.split(","):
         with PeakMemory() as m:
-            run = streammine_run(paths, a.work, a.shards, a.nlist, a.nprobe, a.range_max)
+            run = streammine_run(paths, a.work, a.shards, a.nlist, a.nprobe, a.range_max, a.miner_actors)
         run["peak_rss_gb"] = m.peak_bytes / 2**30
         run["driver_peak_rss_gb"] = m.driver_peak_bytes / 2**30
         result[f"streammine_{label}"] = run
