@@ -91,7 +91,7 @@ def recall_at_10(corpus, queries, found, sample: int = 500) -> float:
 
 
 def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int, range_max: int,
-                   miner_actors: int = 1) -> dict:
+                   miner_actors: int = 1, prune_rescoring: bool = True) -> dict:
     import streammine
     out = os.path.join(work, "out")
     cfg = streammine.load_config(None, {
@@ -100,7 +100,8 @@ def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int,
         "index.nlist": nlist // shards, "index.nprobe": max(1, nprobe // shards),
         "mining.filter.method": "topk-percpos", "mining.sampler.num_negatives": 5,
         "mining.sampler.range_max": range_max, "output.path": out, "output.overwrite": True,
-        "run.query_batch_size": 4096, "run.miner_actors": miner_actors, "run.progress": False, "run.work_dir": os.path.join(work, "_work")})
+        "run.query_batch_size": 4096, "run.miner_actors": miner_actors,
+        "index.prune_rescoring": prune_rescoring, "run.progress": False, "run.work_dir": os.path.join(work, "_work")})
     t = time.perf_counter()
     result = streammine.mine(cfg)
     wall = time.perf_counter() - t
@@ -124,16 +125,19 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/scale_synthetic.json")
     p.add_argument("--skip-faiss", action="store_true")
     p.add_argument("--miner-actors", type=int, default=1)
+    p.add_argument("--no-prune", action="store_true", help="rescore every candidate (one round per block)")
     p.add_argument("--runs", default="cold", help="cold,warm: warm reuses the embedding store the cold run wrote")
     a = p.parse_args()
     paths = make_data(a.work, a.docs, a.queries, a.dim)
     result = {"docs": a.docs, "queries": a.queries, "dim": a.dim, "shards": a.shards, "nlist": a.nlist,
-              "nprobe": a.nprobe, "cpus": os.cpu_count()}
+              "nprobe": a.nprobe, "cpus": os.cpu_count(), "miner_actors": a.miner_actors,
+              "prune_rescoring": not a.no_prune}
     # streammine first, so the driver-memory figure is not inflated by the baseline's arrays. The mining
     # throughput counts the query phase only (reading queries, vector lookup, search, rescoring, mining, writing)
     for label in a.runs.split(","):
         with PeakMemory() as m:
-            run = streammine_run(paths, a.work, a.shards, a.nlist, a.nprobe, a.range_max, a.miner_actors)
+            run = streammine_run(paths, a.work, a.shards, a.nlist, a.nprobe, a.range_max, a.miner_actors,
+                                 not a.no_prune)
         run["peak_rss_gb"] = m.peak_bytes / 2**30
         run["driver_peak_rss_gb"] = m.driver_peak_bytes / 2**30
         result[f"streammine_{label}"] = run

@@ -22,7 +22,7 @@ class MineQueries:
                  quarantine_url: str, metrics=None):
         from .index.actor import ShardedIndex
         self.cfg = cfg
-        self.index = ShardedIndex(shard_handles)
+        self.index = ShardedIndex(shard_handles, cfg.index.prune_rescoring)
         self.n_total = n_total
         self.model = cfg.encoder.model or "all-MiniLM-L6-v2"
         self.model_version = model_version

@@ -11,7 +11,7 @@ from streammine.config import IndexConfig
 from streammine.errors import ConfigError, InputError
 from streammine.index import factory
 from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq, set_search_threads
-from streammine.index.merge import assign_shard, merge_answers, merge_topk
+from streammine.index.merge import assign_shard, merge_answers, merge_topk, rescore_floor
 from streammine.index.shard import IndexShard, ShardDocs, _tree_sum, exact_scores
 from streammine.keys import keys64
 
@@ -106,6 +106,57 @@ def test_exact_ties_broken_by_ordinal(n_shards):
     # the copies of vector 5 tie exactly and come out in ordinal order
     first = got.ordinals[0][got.scores[0] == got.scores[0, 0]]
     assert list(first) == sorted(first) and {5, 20, 900, 1300} <= set(first)
+
+
+def pruned_search_all(shards, queries, k):
+    """Two rounds, as ShardedIndex does with several shard actors: faiss scores, a floor, pruned rescoring."""
+    proposals = [s.propose(queries, k) for s in shards]
+    floor = rescore_floor([p[0][1] for p in proposals], [p[1] for p in proposals], queries, k)
+    merged = merge_topk([s.search(queries, k, p[0], floor) for s, p in zip(shards, proposals)], k)
+    return merged, floor, proposals
+
+
+@pytest.mark.parametrize("kind,n_shards,data", [("flat", 2, "normal"), ("flat", 4, "ties"), ("ivf-flat", 4, "clusters"),
+                                                ("hnsw", 2, "clusters"), ("ivf-pq", 2, "clusters")])
+def test_pruned_rescoring_gives_the_same_top_k(kind, n_shards, data):
+    if data == "ties":
+        docs = corpus(1500, 16, seed=3, quantized=True)
+        docs.vectors[[900, 20, 1300]] = docs.vectors[5]
+        queries = np.vstack([docs.vectors[[5, 77]], np.random.default_rng(4).integers(-3, 4, (14, 16)) / 4])
+    elif data == "normal":  # norms far from 1: the error bound scales with them
+        docs = corpus(3000, 32, seed=1)
+        docs.vectors *= np.random.default_rng(7).uniform(0.1, 20, (3000, 1)).astype(np.float32)
+        queries = np.random.default_rng(2).normal(size=(40, 32)) * 3
+    else:
+        docs = corpus(3000, 32, seed=1, clusters=20)
+        queries = docs.vectors[:40] + 0.05 * np.random.default_rng(2).normal(size=(40, 32))
+    queries = queries.astype(np.float32)
+    cfg = IndexConfig(kind=kind, nlist=16, nprobe=4, pq_m=8, oversample=16)
+    shards = build_shards(docs, n_shards, cfg)
+    k = 25
+    full = search_all(shards, queries, k)
+    pruned, floor, proposals = pruned_search_all(shards, queries, k)
+    for name in ("ordinals", "scores", "doc_ids", "text_keys"):
+        np.testing.assert_array_equal(getattr(pruned, name), getattr(full, name))
+    if kind == "ivf-pq":  # PQ scores have no error bound: nothing is pruned
+        assert floor is None
+        return
+    rescored = sum(int((p[0][1] >= floor[:, None]).sum()) for p in proposals)
+    found = sum(int((p[0][0] >= 0).sum()) for p in proposals)
+    assert rescored < 0.5 * found, (rescored, found)  # the point: far fewer vectors rescored
+
+
+def test_rescore_floor():
+    a = np.array([[0.9, 0.5, 0.1], [0.3, -np.inf, -np.inf]], np.float32)
+    b = np.array([[0.7, 0.6], [0.2, 0.1]], np.float32)
+    q = np.array([[3.0, 4.0], [0.0, 1.0]], np.float32)  # norms 5 and 1
+    floor = rescore_floor([a, b], [1e-3, 2e-3], q, 2)
+    # tau: 2nd largest of (0.9 0.5 0.1 0.7 0.6) = 0.7, of (0.3 0.2 0.1) = 0.2; minus 2 * 2e-3 * |q|
+    np.testing.assert_allclose(floor, [0.7 - 0.02, 0.2 - 0.004], rtol=1e-6)
+    assert floor.dtype == np.float32 and (floor.astype(np.float64) <= np.array([0.68, 0.196])).all()
+    assert rescore_floor([a, b], [1e-3, None], q, 2) is None
+    assert np.isneginf(rescore_floor([a, b], [1e-3, 1e-3], q, 5)[1])  # fewer than k found: no pruning
+    assert np.isneginf(rescore_floor([a[:, :1]], [1e-3], q, 2)).all()
 
 
 def test_scores_bit_identical_across_batch_sizes_and_shards():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 import ray
@@ -27,6 +28,10 @@ def _shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shar
                         locations=np.asarray(table.column("location").to_pylist(), dtype=object))
 
 
+# Round-one candidates a shard keeps for round two (one per query block in flight; a few more for miners that died).
+MAX_KEPT_PROPOSALS = 16
+
+
 # A shard's answer is a pure read of data rebuilt from the store, so retrying a call is always safe: the actor
 # restarts wherever Ray can place it and the calls wait for it.
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -45,6 +50,7 @@ class ShardActor:
         self.shard_id = shard_id
         self.shard = None
         self.error = None
+        self.proposals: dict = {}  # token -> faiss candidates of round one, until round two takes them
 
     def _build(self) -> None:
         from ..io.records import Quarantine
@@ -78,17 +84,35 @@ class ShardActor:
             raise self.error
         return {"shard": self.shard_id, "docs": len(self.shard), "bytes": self.shard.memory_bytes()}
 
-    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None):
+    def propose(self, token: str, queries: np.ndarray, k: int):
+        """Round one of a pruned search (``IndexShard.propose``): keeps faiss' candidates under ``token`` for
+        round two and returns only their faiss scores and the error bound."""
         if self.shard is None:
             self.ready()
-        return self.shard.answer(queries, k, positive_ids, random_ordinals)
+        proposal, bound = self.shard.propose(queries, k)
+        self.proposals[token] = proposal
+        while len(self.proposals) > MAX_KEPT_PROPOSALS:  # a miner that died between the rounds leaves one
+            self.proposals.pop(next(iter(self.proposals)))
+        return proposal[1], bound
+
+    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None,
+               token: str | None = None, floor=None):
+        if self.shard is None:
+            self.ready()
+        proposal = self.proposals.pop(token, None) if token else None
+        if proposal is None:
+            # restarted (or retried) since round one: search again and rescore everything, since the floor was
+            # computed from candidates this process no longer has
+            floor = None
+        return self.shard.answer(queries, k, positive_ids, random_ordinals, proposal, floor)
 
 
 class ShardedIndex:
     """The shard actors of one model version; ``answer`` fans a query batch out to all and merges."""
 
-    def __init__(self, handles: list):
+    def __init__(self, handles: list, prune_rescoring: bool = True):
         self.handles = handles
+        self.prune_rescoring = prune_rescoring
 
     @classmethod
     def start(cls, store_url: str, cfg: IndexConfig, lenient: bool, quarantine_url: str,
@@ -99,24 +123,38 @@ class ShardedIndex:
         handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard, scheduling_strategy="SPREAD")
                    .remote(store_url, i, cfg.shards, cfg, lenient, quarantine_url, search_threads)
                    for i in range(cfg.shards)]
-        return cls(handles)
+        return cls(handles, cfg.prune_rescoring)
 
     def wait_ready(self) -> list:
         return ray.get([h.ready.remote() for h in self.handles])
 
     def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None,
                unavailable_timeout_s: float = 600.0):
-        from .merge import merge_answers
-        args = (queries, k, positive_ids, random_ordinals)
-        refs = [h.answer.remote(*args) for h in self.handles]
-        answers = [None] * len(refs)
+        """The merged answer of all shards. With several shards and ``prune_rescoring``, in two rounds: faiss
+        scores first, then exact rescoring of only the candidates that can reach the global top k
+        (``IndexShard.propose``); the result is the same as rescoring all."""
+        from .merge import merge_answers, rescore_floor
+        queries_ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))  # one copy for every call
+        token, floor = None, None
+        if self.prune_rescoring and len(self.handles) > 1:
+            token = uuid.uuid4().hex
+            proposals = self._call_all("propose", (token, queries_ref, k), unavailable_timeout_s)
+            floor = rescore_floor([p[0] for p in proposals], [p[1] for p in proposals], queries, k)
+        answers = self._call_all("answer", (queries_ref, k, positive_ids, random_ordinals, token, floor),
+                                 unavailable_timeout_s)
+        return merge_answers(answers, k)
+
+    def _call_all(self, method: str, args: tuple, unavailable_timeout_s: float) -> list:
+        """``method(*args)`` on every shard actor; results in shard order."""
+        refs = [getattr(h, method).remote(*args) for h in self.handles]
+        results = [None] * len(refs)
         deadline = time.monotonic() + unavailable_timeout_s
         pending = list(range(len(refs)))
         while pending:
             retry = []
             for i in pending:
                 try:
-                    answers[i] = ray.get(refs[i])
+                    results[i] = ray.get(refs[i])
                 except ActorUnavailableError:
                     # the shard's node or process is gone and the actor is restarting elsewhere; Ray gives up
                     # on a call it could not deliver in time, so ask again until the restarted shard answers
@@ -126,9 +164,9 @@ class ShardedIndex:
             if retry:
                 time.sleep(1.0)
                 for i in retry:
-                    refs[i] = self.handles[i].answer.remote(*args)
+                    refs[i] = getattr(self.handles[i], method).remote(*args)
             pending = retry
-        return merge_answers(answers, k)
+        return results
 
     def shutdown(self) -> None:
         for h in self.handles:

@@ -73,6 +73,31 @@ def concat_columns(parts: list) -> CandidateBatch:
                           np.concatenate([p.doc_ids for p in parts], 1))
 
 
+# ---- pruned rescoring ----------------------------------------------------------------------------------------
+
+def rescore_floor(faiss_scores: list, bounds: list, queries: np.ndarray, k: int) -> Optional[np.ndarray]:
+    """(B,) float32: per query, the faiss score a candidate needs to be rescored (``IndexShard.propose``), or
+    None when some shard's index gives no error bound (then every candidate is rescored).
+
+    ``faiss_scores``: each shard's (B, K_s) faiss scores (-inf: none); ``bounds``: each shard's error bound per
+    unit of query norm. floor = tau - 2·e·|q|, tau the k-th largest faiss score over all shards (-inf when
+    fewer than k were found: nothing can be pruned).
+    """
+    if not faiss_scores or any(b is None for b in bounds):
+        return None
+    scores = np.concatenate([np.asarray(f, np.float32) for f in faiss_scores], axis=1)
+    b = scores.shape[0]
+    if scores.shape[1] < k or k <= 0:
+        return np.full(b, -np.inf, np.float32)
+    tau = -np.partition(-scores, k - 1, axis=1)[:, k - 1].astype(np.float64)
+    q_norms = np.linalg.norm(np.asarray(queries, np.float64), axis=1)
+    floor = tau - 2.0 * max(bounds) * q_norms
+    # rounded down to float32, so that the comparison with float32 faiss scores never excludes a needed one
+    floor32 = floor.astype(np.float32)
+    floor32 = np.where(floor32.astype(np.float64) > floor, np.nextafter(floor32, np.float32(-np.inf)), floor32)
+    return np.where(np.isfinite(floor32), floor32, np.float32(-np.inf)).astype(np.float32)
+
+
 # ---- merging -------------------------------------------------------------------------------------------------
 
 def merge_topk(parts: list, k: int) -> CandidateBatch:

@@ -20,6 +20,9 @@ from ..keys import keys64
 from ..mining.types import CandidateBatch, PositiveBatch
 from .merge import pad_columns, rank_order
 
+# faiss' candidates for a query batch: (local rows (B, K) int64, -1 = none; faiss scores (B, K) float32)
+Proposal = tuple
+
 # Working-set budget of exact rescoring (float64 products), per chunk of queries.
 _RESCORE_BYTES = 32 << 20
 
@@ -124,6 +127,7 @@ class IndexShard:
         self.index = None
         self._on_gpu = False
         self._shares_storage = False
+        self.max_norm = 0.0  # largest vector norm: scales the faiss error bound
         self.vectors = np.zeros((0, self._dim), np.float32)
         self.ordinals = np.zeros(0, np.int64)
         self.text_keys = np.zeros(0, np.uint64)
@@ -178,6 +182,8 @@ class IndexShard:
         self._key_sorted, self._key_rows = id_keys[order], order.astype(np.int64)
         self._id_bytes = int(sum(map(sys.getsizeof, self.doc_ids)))
         self.vectors = np.ascontiguousarray(docs.vectors, dtype=np.float32)
+        self.max_norm = float(np.sqrt(np.max(np.einsum("ij,ij->i", self.vectors, self.vectors,
+                                                        dtype=np.float64)))) if len(self.vectors) else 0.0
         del docs
         self._build_index()
         self._built = True
@@ -331,25 +337,22 @@ class IndexShard:
         return CandidateBatch(ordinals, np.asarray(scores, np.float32), text_keys, doc_ids)
 
     # ---- search ------------------------------------------------------------------------------------------
-    def search(self, queries, k: int) -> CandidateBatch:
+    def search(self, queries, k: int, proposal: Optional[Proposal] = None,
+               floor: Optional[np.ndarray] = None) -> CandidateBatch:
         """The top k by exact score (desc), ties by ordinal (asc), padded to k columns.
 
         faiss is asked for ``k + oversample`` candidates (at most the shard size), so that exact rescoring can
-        reorder documents whose approximate scores put them just outside the top k.
+        reorder documents whose approximate scores put them just outside the top k. With a ``floor`` (B,) from
+        ``merge.rescore_floor``, only the candidates whose faiss score reaches it are rescored: the others cannot
+        be in the global top k, so the merged result is the same (see ``propose``).
         """
         q = self._queries(queries)
         b, k = q.shape[0], int(k)
         if k <= 0 or b == 0 or len(self) == 0:
             return CandidateBatch.empty(b, max(k, 0))
-        kk = min(k + max(0, int(self.cfg.oversample)), len(self))
-        if self._on_gpu:
-            from .factory import GPU_MAX_K
-            if kk > GPU_MAX_K:
-                raise ConfigError(f"a GPU index returns at most {GPU_MAX_K} candidates per query, {kk} were "
-                                  "asked for; lower mining.sampler.range_max or set index.use_gpu=false")
-        _, rows = self.index.search(q, kk)
-        rows = np.asarray(rows, np.int64)
-        rows[(rows < 0) | (rows >= len(self))] = -1
+        rows, approx = proposal if proposal is not None else self._faiss_candidates(q, k)
+        if floor is not None:
+            rows = np.where(approx >= np.asarray(floor, np.float32)[:, None], rows, -1)
         scores = self.score_rows(q, rows)
         order = rank_order(np.where(rows >= 0, rows, -1), scores)  # local rows are in ordinal order
         rows = np.take_along_axis(rows, order, 1)
@@ -362,18 +365,60 @@ class IndexShard:
             rows, scores = np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
         return pad_columns(self.batch_of(rows[:, :k], scores[:, :k]), k)
 
-    def answer(self, queries, k: int, positive_ids: list, random_ordinals=None) -> ShardAnswer:
+    def _faiss_candidates(self, q: np.ndarray, k: int) -> Proposal:
+        """faiss' ``k + oversample`` candidates: local rows (-1: none) and faiss' own scores (-inf: none)."""
+        kk = min(k + max(0, int(self.cfg.oversample)), len(self))
+        if self._on_gpu:
+            from .factory import GPU_MAX_K
+            if kk > GPU_MAX_K:
+                raise ConfigError(f"a GPU index returns at most {GPU_MAX_K} candidates per query, {kk} were "
+                                  "asked for; lower mining.sampler.range_max or set index.use_gpu=false")
+        approx, rows = self.index.search(q, kk)
+        rows = np.asarray(rows, np.int64)
+        bad = (rows < 0) | (rows >= len(self))
+        rows[bad] = -1
+        return rows, np.where(bad, -np.inf, approx).astype(np.float32)
+
+    @property
+    def faiss_error_bound(self) -> Optional[float]:
+        """A bound on |faiss score - exact score| per unit of query norm, or None where there is none.
+
+        Uncompressed CPU indexes (Flat, IVF-Flat, HNSW) score in float32 from the stored vectors: any summation
+        order errs by at most d·u·Σ|q_i v_i| <= d·u·|q|·|v| (u = 2^-24); doubled here, which also covers the
+        rounding of the exact score to float32. PQ codes and GPU kernels (which may use reduced precision) give
+        no such bound, so their candidates are all rescored.
+        """
+        if self.cfg.kind == "ivf-pq" or self._on_gpu or self.index is None:
+            return None
+        return 2.0 * self._dim * 2.0 ** -24 * self.max_norm
+
+    def propose(self, queries, k: int) -> tuple:
+        """Round one of a pruned search: faiss' candidates and their faiss scores, and the error bound.
+
+        The caller gathers every shard's faiss scores, takes per query the k-th largest (tau) and sends back
+        ``floor = tau - 2·bound·|q|``: a document in the exact global top k scores exact >= s_k (the k-th exact
+        score), so its faiss score is >= s_k - e, while tau <= s_k + e; hence faiss >= tau - 2e. Rescoring only
+        those candidates gives the same top k as rescoring all, with about k rescored instead of shards·(k+o).
+        """
+        q = self._queries(queries)
+        if int(k) <= 0 or q.shape[0] == 0 or len(self) == 0:
+            return (np.zeros((q.shape[0], 0), np.int64), np.zeros((q.shape[0], 0), np.float32)), None
+        return self._faiss_candidates(q, int(k)), self.faiss_error_bound
+
+    def answer(self, queries, k: int, positive_ids: list, random_ordinals=None,
+               proposal: Optional[Proposal] = None, floor: Optional[np.ndarray] = None) -> ShardAnswer:
         """Everything the miner needs from this shard for one query batch, in one call.
 
         ``positive_ids``: per query, the ids of its known positives; ``random_ordinals``: (B, R) corpus ordinals
-        drawn for random negatives, or None. See ``ShardAnswer``.
+        drawn for random negatives, or None; ``proposal``/``floor``: round two of a pruned search (``propose``).
+        See ``ShardAnswer``.
         """
         q = self._queries(queries)
         b = q.shape[0]
         positive_ids = [list(p or []) for p in positive_ids]
         if len(positive_ids) != b:
             raise ValueError(f"positive_ids has {len(positive_ids)} entries for {b} queries")
-        candidates = self.search(q, k)
+        candidates = self.search(q, k, proposal, floor)
 
         flat = [p for ps in positive_ids for p in ps]
         flat_rows = self.lookup_ids(flat)
