@@ -227,7 +227,6 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
         windows = corpus_read_fns(cfg, quarantine_url, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
         ds = read_dataset([functools.partial(length_sorted_blocks, fn, plan.block_rows) for fn in windows],
                           "corpus")
-    if e.kind != "precomputed":
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
         # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
         ds = ds.repartition(target_num_rows_per_block=plan.block_rows)

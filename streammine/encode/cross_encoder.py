@@ -42,13 +42,11 @@ class CrossEncoderScorer:
     def __init__(self, cfg: CrossEncoderConfig, texts: dict, device: Optional[str] = None):
         from sentence_transformers import CrossEncoder
 
+        from .base import resolve_model_dir
         from .sentence_transformer import pick_device
-        path = cfg.model
-        if "://" in path and not path.startswith("file://"):
-            from ..refresh.versions import local_model_dir
-            path = local_model_dir(path)
         self.cfg, self.texts = cfg, texts
-        self.model = CrossEncoder(path, device=device or pick_device(), max_length=cfg.max_length)
+        self.model = CrossEncoder(resolve_model_dir(cfg.model), device=device or pick_device(),
+                                  max_length=cfg.max_length)
         labels = getattr(self.model, "num_labels", 1)
         if labels != 1:
             raise StreamMineError(f"cross-encoder {cfg.model} has {labels} labels; denoising needs a one-score "

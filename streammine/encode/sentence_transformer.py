@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..config import EncoderConfig
-from .base import default_model_path
+from .base import resolve_model_dir
 
 
 def pick_device() -> str:
@@ -23,13 +23,8 @@ class SentenceTransformerEncoder:
             torch.set_num_threads(torch_threads)
         self.cfg = cfg
         self.device = device or pick_device()
-        path = cfg.model or default_model_path()
-        if "://" in path and not path.startswith("file://"):
-            # a checkpoint on object storage (a model version): fetched once per URL to a local cache
-            from ..refresh.versions import local_model_dir
-            path = local_model_dir(path)
         self.name = cfg.model or "all-MiniLM-L6-v2"
-        self.model = SentenceTransformer(path, device=self.device)
+        self.model = SentenceTransformer(resolve_model_dir(cfg.model), device=self.device)
         if cfg.max_length:
             self.model.max_seq_length = cfg.max_length
         fp16 = str(cfg.fp16).lower()

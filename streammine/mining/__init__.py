@@ -7,7 +7,8 @@ from .samplers import (gumbel, pick_smallest, random_corpus_ordinals, sample_ran
                        simans_log_weights)
 from .types import CandidateBatch, PositiveBatch
 
-__all__ = ["CandidateBatch", "cross_encoder_keep", "rescore_pool", "FilterOutcome", "MinedBatch", "PositiveBatch", "filter_candidates", "gumbel",
-           "mine_batch", "num_random", "pick_random_fill", "pick_smallest", "positive_masks", "positive_reference",
-           "random_corpus_ordinals", "rank_among_negatives", "row_isin", "sample_random", "sample_simans",
-           "sample_top", "score_filter_masks", "score_upper_bound", "simans_log_weights"]
+__all__ = ["CandidateBatch", "FilterOutcome", "MinedBatch", "PositiveBatch", "cross_encoder_keep",
+           "filter_candidates", "gumbel", "mine_batch", "num_random", "pick_random_fill", "pick_smallest",
+           "positive_masks", "positive_reference", "random_corpus_ordinals", "rank_among_negatives",
+           "rescore_pool", "row_isin", "sample_random", "sample_simans", "sample_top", "score_filter_masks",
+           "score_upper_bound", "simans_log_weights"]

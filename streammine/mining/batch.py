@@ -32,7 +32,7 @@ class MinedBatch:
     n_removed_min_score: np.ndarray
     n_survivors: np.ndarray   # (B,) int64: candidates the sampler could pick from
     short: np.ndarray         # (B,) bool: fewer negatives than num_negatives
-    n_removed_cross_encoder: Optional[np.ndarray] = None  # (B,) int64: pooled survivors the cross-encoder rejected
+    n_removed_cross_encoder: np.ndarray  # (B,) int64: pooled survivors the cross-encoder rejected
 
     def __len__(self) -> int:
         return len(self.negative_ordinals)

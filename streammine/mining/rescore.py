@@ -1,7 +1,7 @@
 """Cross-encoder denoising (RocketQA) as masks: which survivors to score, and which of them stay.
 
-The scores themselves come from a model (``streammine.rescore``); these functions only decide, so the rule is
-tested without one.
+The scores themselves come from a model (``streammine.encode.cross_encoder``); these functions only decide, so
+the rule is tested without one.
 """
 from __future__ import annotations
 

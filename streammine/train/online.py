@@ -44,6 +44,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 
 
 from ..config import load_yaml_mapping
+from ..encode.base import resolve_model_dir
 from ..errors import ConfigError, StreamMineError
 from ..evaluate.train import pick_device, set_seed  # noqa: F401  (one copy of the device and seed rules)
 from ..io import fs
@@ -245,17 +246,6 @@ def pack_batches(examples: Iterable[Example], batch_size: int,
 
 
 # ---- the model -----------------------------------------------------------------------------------------------
-
-def resolve_model_dir(model: Optional[str]) -> str:
-    """A path or name SentenceTransformer can load: the packaged model for None, a local copy of a remote URL."""
-    if not model:
-        from ..encode.base import default_model_path
-        return default_model_path()
-    if "://" in model:
-        from ..refresh.versions import local_model_dir
-        return local_model_dir(model)
-    return model
-
 
 def load_model(path: str, device: str):
     from sentence_transformers import SentenceTransformer
