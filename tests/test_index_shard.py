@@ -178,6 +178,22 @@ def test_scores_bit_identical_across_batch_sizes_and_shards():
     assert abs(float(full[0, 0]) - math.fsum(q * v)) <= 1e-6 * max(1.0, abs(math.fsum(q * v)))
 
 
+def test_score_rows_scores_only_present_rows_with_the_reference_bits():
+    """Rows of -1 (pruned or padding) come back -inf; every other entry is exact_scores' value, bit for bit."""
+    docs = corpus(500, 24, seed=11)
+    shard = build_shards(docs, 1, FLAT)[0]
+    queries = np.random.default_rng(12).normal(size=(9, 24)).astype(np.float32)
+    rows = np.random.default_rng(13).integers(0, 500, (9, 17))
+    rows[np.random.default_rng(14).random(rows.shape) < 0.6] = -1
+    rows[4] = -1                                   # a query with nothing to score
+    got = shard.score_rows(queries, rows)
+    assert np.isneginf(got[rows < 0]).all()
+    for i in range(9):
+        present = rows[i] >= 0
+        expected = exact_scores(queries[i:i + 1], shard.vectors[rows[i][present]][None]).astype(np.float32)[0]
+        np.testing.assert_array_equal(got[i][present], expected)
+
+
 def test_tree_sum_fixed_order():
     x = np.random.default_rng(0).normal(size=(5, 7, 37))
     s = _tree_sum(x)

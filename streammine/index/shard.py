@@ -310,12 +310,15 @@ class IndexShard:
         b, m = rows.shape
         if b == 0 or m == 0 or len(self) == 0:
             return out
-        valid = rows >= 0
-        safe = np.where(valid, rows, 0)
-        step = max(1, _RESCORE_BYTES // max(1, m * self._dim * 8))
-        for a in range(0, b, step):
-            s = exact_scores(q[a:a + step], self.vectors[safe[a:a + step]])
-            out[a:a + step] = np.where(valid[a:a + step], s.astype(np.float32), np.float32(-np.inf))
+        # only the (query, row) pairs that are there: after a pruning floor most of a shard's candidates are not
+        query_of, column = np.nonzero(rows >= 0)
+        doc_rows = rows[query_of, column]
+        q64 = q.astype(np.float64)
+        step = max(1, _RESCORE_BYTES // (self._dim * 8))
+        for a in range(0, len(doc_rows), step):
+            pairs = slice(a, a + step)
+            products = np.multiply(self.vectors[doc_rows[pairs]], q64[query_of[pairs]])
+            out[query_of[pairs], column[pairs]] = _tree_sum(products, overwrite=True).astype(np.float32)
         return out
 
     def gather(self, rows):
