@@ -1,8 +1,10 @@
 """The mining run as Ray Data stages over small components.
 
-    corpus ──read──▶ encode (actor pool) ──▶ embedding store (bucketed Parquet, reused when unchanged)
+    corpus, then the queries ──read──▶ encode (actor pool) ──▶ embedding store (bucketed Parquet, reused when
+                                                            unchanged); query vectors ──▶ query-vector cache
     store ──▶ N shard actors (faiss)
-    queries ──read──▶ encode (actor pool) ──▶ search fan-out + merge + filter + sample (actor pool) ──▶ Parquet parts
+    queries ──read──▶ vectors (cache, else encode) ──▶ search fan-out + merge + filter + sample (actor pool)
+                                                   ──▶ Parquet parts
 
 Nothing is gathered in the driver: blocks stream from readers to sinks, and the summary is computed by streaming
 over what was written.
