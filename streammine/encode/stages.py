@@ -83,15 +83,15 @@ class EncodeDocuments(_EncodeStage):
         from .query_cache import QueryVectorCache, query_keys
         if self._query_cache is None:
             self._query_cache = QueryVectorCache(self.query_cache_url).load()
-        keys = np.unique(query_keys(texts))
+        text_of = dict(zip(query_keys(texts).tolist(), texts))  # a query text repeated in the run: encoded once
+        keys = np.fromiter(text_of, np.uint64, len(text_of))
         found, _ = self._query_cache.lookup(keys)
         todo = keys[~found]
         if len(todo) == 0:
             return
-        by_key = dict(zip(query_keys(texts).tolist(), texts))
         # its own stage name: the query pass's encode_queries + queries_cached rows count the queries read
         with self.metrics.time("prefetch_queries", len(todo)):
-            self._query_cache.add(todo, self.encoder.encode_queries([by_key[k] for k in todo.tolist()]))
+            self._query_cache.add(todo, self.encoder.encode_queries([text_of[k] for k in todo.tolist()]))
 
     def _encode_documents(self, block: pa.Table) -> pa.Table:
         if self.cached_keys is None or len(self.cached_keys) == 0:
