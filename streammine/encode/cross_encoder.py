@@ -17,7 +17,8 @@ from ..errors import StreamMineError
 def document_texts(cfg: MineConfig) -> dict:
     """Every corpus document's text as it is embedded (title + text), by id, read from the run's input."""
     from ..io import readers
-    from ..io.records import Quarantine, document_text
+    from ..io.records import Quarantine
+    from .stages import block_document_texts
     i = cfg.input
     # lenient: bad rows were quarantined (and counted) by the corpus pass; here they are only skipped
     quarantine = Quarantine() if i.lenient else None
@@ -28,9 +29,7 @@ def document_texts(cfg: MineConfig) -> dict:
     texts = {}
     try:
         for t in blocks:
-            texts.update(zip(t.column("doc_id").to_pylist(),
-                             (document_text(a, b) for a, b in zip(t.column("title").to_pylist(),
-                                                                   t.column("text").to_pylist()))))
+            texts.update(zip(t.column("doc_id").to_pylist(), block_document_texts(t)))
     except FileNotFoundError as e:
         raise StreamMineError(f"mining.cross_encoder needs the corpus texts, and the input has none: {e}") from e
     return texts

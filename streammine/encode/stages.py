@@ -15,7 +15,8 @@ from ..vectors import to_arrow
 QUERY_ROW = "query_row"
 
 
-def _document_texts(block: pa.Table) -> list:
+def block_document_texts(block: pa.Table) -> list:
+    """A corpus block's texts as they are embedded (title + text)."""
     from ..io.records import document_text
     titles = block.column("title").to_pylist()
     texts = block.column("text").to_pylist()
@@ -65,14 +66,15 @@ class EncodeDocuments(_EncodeStage):
         self._query_cache = None
 
     def encode(self, block: pa.Table) -> np.ndarray:
-        return self.encoder.encode_documents(_document_texts(block))
+        return self.encoder.encode_documents(block_document_texts(block))
 
     def __call__(self, block: pa.Table) -> pa.Table:
         if QUERY_ROW in block.column_names:
             is_query = block.column(QUERY_ROW).to_numpy(zero_copy_only=False)
-            if is_query.any():
+            if is_query.any():  # only the last blocks of a run hold queries: the others are not copied
                 self._prefetch_queries(block.filter(pa.array(is_query)).column("text").to_pylist())
-            block = block.filter(pa.array(~is_query)).drop_columns([QUERY_ROW])
+                block = block.filter(pa.array(~is_query))
+            block = block.drop_columns([QUERY_ROW])
         return self._encode_documents(block)
 
     def _prefetch_queries(self, texts: list) -> None:

@@ -313,12 +313,11 @@ class IndexShard:
         # only the (query, row) pairs that are there: after a pruning floor most of a shard's candidates are not
         query_of, column = np.nonzero(rows >= 0)
         doc_rows = rows[query_of, column]
-        q64 = q.astype(np.float64)
         step = max(1, _RESCORE_BYTES // (self._dim * 8))
         for a in range(0, len(doc_rows), step):
             pairs = slice(a, a + step)
-            products = np.multiply(self.vectors[doc_rows[pairs]], q64[query_of[pairs]])
-            out[query_of[pairs], column[pairs]] = _tree_sum(products, overwrite=True).astype(np.float32)
+            s = exact_scores(q[query_of[pairs]], self.vectors[doc_rows[pairs]][:, None, :])[:, 0]
+            out[query_of[pairs], column[pairs]] = s.astype(np.float32)
         return out
 
     def gather(self, rows):
