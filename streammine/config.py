@@ -56,6 +56,7 @@ class EncoderConfig:
     batch_size: int = 0                 # texts per forward pass; 0: by a token budget on CPU, 32 on GPU
     normalize: bool = True
     fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it
+    cpu_onednn: bool = True             # fp32 on a CPU: linear layers through oneDNN (encode/cpu_kernels.py)
     num_actors: int = 0                 # 0 -> one per GPU; on a CPU machine one per core, up to 4 (encode/plan.py)
     cpus_per_actor: Optional[float] = None  # None -> chosen with num_actors (encode/plan.py)
     gpus_per_actor: Optional[float] = None  # None -> 1 if the cluster has GPUs else 0
@@ -119,6 +120,7 @@ class CrossEncoderConfig:
     batch_size: int = 32
     max_length: Optional[int] = None
     gpus_per_actor: float = 0.0         # GPUs for each miner actor (where the cross-encoder runs)
+    cpu_onednn: bool = True             # on a CPU: linear layers through oneDNN (encode/cpu_kernels.py)
 
 
 @dataclass

@@ -46,6 +46,9 @@ class CrossEncoderScorer:
         self.cfg, self.texts = cfg, texts
         self.model = CrossEncoder(resolve_model_dir(cfg.model), device=device or pick_device(),
                                   max_length=cfg.max_length)
+        if cfg.cpu_onednn and str(self.model.device) == "cpu":
+            from .cpu_kernels import accelerate_linears
+            accelerate_linears(self.model)
         labels = getattr(self.model, "num_labels", 1)
         if labels != 1:
             raise StreamMineError(f"cross-encoder {cfg.model} has {labels} labels; denoising needs a one-score "

@@ -34,6 +34,11 @@ class SentenceTransformerEncoder:
         self.fp16 = fp16 == "true" or (fp16 == "auto" and self.device.startswith("cuda"))
         if self.fp16:
             self.model.half()
+        # fp32 on a CPU: oneDNN linear layers, about 1.5x the throughput (encode/cpu_kernels.py)
+        self.onednn_layers = 0
+        if cfg.cpu_onednn and not self.fp16 and self.device == "cpu":
+            from .cpu_kernels import accelerate_linears
+            self.onednn_layers = accelerate_linears(self.model)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
