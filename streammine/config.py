@@ -79,6 +79,9 @@ class IndexConfig:
     # Several shards: rescore exactly only the candidates whose faiss score can reach the global top k (two
     # rounds per query block; the same result, far fewer vectors rescored). Off: every candidate, one round.
     prune_rescoring: bool = True
+    # IVF-Flat on a CPU: score each probed list once per query batch with a matrix product (index/ivf_scan.py)
+    # instead of faiss's query-by-query scan; the same candidates, about 4x faster on batches of thousands.
+    ivf_batch_scan: bool = True
     # Logical CPUs reserved per shard actor. 0 by default: shards mostly hold memory and search in short bursts,
     # and reserving cores for them would starve the encoders on small machines. Raise it on a cluster.
     cpus_per_shard: float = 0.0
@@ -207,10 +210,14 @@ class MineConfig:
                                                              "max_length", "normalize", "corpus_vectors",
                                                              "query_vectors")},
                     "index": {k: v for k, v in d["index"].items()
-                              if k not in ("shards", "use_gpu", "cpus_per_shard", "prune_rescoring")},
+                              if k not in ("shards", "use_gpu", "cpus_per_shard", "prune_rescoring",
+                                           "ivf_batch_scan")},
                     "mining": d["mining"]}
         if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
             relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
+        else:  # the kernels it runs on do not change its scores beyond float noise
+            relevant["mining"] = dict(d["mining"], cross_encoder={k: v for k, v in d["mining"]["cross_encoder"].items()
+                                                                  if k != "cpu_onednn"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:

@@ -127,6 +127,7 @@ class IndexShard:
         self.index = None
         self._on_gpu = False
         self._shares_storage = False
+        self._ivf_lists = None  # ivf_scan.InvertedListViews when batches are scanned list by list
         self.max_norm = 0.0  # largest vector norm: scales the faiss error bound
         self.vectors = np.zeros((0, self._dim), np.float32)
         self.ordinals = np.zeros(0, np.int64)
@@ -248,6 +249,11 @@ class IndexShard:
             raise RuntimeError(f"faiss index holds {index.ntotal} vectors, expected {n}")
         self.index = index
         self._share_storage()
+        if self.cfg.ivf_batch_scan and not self._on_gpu:
+            import faiss
+            if isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat):
+                from .ivf_scan import InvertedListViews
+                self._ivf_lists = InvertedListViews.of(index)
 
     def _share_storage(self) -> None:
         """Flat and HNSW keep the raw float32 vectors themselves: rescore from that copy instead of a second one."""
@@ -375,11 +381,22 @@ class IndexShard:
             if kk > GPU_MAX_K:
                 raise ConfigError(f"a GPU index returns at most {GPU_MAX_K} candidates per query, {kk} were "
                                   "asked for; lower mining.sampler.range_max or set index.use_gpu=false")
-        approx, rows = self.index.search(q, kk)
+        approx, rows = self._search_index(q, kk)
         rows = np.asarray(rows, np.int64)
         bad = (rows < 0) | (rows >= len(self))
         rows[bad] = -1
         return rows, np.where(bad, -np.inf, approx).astype(np.float32)
+
+    def _search_index(self, q: np.ndarray, k: int):
+        """faiss's search, or for a large batch on a CPU IVF-Flat index the list-by-list scan of the same lists
+        (``ivf_scan``): ``(scores, labels)``, unsorted in the latter case (callers rank after rescoring)."""
+        from .ivf_scan import MIN_BATCH, ivf_batch_search
+        if self._ivf_lists is None or len(q) < MIN_BATCH:
+            return self.index.search(q, k)
+        import faiss
+        ivf = faiss.extract_index_ivf(self.index)
+        _, probes = ivf.quantizer.search(q, ivf.nprobe)
+        return ivf_batch_search(probes, self._ivf_lists, q, k)
 
     @property
     def faiss_error_bound(self) -> Optional[float]:
