@@ -43,7 +43,8 @@ def worker(part: int, parts: int, threads: int, a, barrier, results) -> None:
     from streammine.encode.sentence_transformer import SentenceTransformerEncoder
     texts, queries = load_texts(a.data, a.split)
     t = time.perf_counter()
-    encoder = SentenceTransformerEncoder(EncoderConfig(batch_size=a.batch_size), device="cpu", torch_threads=threads)
+    encoder = SentenceTransformerEncoder(EncoderConfig(batch_size=a.batch_size, cpu_onednn=not a.stock_kernels),
+                                         device="cpu", torch_threads=threads)
     load = time.perf_counter() - t
     barrier.wait()
     t0 = time.time()
@@ -60,6 +61,7 @@ def main() -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--batch-size", type=int, default=0, help="0: streammine's default (token-budget batches on CPU)")
     p.add_argument("--procs", type=int, default=1)
+    p.add_argument("--stock-kernels", action="store_true", help="PyTorch's own linear layers (encoder.cpu_onednn off)")
     p.add_argument("--out")
     a = p.parse_args()
     cores = os.cpu_count() or 1
@@ -77,7 +79,7 @@ def main() -> None:
     encode_s = max(r["end"] for r in parts) - start
     n = parts[0]["documents"] + parts[0]["queries"]
     result = {"documents": parts[0]["documents"], "queries": parts[0]["queries"], "procs": a.procs,
-              "batch_size": a.batch_size or "auto (token budget)",
+              "batch_size": a.batch_size or "auto (token budget)", "cpu_onednn": not a.stock_kernels,
               "threads_per_proc": threads, "model_load_seconds": max(r["model_load_seconds"] for r in parts),
               "corpus_encode_seconds": corpus_s, "query_encode_seconds": encode_s - corpus_s,
               "encode_seconds": encode_s, "texts_per_second": n / encode_s,

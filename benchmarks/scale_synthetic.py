@@ -91,7 +91,7 @@ def recall_at_10(corpus, queries, found, sample: int = 500) -> float:
 
 
 def streammine_run(paths: dict, work: str, shards: int, nlist: int, nprobe: int, range_max: int,
-                   miner_actors: int = 1, prune_rescoring: bool = True) -> dict:
+                   miner_actors: int = 2, prune_rescoring: bool = True) -> dict:
     import streammine
     out = os.path.join(work, "out")
     cfg = streammine.load_config(None, {
@@ -124,7 +124,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/sm-scale")
     p.add_argument("--out", default="benchmarks/results/scale_synthetic.json")
     p.add_argument("--skip-faiss", action="store_true")
-    p.add_argument("--miner-actors", type=int, default=1)
+    p.add_argument("--miner-actors", type=int, default=2, help="run.miner_actors (its default: 2)")
     p.add_argument("--no-prune", action="store_true", help="rescore every candidate (one round per block)")
     p.add_argument("--runs", default="cold", help="cold,warm: warm reuses the embedding store the cold run wrote")
     a = p.parse_args()

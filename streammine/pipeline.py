@@ -294,7 +294,7 @@ def cluster_view() -> ClusterView:
 
 def encoder_plan(cfg: MineConfig) -> EncoderPlan:
     from .encode.plan import plan_encoders
-    return plan_encoders(cfg.encoder, cluster_view(), cfg.run.corpus_batch_size)
+    return plan_encoders(cfg.encoder, cluster_view(), cfg.run.corpus_batch_size, cfg.run.miner_actors)
 
 
 def _encoder_map_args(cfg: MineConfig, plan, metrics) -> dict:
@@ -372,6 +372,7 @@ def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantin
     """Queries -> encode -> fan-out search, merge, filter, sample -> Parquet parts under ``out_url`` (streaming)."""
     from .index.store import total_rows
     from .sink.parts import MinedPartsSink
+    from .encode.plan import MINER_CPUS
     from .stages import MineQueries
     ds = read_dataset(query_read_fns(cfg, quarantine_url), "queries")
     if query_slice is not None and query_slice[1] > 1:
@@ -383,7 +384,7 @@ def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantin
     ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                         fn_constructor_args=(cfg, index.handles, total_rows(manifest), model_version,
                                              fs.join(cfg.output.path, "_quarantine"), metrics),
-                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=0.25,
+                        compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=MINER_CPUS,
                         num_gpus=cfg.mining.cross_encoder.gpus_per_actor if cfg.mining.cross_encoder.model else 0)
     ds.write_datasink(MinedPartsSink(out_url))
 

@@ -12,16 +12,19 @@ def local(cores, ray_cpus=None):
 def test_two_core_machine_gets_two_single_threaded_encoders_and_a_free_cpu():
     plan = plan_encoders(EncoderConfig(), local(2))
     assert (plan.num_actors, plan.torch_threads, plan.cpus_per_actor) == (2, 1, 0.37)
+    # two miners beside the query encoders (the default): their requests are left free too
+    assert plan_encoders(EncoderConfig(), local(2), miner_actors=2).cpus_per_actor == 0.25
     assert plan.block_rows == CPU_BLOCK_ROWS and plan.max_tasks_in_flight == 1 and not plan.on_gpu
 
 
+@pytest.mark.parametrize("miners", [1, 2, 3])
 @pytest.mark.parametrize("cores", [1, 2, 3, 4, 6, 8, 16, 64])
-def test_local_cpu_plans_never_oversubscribe_the_cores(cores):
-    plan = plan_encoders(EncoderConfig(), local(cores))
+def test_local_cpu_plans_never_oversubscribe_the_cores(cores, miners):
+    plan = plan_encoders(EncoderConfig(), local(cores), miner_actors=miners)
     assert 1 <= plan.num_actors <= 4
     assert plan.num_actors * plan.torch_threads <= cores
-    # a 1-CPU task and a miner actor (0.25) fit beside the encoders (Ray starts with >= 2 logical CPUs)
-    assert plan.num_actors * plan.cpus_per_actor + 1.25 <= max(cores, 2) + 1e-9
+    # a 1-CPU task and the miner actors (0.25 each) fit beside the encoders (Ray starts with >= 2 logical CPUs)
+    assert plan.num_actors * plan.cpus_per_actor + 1 + 0.25 * miners <= max(cores, 2) + 1e-9
     assert plan.cpus_per_actor <= plan.torch_threads
 
 

@@ -671,7 +671,7 @@ def test_mining_config_fits_the_worker_groups(name, tmp_path):
     per-actor resources; their requests must fit a worker pod, and all of them the groups at maxReplicas. serve
     shares its cluster with the online trainer, whose driver reserves its entrypoint CPUs and GPUs, and keeps the
     old version's shards up while the next version's are built: both count against serve's room."""
-    from streammine.encode.plan import LOCAL_RESERVED_CPUS, ClusterView, plan_encoders
+    from streammine.encode.plan import LOCAL_TASK_CPUS, MINER_CPUS, ClusterView, plan_encoders
 
     docs = overlay(name)
     trainer_cpus, trainer_gpus = _entrypoint_resources(one(docs, "RayJob", TRAINER_JOB))
@@ -688,7 +688,7 @@ def test_mining_config_fits_the_worker_groups(name, tmp_path):
                 "an autoscaled cluster needs the encoder count and resources pinned in the config"
         view = ClusterView(cpus=sum(n * c for n, c, _ in groups), gpus=sum(n * g for n, _, g in groups),
                            nodes=1 + sum(n for n, _, _ in groups), host_cpus=1)
-        plan = plan_encoders(cfg.encoder, view)
+        plan = plan_encoders(cfg.encoder, view, miner_actors=cfg.run.miner_actors)
         assert plan.on_gpu is (name == "prod-gpu")
 
         def per_node(cpus, gpus):
@@ -702,7 +702,7 @@ def test_mining_config_fits_the_worker_groups(name, tmp_path):
         assert 0 < cfg.index.cpus_per_shard <= max(c for _, c, _ in groups)
         shard_sets = 2 if serve else 1
         demand = plan.num_actors * plan.cpus_per_actor + shard_sets * cfg.index.shards * cfg.index.cpus_per_shard \
-            + LOCAL_RESERVED_CPUS + (trainer_cpus if serve else 0)
+            + LOCAL_TASK_CPUS + MINER_CPUS * cfg.run.miner_actors + (trainer_cpus if serve else 0)
         assert demand <= view.cpus, f"{job['metadata']['name']}: {demand} CPUs asked, {view.cpus} at maxReplicas"
         if serve:
             gpu_demand = plan.num_actors * plan.gpus_per_actor + trainer_gpus

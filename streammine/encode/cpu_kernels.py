@@ -43,22 +43,28 @@ def _make_linear_class():
     import torch
 
     class OneDnnLinear(torch.nn.Module):
-        """``activation(x @ W.T + b)`` for float32 CPU inputs through oneDNN; anything else as ``nn.Linear``."""
+        """``activation(x @ W.T + b)`` for float32 CPU inference through oneDNN.
+
+        Only the packed weight is kept (a second, plain copy would double the layers' memory), so this layer
+        does inference on float32 CPU tensors and nothing else: training or moving the model needs the stock
+        layers (``encoder.cpu_onednn: false``).
+        """
 
         def __init__(self, linear: torch.nn.Linear, activation: str = "none"):
             super().__init__()
             self.in_features, self.out_features = linear.in_features, linear.out_features
             self.activation = activation
-            weight = linear.weight.detach()
-            bias = linear.bias.detach() if linear.bias is not None else None
-            self.register_buffer("weight", weight.clone())  # the fallback's (and state_dict's) plain weight
-            self.register_buffer("bias", None if bias is None else bias.clone())
-            self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None))
+            weight = linear.weight.detach().contiguous()
+            self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+            self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, None))
 
         def forward(self, x):
-            if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad or x.numel() == 0:
-                y = torch.nn.functional.linear(x, self.weight, self.bias)
-                return torch.nn.functional.gelu(y) if self.activation == "gelu" else y
+            if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
+                raise RuntimeError(f"OneDnnLinear does float32 CPU inference only; got a {x.dtype} tensor on "
+                                   f"{x.device} (requires_grad={x.requires_grad}); load the model with "
+                                   "encoder.cpu_onednn: false for anything else")
+            if x.numel() == 0:
+                return x.new_zeros(*x.shape[:-1], self.out_features)
             if self.activation == "gelu":
                 return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed_weight, self.bias, "gelu", [],
                                                           "none")

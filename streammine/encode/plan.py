@@ -17,7 +17,8 @@ from ..config import EncoderConfig
 
 # More CPU encoders than this multiplies the model's memory for little gain; beyond it, threads per actor grow.
 MAX_AUTO_CPU_ACTORS = 4
-LOCAL_RESERVED_CPUS = 1.25  # one 1-CPU Ray Data task plus a miner actor (0.25)
+LOCAL_TASK_CPUS = 1.0      # one 1-CPU Ray Data task (read, repartition, write) must always fit
+MINER_CPUS = 0.25          # each miner actor's request (pipeline.mine_queries)
 MIN_CPU_REQUEST = 0.05
 CPU_BLOCK_ROWS = 256      # about 30 s of MiniLM work on one core: small tail, many blocks to balance
 GPU_BLOCK_ROWS = 4096     # a GPU encodes this in about a second: bigger blocks amortize per-call overhead
@@ -45,8 +46,9 @@ class EncoderPlan:
         return self.gpus_per_actor > 0
 
 
-def plan_encoders(e: EncoderConfig, cluster: ClusterView, block_rows: int = 0) -> EncoderPlan:
-    """``e.num_actors`` 0, ``e.cpus_per_actor`` None and ``block_rows`` 0 mean "choose"; set values are kept."""
+def plan_encoders(e: EncoderConfig, cluster: ClusterView, block_rows: int = 0, miner_actors: int = 1) -> EncoderPlan:
+    """``e.num_actors`` 0, ``e.cpus_per_actor`` None and ``block_rows`` 0 mean "choose"; set values are kept.
+    ``miner_actors``: the miners that run beside the query encoders (their requests are left free)."""
     gpus_per_actor = e.gpus_per_actor if e.gpus_per_actor is not None else (1.0 if cluster.gpus > 0 else 0.0)
     if gpus_per_actor > 0:
         actors = e.num_actors or max(1, int(cluster.gpus // gpus_per_actor))
@@ -54,10 +56,11 @@ def plan_encoders(e: EncoderConfig, cluster: ClusterView, block_rows: int = 0) -
         return EncoderPlan(actors, cpus, gpus_per_actor, max(1, int(cpus)), block_rows or GPU_BLOCK_ROWS, None)
     if cluster.nodes <= 1:
         # One machine: the actors share its cores. Their logical requests must leave room for a 1-CPU Ray Data
-        # task (read, repartition, write) beside the miner actors, or those tasks never get scheduled.
+        # task (read, repartition, write) beside the miner actors, or those tasks never get scheduled and the
+        # run waits forever.
         actors = e.num_actors or max(1, min(cluster.host_cpus, MAX_AUTO_CPU_ACTORS))
         threads = max(1, cluster.host_cpus // actors)
-        free = cluster.cpus - LOCAL_RESERVED_CPUS
+        free = cluster.cpus - LOCAL_TASK_CPUS - MINER_CPUS * max(1, miner_actors)
         cpus = e.cpus_per_actor if e.cpus_per_actor is not None else \
             min(float(threads), max(MIN_CPU_REQUEST, math.floor(100 * free / actors) / 100))
         return EncoderPlan(actors, cpus, 0.0, threads, block_rows or CPU_BLOCK_ROWS, 1)

@@ -25,6 +25,8 @@ Proposal = tuple
 
 # Working-set budget of exact rescoring (float64 products), per chunk of queries.
 _RESCORE_BYTES = 32 << 20
+# ... and of the IVF batch scan's candidate buffer (index/ivf_scan.py), per chunk of queries.
+_SCAN_BYTES = 64 << 20
 
 
 # ---- exact scores --------------------------------------------------------------------------------------------
@@ -395,8 +397,15 @@ class IndexShard:
             return self.index.search(q, k)
         import faiss
         ivf = faiss.extract_index_ivf(self.index)
-        _, probes = ivf.quantizer.search(q, ivf.nprobe)
-        return ivf_batch_search(probes, self._ivf_lists, q, k)
+        # the scan holds nprobe * k candidates per query (12 bytes each): chunks keep that under _SCAN_BYTES
+        step = max(MIN_BATCH, _SCAN_BYTES // (12 * ivf.nprobe * max(1, k)))
+        scores, labels = [], []
+        for a in range(0, len(q), step):
+            _, probes = ivf.quantizer.search(q[a:a + step], ivf.nprobe)
+            s, lab = ivf_batch_search(probes, self._ivf_lists, q[a:a + step], k)
+            scores.append(s)
+            labels.append(lab)
+        return np.concatenate(scores), np.concatenate(labels)
 
     @property
     def faiss_error_bound(self) -> Optional[float]:
