@@ -293,8 +293,12 @@ def cluster_view() -> ClusterView:
 
 
 def encoder_plan(cfg: MineConfig) -> EncoderPlan:
-    from .encode.plan import plan_encoders
-    return plan_encoders(cfg.encoder, cluster_view(), cfg.run.corpus_batch_size, cfg.run.miner_actors)
+    """The encoder plan for this cluster; on one machine, checked to leave room for the rest of the run."""
+    from .encode.plan import check_local_fit, plan_encoders
+    cluster = cluster_view()
+    plan = plan_encoders(cfg.encoder, cluster, cfg.run.corpus_batch_size, cfg.run.miner_actors)
+    check_local_fit(plan, cluster, cfg.run.miner_actors, cfg.encoder.kind == "precomputed")
+    return plan
 
 
 def _encoder_map_args(cfg: MineConfig, plan, metrics) -> dict:
@@ -349,12 +353,13 @@ def query_cache_url(cfg: MineConfig) -> Optional[str]:
 
 
 def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: "EncoderPlan"):
+    from .encode.plan import LOOKUP_CPUS
     from .encode.stages import EncodeQueries, LookupQueryVectors
     e = cfg.encoder
     if e.kind == "precomputed":
         return ds.map_batches(LookupQueryVectors, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                               fn_constructor_args=(e.query_vectors, metrics),
-                              compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
+                              compute=ray.data.ActorPoolStrategy(size=1), num_cpus=LOOKUP_CPUS)
     args = _encoder_map_args(cfg, plan, metrics)
     args["fn_constructor_args"] = args["fn_constructor_args"] + (query_cache_url(cfg),)
     return ds.map_batches(EncodeQueries, batch_size=cfg.run.query_batch_size, **args)

@@ -2,7 +2,8 @@
 import pytest
 
 from streammine.config import EncoderConfig
-from streammine.encode.plan import CPU_BLOCK_ROWS, GPU_BLOCK_ROWS, ClusterView, plan_encoders
+from streammine.encode.plan import CPU_BLOCK_ROWS, GPU_BLOCK_ROWS, ClusterView, check_local_fit, plan_encoders
+from streammine.errors import ConfigError
 
 
 def local(cores, ray_cpus=None):
@@ -53,3 +54,16 @@ def test_fractional_gpus_pack_several_encoders_per_gpu():
 def test_cpu_cluster_uses_multi_core_actors_on_three_quarters_of_it():
     plan = plan_encoders(EncoderConfig(), ClusterView(cpus=48, gpus=0, nodes=3, host_cpus=2))
     assert (plan.cpus_per_actor, plan.torch_threads, plan.num_actors) == (4.0, 4, 9)
+
+
+def test_a_query_pass_that_cannot_fit_one_machine_is_refused_up_front():
+    cluster = local(2)
+    plan = plan_encoders(EncoderConfig(), cluster, miner_actors=2)
+    check_local_fit(plan, cluster, 2, precomputed=False)          # the defaults fit
+    check_local_fit(plan, cluster, 3, precomputed=True)           # 0.25 lookup + 0.75 + 1
+    for miners, precomputed in ((6, False), (4, True)):
+        big = plan_encoders(EncoderConfig(), cluster, miner_actors=miners)
+        with pytest.raises(ConfigError, match="run.miner_actors"):
+            check_local_fit(big, cluster, miners, precomputed)
+    far = ClusterView(cpus=2.0, gpus=0.0, nodes=3, host_cpus=2)    # a cluster may grow: not checked
+    check_local_fit(plan_encoders(EncoderConfig(), far), far, 8, precomputed=False)

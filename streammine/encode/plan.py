@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..config import EncoderConfig
+from ..errors import ConfigError
 
 # More CPU encoders than this multiplies the model's memory for little gain; beyond it, threads per actor grow.
 MAX_AUTO_CPU_ACTORS = 4
 LOCAL_TASK_CPUS = 1.0      # one 1-CPU Ray Data task (read, repartition, write) must always fit
 MINER_CPUS = 0.25          # each miner actor's request (pipeline.mine_queries)
+LOOKUP_CPUS = 0.25         # the precomputed query-vector lookup actor's request
 MIN_CPU_REQUEST = 0.05
 CPU_BLOCK_ROWS = 256      # about 30 s of MiniLM work on one core: small tail, many blocks to balance
 GPU_BLOCK_ROWS = 4096     # a GPU encodes this in about a second: bigger blocks amortize per-call overhead
@@ -68,3 +70,18 @@ def plan_encoders(e: EncoderConfig, cluster: ClusterView, block_rows: int = 0, m
     cpus = e.cpus_per_actor if e.cpus_per_actor is not None else 4.0
     actors = e.num_actors or max(1, int(cluster.cpus * 0.75 // cpus))
     return EncoderPlan(actors, cpus, 0.0, max(1, int(cpus)), block_rows or CPU_BLOCK_ROWS, 1)
+
+
+def check_local_fit(plan: EncoderPlan, cluster: ClusterView, miner_actors: int, precomputed: bool) -> None:
+    """On one machine, the query pass's actors (query encoders or the vector lookup, and the miners) plus one
+    1-CPU Ray Data task must fit the logical CPUs, else that task is never scheduled and the run waits forever:
+    a ``ConfigError`` says so up front instead."""
+    if cluster.nodes > 1:
+        return  # a cluster may grow (autoscaler); k8s/ tests check the shipped manifests' sizes instead
+    vectors = LOOKUP_CPUS if precomputed else plan.num_actors * plan.cpus_per_actor
+    demand = vectors + MINER_CPUS * miner_actors + LOCAL_TASK_CPUS
+    if demand > cluster.cpus + 1e-9:
+        raise ConfigError(f"the query pass asks for {demand:g} CPUs on a {cluster.cpus:g}-CPU local Ray "
+                          f"({'the vector lookup' if precomputed else f'{plan.num_actors} encoders'} "
+                          f"{vectors:g}, {miner_actors} miners x {MINER_CPUS:g}, one {LOCAL_TASK_CPUS:g}-CPU read/"
+                          f"write task) and would never finish: lower run.miner_actors or encoder.cpus_per_actor")
