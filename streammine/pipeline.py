@@ -410,9 +410,10 @@ def mine(cfg: MineConfig) -> RunResult:
     quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
     work = cfg.run.work_dir or fs.join(out, "_work")
     store_url = fs.join(work, "embeddings", store_key(cfg))
-    metrics = start_stage_metrics()
-    # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer
+    # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer (and a
+    # local run whose actors cannot fit stops here, before any actor is started)
     plan = encoder_plan(cfg)
+    metrics = start_stage_metrics()
     # shard actors start now (process start and imports overlap the corpus encoding); they build when asked
     index = ShardedIndex.start(store_url, cfg.index, cfg.input.lenient, fs.join(out, "_quarantine"))
     phases = {}

@@ -12,6 +12,7 @@ without it, or one whose results differ, keeps the stock layers (``accelerate_li
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ def _is_exact_gelu(act) -> bool:
     return type(act).__name__ == "GELUActivation" and getattr(act, "act", None) is torch.nn.functional.gelu
 
 
+@functools.lru_cache(maxsize=1)
 def _make_linear_class():
+    """The layer class, defined on first use so that importing this module does not import torch."""
     import torch
 
     class OneDnnLinear(torch.nn.Module):
