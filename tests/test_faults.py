@@ -33,22 +33,21 @@ def test_encoder_actor_killed_mid_corpus(ray_session, tmp_path):
     faulty = str(tmp_path / "faulty")
     killed = {}
 
+    def store_files():
+        return [f for _, _, fs_ in os.walk(faulty) for f in fs_]
+
     def kill_an_encoder():
-        # the corpus encoders are the only Ray Data actors alive before mining starts; wait until they have
-        # loaded the model and are encoding, then SIGKILL one
+        # the corpus encoders are the only Ray Data actors alive before mining starts; wait until both are up and
+        # the first encoded block is in the store (a fixed wait raced the faster encoders), then SIGKILL one
         deadline = time.time() + 120
         while time.time() < deadline:
             pids = [a["pid"] for a in alive_actors("MapWorker")]
-            if len(pids) >= 2:
-                time.sleep(8)
-                pids = [a["pid"] for a in alive_actors("MapWorker")]
-                if pids:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed["pid"] = pids[0]
-                    killed["store_committed"] = any(
-                        f == "_manifest.json" for _, _, fs_ in os.walk(faulty) for f in fs_)
+            if len(pids) >= 2 and any(f.endswith(".parquet") for f in store_files()):
+                os.kill(pids[0], signal.SIGKILL)
+                killed["pid"] = pids[0]
+                killed["store_committed"] = "_manifest.json" in store_files()
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
     t = threading.Thread(target=kill_an_encoder, daemon=True)
     t.start()
     result = streammine.mine(overrides=dict(overrides, **{"output.path": faulty}))
