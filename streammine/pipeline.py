@@ -11,6 +11,7 @@ over what was written.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -58,6 +59,20 @@ def ensure_ray(address: Optional[str] = None) -> None:
     num_cpus = None if address else max(2, os.cpu_count() or 1)
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": env} if env else None)
+    if not address:
+        atexit.register(_stop_local_autoscaler)  # runs before Ray's own exit hook (atexit is last-in, first-out)
+
+
+def _stop_local_autoscaler() -> None:
+    """Ray's shutdown stops the GCS before the autoscaler monitor, whose SIGTERM handler then tries to report to
+    that GCS and is killed only after a 1-s grace period: every local run ended 1 s late. A local Ray has nothing to
+    autoscale, so the monitor is stopped first, at once. Best effort: this reaches into Ray's node object."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        if node is not None and ray.is_initialized():
+            node.kill_monitor(check_alive=False)
+    except Exception as e:  # noqa: BLE001 - a Ray without this method: its own shutdown still runs
+        log.debug("could not stop the local autoscaler monitor early: %s", e)
 
 
 def _job_env_vars() -> dict:
@@ -373,8 +388,13 @@ def keep_query_slice(block: pa.Table, slice_id: int, n_slices: int) -> pa.Table:
 
 
 def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantine_url: Optional[str], metrics,
-                 plan: "EncoderPlan", model_version: str, query_slice: Optional[tuple] = None) -> None:
-    """Queries -> encode -> fan-out search, merge, filter, sample -> Parquet parts under ``out_url`` (streaming)."""
+                 plan: "EncoderPlan", model_version: str, query_slice: Optional[tuple] = None,
+                 queries_prefetched: bool = False) -> None:
+    """Queries -> encode -> fan-out search, merge, filter, sample -> Parquet parts under ``out_url`` (streaming).
+
+    ``queries_prefetched``: the corpus encoders of this run put every query's vector in the query-vector cache
+    (build_store), so the miners look the vectors up themselves and no encoder actor is started for the pass
+    (two fewer processes to start: about 2 s of a cold SciFact run on 2 cores)."""
     from .index.store import total_rows
     from .sink.parts import MinedPartsSink
     from .encode.plan import MINER_CPUS
@@ -385,10 +405,12 @@ def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantin
                                                                                  "n_slices": query_slice[1]},
                             num_cpus=0.25)
     ds = ds.repartition(target_num_rows_per_block=cfg.run.query_batch_size)  # see build_store
-    ds = _add_query_vectors(ds, cfg, metrics, plan)
+    miner_cache = query_cache_url(cfg) if queries_prefetched else None
+    if miner_cache is None:
+        ds = _add_query_vectors(ds, cfg, metrics, plan)
     ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
                         fn_constructor_args=(cfg, index.handles, total_rows(manifest), model_version,
-                                             fs.join(cfg.output.path, "_quarantine"), metrics),
+                                             fs.join(cfg.output.path, "_quarantine"), metrics, miner_cache),
                         compute=ray.data.ActorPoolStrategy(size=cfg.run.miner_actors), num_cpus=MINER_CPUS,
                         num_gpus=cfg.mining.cross_encoder.gpus_per_actor if cfg.mining.cross_encoder.model else 0)
     ds.write_datasink(MinedPartsSink(out_url))
@@ -424,10 +446,16 @@ def mine(cfg: MineConfig) -> RunResult:
                  "reused" if manifest["reused"] else "encoded")
         with _phase(phases, "index_build_seconds"):
             shard_info = index.wait_ready()
+        prefetched = not manifest["reused"] and cfg.encoder.kind != "precomputed" and bool(query_cache_url(cfg))
         with _phase(phases, "query_mining_seconds"):
-            mine_queries(cfg, index, manifest, out, quarantine_url, metrics, plan, manifest["store_key"])
+            mine_queries(cfg, index, manifest, out, quarantine_url, metrics, plan, manifest["store_key"],
+                         queries_prefetched=prefetched)
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
+        # where the query pass got its vectors: the cache the corpus encoders filled (read by the miners), its own
+        # encoder actors (which read the cache first), or the user's precomputed vectors
+        summary["query_vectors"] = ("precomputed" if cfg.encoder.kind == "precomputed" else
+                                    "prefetched" if prefetched else "encoder-actors")
         if cfg.encoder.kind != "precomputed":
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)

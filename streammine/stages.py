@@ -1,6 +1,8 @@
 """The mining stage: a Ray Data callable class composing fan-out search, merge and the pure mining functions."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pyarrow as pa
 
@@ -16,10 +18,14 @@ SAME_TEXT_SLACK = 16
 
 
 class MineQueries:
-    """Encoded query records -> mined rows (MINED_SCHEMA). Quarantines what lenient mode lets through."""
+    """Encoded query records -> mined rows (MINED_SCHEMA). Quarantines what lenient mode lets through.
+
+    With ``query_cache_url`` the records come without vectors: the miner looks them up in the query-vector cache
+    the corpus encoders filled (pipeline.build_store's prefetch), so the query pass starts no encoder actors; a
+    query missing from the cache is encoded here, with a model loaded on first need."""
 
     def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
-                 quarantine_url: str, metrics=None):
+                 quarantine_url: str, metrics=None, query_cache_url: Optional[str] = None):
         from .index.actor import ShardedIndex
         self.cfg = cfg
         self.index = ShardedIndex(shard_handles, cfg.index.prune_rescoring)
@@ -29,6 +35,10 @@ class MineQueries:
         self.config_hash = cfg.config_hash()
         self.quarantine_url = quarantine_url
         self.metrics = MetricsClient(metrics)
+        self.query_vectors = None
+        if query_cache_url:
+            from .encode.stages import EncodeQueries
+            self.query_vectors = EncodeQueries(cfg.encoder, 1, metrics, query_cache_url, lazy=True)
         self.cross_encoder = None
         if cfg.mining.cross_encoder.model:
             from .encode.cross_encoder import CrossEncoderScorer, document_texts
@@ -36,6 +46,8 @@ class MineQueries:
 
     def __call__(self, block: pa.Table) -> pa.Table:
         from .mining import mine_batch
+        if self.query_vectors is not None:
+            block = self.query_vectors(block)
         with self.metrics.time("search_and_mine", block.num_rows):
             query_keys, answer = self._search(block)
             kept = self._drop_unminable(block, answer)

@@ -148,6 +148,8 @@ def test_queries_prefetched_by_the_corpus_encoders_change_nothing(ray_session, t
     stages = pre.summary["stages"]
     assert stages["prefetch_queries"]["rows"] >= 16            # every query read (max_queries stops the reader)
     assert stages["queries_cached"]["rows"] == 16 and stages["encode_queries"]["rows"] == 0
+    # the miners looked the vectors up: the query pass ran no encoder stage
+    assert pre.summary["query_vectors"] == "prefetched" and plain.summary["query_vectors"] == "encoder-actors"
     assert pre.summary["counts"]["queries_in"] == 16 == plain.summary["counts"]["queries_in"]
     assert "prefetch_queries" not in plain.summary["stages"]
     a, b = read_output(pre.output), read_output(plain.output)
@@ -155,3 +157,25 @@ def test_queries_prefetched_by_the_corpus_encoders_change_nothing(ray_session, t
     for qid in a:
         assert a[qid]["negative_ids"] == b[qid]["negative_ids"]
         np.testing.assert_allclose(a[qid]["negative_scores"], b[qid]["negative_scores"], atol=1e-5)
+
+
+def test_local_ray_stops_its_autoscaler_monitor_first(tmp_path):
+    """A local Ray started by streammine stops Ray's autoscaler monitor before Ray's own shutdown (which would
+    otherwise wait out the monitor's grace period): the monitor process is gone, and Ray still shuts down."""
+    script = """
+import ray
+from streammine.pipeline import _stop_local_autoscaler, ensure_ray
+ensure_ray()
+node = ray._private.worker._global_node
+monitor = node.all_processes["monitor"][0].process
+assert monitor.poll() is None
+_stop_local_autoscaler()
+assert monitor.poll() is not None, "monitor still running"
+ray.shutdown()
+print("ok")
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=str(tmp_path))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -117,10 +117,12 @@ class EncodeQueries(_EncodeStage):
     stage = "encode_queries"
 
     def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
-                 cache_url: Optional[str] = None):
+                 cache_url: Optional[str] = None, lazy: Optional[bool] = None):
         from .query_cache import QueryVectorCache
         self.cache = QueryVectorCache(cache_url).load() if cache_url else None
-        super().__init__(cfg, torch_threads, metrics, lazy=self.cache is not None and len(self.cache.keys) > 0)
+        if lazy is None:  # the model is loaded up front unless the cache may answer every query
+            lazy = self.cache is not None and len(self.cache.keys) > 0
+        super().__init__(cfg, torch_threads, metrics, lazy=lazy)
 
     def encode(self, block: pa.Table) -> np.ndarray:
         return self.encoder.encode_queries(block.column("query").to_pylist())
