@@ -25,6 +25,40 @@ def test_cache_round_trip_and_lookup(tmp_path):
     assert len(loaded.keys) == 8
 
 
+def test_vectors_for_encodes_only_the_missing_and_adds_them(tmp_path):
+    url = str(tmp_path / "cache")
+    texts = ["a", "b", "c", "d"]
+    known = np.arange(8, dtype=np.float32).reshape(2, 4)
+    QueryVectorCache(url).add(query_keys(["b", "d"]), known)
+    calls, timed = [], []
+
+    def encode(batch):
+        calls.append(list(batch))
+        return np.full((len(batch), 4), 7.0, np.float32)
+
+    class Timer:
+        def __init__(self, n):
+            timed.append(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    cache = QueryVectorCache(url).load()
+    vectors, found = cache.vectors_for(query_keys(texts), texts, encode, Timer)
+    assert calls == [["a", "c"]] and timed == [2]
+    assert found.tolist() == [False, True, False, True]
+    np.testing.assert_array_equal(vectors[[1, 3]], known)
+    np.testing.assert_array_equal(vectors[[0, 2]], np.full((2, 4), 7.0))
+    again, found = QueryVectorCache(url).load().vectors_for(query_keys(texts), texts, encode, Timer)
+    assert found.all() and len(calls) == 1 and timed == [2, 0]  # nothing left to encode: encode not called
+    np.testing.assert_array_equal(again, vectors)
+    empty, found = QueryVectorCache(str(tmp_path / "none")).vectors_for(query_keys([]), [], encode, Timer)
+    assert empty is None and len(found) == 0 and len(calls) == 1
+
+
 def test_miner_lookup_encodes_only_what_the_cache_lacks(tmp_path):
     url = str(tmp_path / "cache")
     queries = ["does vitamin d prevent fractures", "is aspirin linked to bleeding", "a query nobody cached"]

@@ -55,6 +55,30 @@ class QueryVectorCache:
         found = self.keys[pos] == keys
         return found, self.vectors[pos[found]]
 
+    def vectors_for(self, keys: np.ndarray, texts: list, encode, timer) -> tuple:
+        """Vectors for the queries ``keys`` (texts ``texts``): looked up, and those not cached encoded with
+        ``encode(texts) -> vectors`` (called only when some are missing, so a lazily loaded model stays unloaded)
+        and added to the cache. ``timer(n)`` is a context manager wrapped around encoding the n missing ones.
+        Returns (vectors or None when there are no rows and no dimension to give them, found mask)."""
+        keys = np.asarray(keys, np.uint64)
+        found, cached = self.lookup(keys)
+        todo = np.flatnonzero(~found)
+        encoded = None
+        with timer(len(todo)):
+            if len(todo):
+                encoded = np.asarray(encode([texts[i] for i in todo.tolist()]), np.float32)
+                self.add(keys[todo], encoded)
+        dim = cached.shape[1] if cached is not None and len(cached) else (
+            encoded.shape[1] if encoded is not None else None)
+        if dim is None:
+            return None, found
+        vectors = np.zeros((len(keys), dim), np.float32)
+        if cached is not None and len(cached):
+            vectors[found] = cached
+        if encoded is not None:
+            vectors[todo] = encoded
+        return vectors, found
+
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Writes one new file with these entries (complete when visible)."""
         if len(keys) == 0:

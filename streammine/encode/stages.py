@@ -1,6 +1,7 @@
 """Ray Data stages (callable classes for ``map_batches``) that add a ``vector`` column to record blocks."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Optional
 
 import numpy as np
@@ -86,14 +87,10 @@ class EncodeDocuments(_EncodeStage):
         if self._query_cache is None:
             self._query_cache = QueryVectorCache(self.query_cache_url).load()
         text_of = dict(zip(query_keys(texts).tolist(), texts))  # a query text repeated in the run: encoded once
-        keys = np.fromiter(text_of, np.uint64, len(text_of))
-        found, _ = self._query_cache.lookup(keys)
-        todo = keys[~found]
-        if len(todo) == 0:
-            return
         # its own stage name: the query pass's encode_queries + queries_cached rows count the queries read
-        with self.metrics.time("prefetch_queries", len(todo)):
-            self._query_cache.add(todo, self.encoder.encode_queries([text_of[k] for k in todo.tolist()]))
+        self._query_cache.vectors_for(np.fromiter(text_of, np.uint64, len(text_of)), list(text_of.values()),
+                                      self.encoder.encode_queries,
+                                      lambda n: self.metrics.time("prefetch_queries", n) if n else nullcontext())
 
     def _encode_documents(self, block: pa.Table) -> pa.Table:
         if self.cached_keys is None or len(self.cached_keys) == 0:
@@ -131,17 +128,12 @@ class EncodeQueries(_EncodeStage):
         if self.cache is None:
             return super().__call__(block)
         from .query_cache import query_keys
-        keys = query_keys(block.column("query").to_pylist())
-        found, cached = self.cache.lookup(keys)
-        dim = cached.shape[1] if cached is not None and len(cached) else self.encoder.dim
-        vectors = np.zeros((block.num_rows, dim), np.float32)
-        if cached is not None:
-            vectors[found] = cached
-        todo = np.flatnonzero(~found)
-        with self.metrics.time(self.stage, len(todo)):
-            if len(todo):
-                vectors[todo] = self.encode(block.take(pa.array(todo)))
-                self.cache.add(keys[todo], vectors[todo])
+        texts = block.column("query").to_pylist()
+        # self.encoder is reached only when a query is missing: a lazily loaded model stays unloaded otherwise
+        vectors, found = self.cache.vectors_for(query_keys(texts), texts, lambda t: self.encoder.encode_queries(t),
+                                                lambda n: self.metrics.time(self.stage, n))
+        if vectors is None:  # an empty block
+            vectors = np.zeros((0, self.encoder.dim), np.float32)
         with self.metrics.time("queries_cached", int(found.sum())):
             pass
         return block.append_column("vector", to_arrow(vectors))
