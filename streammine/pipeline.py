@@ -89,32 +89,19 @@ def _job_env_vars() -> dict:
 # ---- read tasks ---------------------------------------------------------------------------------------------
 
 def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str], block_rows: int = 4096) -> list:
-    from .io import readers
     from .io.datasource import read_quarantining
-    i = cfg.input
+    from .io.readers import corpus_reader
     if cfg.encoder.kind == "precomputed":
-        return [functools.partial(_precomputed_corpus_blocks, cfg.encoder.corpus_vectors, check_finite=not i.lenient)]
-    if i.format == "beir":
-        return [functools.partial(read_quarantining, readers.iter_beir_corpus, quarantine_url, dir_url=i.path,
-                                  block_rows=block_rows)]
-    return [functools.partial(read_quarantining, readers.iter_pairs_corpus, quarantine_url, url=i.path,
-                              columns=i.columns, corpus_url=i.corpus, block_rows=block_rows)]
-
-
-def _query_reader(cfg: MineConfig) -> tuple:
-    """(reader function, its arguments) for the run's queries."""
-    from .io import readers
-    i = cfg.input
-    if i.format == "beir":
-        return readers.iter_beir_queries, dict(dir_url=i.path, split=i.split, max_queries=i.max_queries,
-                                               block_rows=cfg.run.query_batch_size)
-    return readers.iter_pairs_queries, dict(url=i.path, columns=i.columns, corpus_url=i.corpus,
-                                            max_queries=i.max_queries, block_rows=cfg.run.query_batch_size)
+        return [functools.partial(_precomputed_corpus_blocks, cfg.encoder.corpus_vectors,
+                                  check_finite=not cfg.input.lenient)]
+    reader, kwargs = corpus_reader(cfg.input)
+    return [functools.partial(read_quarantining, reader, quarantine_url, block_rows=block_rows, **kwargs)]
 
 
 def query_read_fns(cfg: MineConfig, quarantine_url: Optional[str]) -> list:
     from .io.datasource import read_quarantining
-    reader, kwargs = _query_reader(cfg)
+    from .io.readers import query_reader
+    reader, kwargs = query_reader(cfg.input, cfg.run.query_batch_size)
     return [functools.partial(read_quarantining, reader, quarantine_url, **kwargs)]
 
 
@@ -164,7 +151,8 @@ def prefetch_query_blocks(cfg: MineConfig, schema: pa.Schema) -> Iterator[pa.Tab
     encoder actors encode them after the documents, into the query-vector cache, so the query pass that follows
     loads no model. Best effort: bad rows are skipped here, and the query pass reports or quarantines them."""
     from .io.records import Quarantine
-    reader, kwargs = _query_reader(cfg)
+    from .io.readers import query_reader
+    reader, kwargs = query_reader(cfg.input, cfg.run.query_batch_size)
     for table in reader(quarantine=Quarantine(), **kwargs):  # this quarantine is never written: see above
         n = table.num_rows
         if n == 0:

@@ -545,3 +545,17 @@ def test_beir_query_line_after_a_rejected_one_with_the_same_id_is_kept(tmp_path)
     assert [(x["query_id"], x["query"]) for x in rows(readers.iter_beir_queries(root, quarantine=q))] == \
         [("q1", "second try"), ("q2", "b")]
     assert [r["location"] for r in q.records] == [f"{fs.join(root, 'queries.jsonl')}:1"]
+
+
+def test_corpus_texts_first_row_of_an_id_wins_and_strict_runs_raise(tmp_path):
+    """The id -> text map the exporters and the cross-encoder use: every document as embedded; a repeated id keeps
+    its first row (as the index does); a bad row raises in a strict run and is skipped in a lenient one."""
+    from streammine.config import InputConfig
+    corpus = CORPUS + [{"_id": "d1", "title": "Lyon", "text": "a second row with the id d1"}, "{broken"]
+    root = write_beir(str(tmp_path / "beir"), corpus=corpus)
+    texts = readers.corpus_texts(InputConfig(path=root, lenient=True))
+    assert texts == {"d1": document_text("Paris", "Paris is the capital of France."),
+                     "d2": document_text(None, "Berlin is the capital of Germany."),
+                     "d3": document_text("Rome", ""), "4": document_text(None, "Madrid is in Spain.")}
+    with pytest.raises(InputError, match=r"corpus\.jsonl:6"):
+        readers.corpus_texts(InputConfig(path=root))

@@ -16,23 +16,11 @@ from ..errors import StreamMineError
 
 def document_texts(cfg: MineConfig) -> dict:
     """Every corpus document's text as it is embedded (title + text), by id, read from the run's input."""
-    from ..io import readers
-    from ..io.records import Quarantine
-    from .stages import block_document_texts
-    i = cfg.input
-    # lenient: bad rows were quarantined (and counted) by the corpus pass; here they are only skipped
-    quarantine = Quarantine() if i.lenient else None
-    if i.format == "beir":
-        blocks = readers.iter_beir_corpus(dir_url=i.path, quarantine=quarantine)
-    else:
-        blocks = readers.iter_pairs_corpus(url=i.path, columns=i.columns, corpus_url=i.corpus, quarantine=quarantine)
-    texts = {}
+    from ..io.readers import corpus_texts
     try:
-        for t in blocks:
-            texts.update(zip(t.column("doc_id").to_pylist(), block_document_texts(t)))
+        return corpus_texts(cfg.input)
     except FileNotFoundError as e:
         raise StreamMineError(f"mining.cross_encoder needs the corpus texts, and the input has none: {e}") from e
-    return texts
 
 
 class CrossEncoderScorer:

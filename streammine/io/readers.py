@@ -566,6 +566,38 @@ def iter_pairs_corpus(url: str, columns: Optional[ColumnsConfig] = None, corpus_
 
 # ---- precomputed vectors ------------------------------------------------------------------------------------
 
+def corpus_reader(input_cfg) -> tuple:
+    """(reader function, its keyword arguments) for a run's corpus documents: BEIR's corpus file, or the documents
+    of a pairs input (its positive texts, or its separate corpus table). The corpus pass and the cross-encoder's
+    text lookup read through this one choice."""
+    if input_cfg.format == "beir":
+        return iter_beir_corpus, {"dir_url": input_cfg.path}
+    return iter_pairs_corpus, {"url": input_cfg.path, "columns": input_cfg.columns, "corpus_url": input_cfg.corpus}
+
+
+def corpus_texts(input_cfg) -> Dict[str, str]:
+    """doc id -> the document's text as it is embedded (title + text), for the whole corpus of a run's input; the
+    first row of an id wins, as in the index. Bad rows raise in a strict run; a lenient run skips them here (the
+    corpus pass quarantined and counted them). Memory: the corpus text."""
+    reader, kwargs = corpus_reader(input_cfg)
+    texts: Dict[str, str] = {}
+    for block in reader(quarantine=Quarantine() if input_cfg.lenient else None, **kwargs):
+        for doc_id, title, text in zip(block.column("doc_id").to_pylist(), block.column("title").to_pylist(),
+                                       block.column("text").to_pylist()):
+            texts.setdefault(doc_id, document_text(title, text))
+    return texts
+
+
+def query_reader(input_cfg, block_rows: int) -> tuple:
+    """(reader function, its keyword arguments) for a run's queries (with their positives)."""
+    i = input_cfg
+    if i.format == "beir":
+        return iter_beir_queries, {"dir_url": i.path, "split": i.split, "max_queries": i.max_queries,
+                                   "block_rows": block_rows}
+    return iter_pairs_queries, {"url": i.path, "columns": i.columns, "corpus_url": i.corpus,
+                                "max_queries": i.max_queries, "block_rows": block_rows}
+
+
 class _Dim:
     """The expected vector dimension: given, or taken from the first row seen."""
 

@@ -9,20 +9,8 @@ from ..io import fs
 
 def corpus_texts(cfg) -> dict:
     """doc id -> document text (title + " " + text), for exporters that write texts. Memory: the corpus text."""
-    from ..io import readers
-    from ..io.records import Quarantine, document_text
-    i = cfg.input
-    # lenient runs: bad rows were quarantined while mining; here they are only skipped again
-    quarantine = Quarantine() if i.lenient else None
-    blocks = (readers.iter_beir_corpus(dir_url=i.path, quarantine=quarantine) if i.format == "beir"
-              else readers.iter_pairs_corpus(url=i.path, columns=i.columns, corpus_url=i.corpus,
-                                             quarantine=quarantine))
-    texts = {}
-    for block in blocks:
-        for doc_id, title, text in zip(block.column("doc_id").to_pylist(), block.column("title").to_pylist(),
-                                       block.column("text").to_pylist()):
-            texts.setdefault(doc_id, document_text(title, text))
-    return texts
+    from ..io.readers import corpus_texts as read_corpus_texts
+    return read_corpus_texts(cfg.input)
 
 
 EXPORT_FILES = {"st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet",
