@@ -254,7 +254,8 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
     ``prefetch_queries`` (and the query cache on), the same encoder actors encode the run's queries into the
     query-vector cache after the documents: the query pass then starts no second model."""
     from .encode.stages import EncodeDocuments
-    from .index.store import EmbeddingStoreSink, read_manifest
+    from .index.store import read_manifest
+    from .index.store_sink import EmbeddingStoreSink
     manifest = read_manifest(store_url)
     if manifest is not None:
         log.info("embedding store %s is up to date: the corpus is not encoded again", store_url)

@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streammine.index.store import EmbeddingStoreSink, buckets_of_shard, read_buckets, read_manifest
+from streammine.index.store import buckets_of_shard, read_buckets, read_manifest
+from streammine.index.store_sink import EmbeddingStoreSink
 from streammine.sink.parts import MinedPartsSink, iter_rows
 from streammine.sink.schema import MINED_SCHEMA
 from streammine.vectors import to_arrow

@@ -8,23 +8,21 @@ Layout under ``<work_dir>/embeddings/<store_key>/``::
 A shard owns the buckets ``b`` with ``b % n_shards == shard_id``, so the shard count can change without
 re-encoding, and a restarted shard rebuilds from here. A store whose manifest matches the corpus fingerprint and
 model is reused: the corpus is not encoded twice.
+
+This module is the read side (shard actors import it); the Ray Data sink that writes a store is in
+``store_sink.py``, so a shard actor does not import Ray Data.
 """
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray.data import Datasink
 
-from ..errors import StreamMineError
 from ..io import fs
 from ..keys import keys64, splitmix64
-from ..vectors import from_arrow, to_arrow
 
 NUM_BUCKETS = 64
 STORE_COLUMNS = ["doc_id", "text_key", "file_idx", "row", "location", "vector"]
@@ -54,121 +52,6 @@ def stored_doc_keys(store_url: str) -> np.ndarray:
             t = pq.read_table(fh, columns=["doc_id", "text_key"])
         chunks.append(doc_keys(t.column("doc_id").to_pylist(), t.column("text_key").to_numpy()))
     return np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint64)
-
-
-class EmbeddingStoreSink(Datasink):
-    """Writes encoded corpus blocks into the bucketed store; commits the manifest when every block is written.
-
-    With ``cached_store`` (a committed store of the same model), rows flagged ``cached`` were not encoded: their
-    vectors are copied from that store, bucket by bucket (both stores bucket by document id), before the commit.
-    """
-
-    def __init__(self, store_url: str, manifest_extra: dict, cached_store: Optional[str] = None):
-        self.store_url = store_url
-        self.manifest_extra = manifest_extra
-        self.cached_store = cached_store
-
-    @property
-    def min_rows_per_write(self) -> int:
-        # one file per bucket per write task: bundle blocks so the store is not thousands of tiny files
-        return 65536
-
-    def write(self, blocks: Iterable, ctx) -> dict:
-        columns = STORE_COLUMNS + ["cached"]
-        tables = [b.select([c for c in columns if c in b.column_names]) for b in blocks if b.num_rows]
-        if not tables:
-            return {"rows_per_file": {}, "docs": 0, "dim": None}
-        block = pa.concat_tables(tables, promote_options="default")
-        cached = block.column("cached").to_numpy(zero_copy_only=False) if "cached" in block.column_names else None
-        file_idx = block.column("file_idx").to_numpy()
-        rows = block.column("row").to_numpy()
-        rows_per_file = {int(f): int(rows[file_idx == f].max()) + 1 for f in np.unique(file_idx)}
-        buckets = bucket_of(block.column("doc_id").to_pylist())
-        files, files_to_fill = [], []
-        for b in np.unique(buckets):
-            name = f"bucket={int(b):02d}/part-{uuid.uuid4().hex}.parquet"
-            fs.makedirs(fs.join(self.store_url, f"bucket={int(b):02d}"))
-            part = block.filter(pa.array(buckets == b))
-            if cached is not None and cached[buckets == b].any():
-                files_to_fill.append(name)
-            elif "cached" in part.column_names:
-                part = part.drop_columns(["cached"])
-            with fs.open_url(fs.join(self.store_url, name), "wb") as f:
-                pq.write_table(part, f)
-            files.append(name)
-        n_cached = int(cached.sum()) if cached is not None else 0
-        return {"rows_per_file": rows_per_file, "docs": block.num_rows, "encoded": block.num_rows - n_cached,
-                "cached": n_cached, "dim": block.column("vector").type.list_size, "files": files,
-                "files_to_fill": files_to_fill}
-
-    def on_write_complete(self, write_result) -> None:
-        rows_per_file: dict = {}
-        docs, dim, files, to_fill, encoded, n_cached = 0, None, [], [], 0, 0
-        for r in write_result.write_returns:
-            if not r:
-                continue
-            docs += r["docs"]
-            encoded += r.get("encoded", r["docs"])
-            n_cached += r.get("cached", 0)
-            dim = dim or r["dim"]
-            files += r.get("files", [])
-            to_fill += r.get("files_to_fill", [])
-            for f, count in r["rows_per_file"].items():
-                rows_per_file[f] = max(rows_per_file.get(f, 0), count)
-        if to_fill:
-            files = fill_cached_vectors(self.store_url, self.cached_store, files, to_fill)
-        # The manifest names the files of the write tasks that finished: a task retried after a worker or node
-        # died may have left a partial or duplicate file behind, which must never reach a shard.
-        manifest = dict(self.manifest_extra, docs=docs, dim=dim, files=sorted(files), encoded=encoded,
-                        cached=n_cached, cached_from=self.cached_store if n_cached else None,
-                        committed_at=time.time(),
-                        rows_per_file={str(k): v for k, v in sorted(rows_per_file.items())})
-        write_manifest(self.store_url, manifest)
-        remove_unlisted(self.store_url, manifest["files"])
-
-
-def fill_cached_vectors(store_url: str, cached_store: Optional[str], files: list, to_fill: list) -> list:
-    """Replaces each file in ``to_fill`` by a copy whose cached rows carry their vectors from ``cached_store``
-    (one Ray task per file; each reads only the same bucket of the cached store). Returns the new file list."""
-    import ray
-    if not cached_store:
-        raise StreamMineError(f"{store_url}: rows marked cached but no store to take their vectors from")
-    cached_manifest = read_manifest(cached_store)
-    if cached_manifest is None:
-        raise StreamMineError(f"the embedding cache {cached_store} is gone (no manifest): cannot reuse its vectors")
-    fill = ray.remote(num_cpus=0.25, max_retries=3)(_fill_file)
-    replaced = dict(ray.get([fill.remote(store_url, name, cached_store, cached_manifest["files"])
-                             for name in to_fill]))
-    return [replaced.get(f, f) for f in files]
-
-
-def _fill_file(store_url: str, name: str, cached_store: str, cached_files: list):
-    bucket = name.split("/", 1)[0]
-    with fs.open_url(fs.join(store_url, name), "rb") as f:
-        table = pq.read_table(f)
-    cached = table.column("cached").to_numpy(zero_copy_only=False)
-    wanted = doc_keys(table.column("doc_id").to_pylist(), table.column("text_key").to_numpy())
-    vectors = from_arrow(table.column("vector")).copy()
-    need = {int(k): i for i, k in enumerate(wanted) if cached[i]}
-    for cf in cached_files:
-        if cf.split("/", 1)[0] != bucket or not need:
-            continue
-        with fs.open_url(fs.join(cached_store, cf), "rb") as f:
-            old = pq.read_table(f, columns=["doc_id", "text_key", "vector"])
-        old_keys = doc_keys(old.column("doc_id").to_pylist(), old.column("text_key").to_numpy())
-        old_vectors = from_arrow(old.column("vector"))
-        for j, k in enumerate(old_keys):
-            i = need.pop(int(k), None)
-            if i is not None:
-                vectors[i] = old_vectors[j]
-    if need:
-        raise StreamMineError(f"{cached_store}: {len(need)} cached documents of {bucket} not found")
-    table = table.drop_columns(["cached", "vector"]).append_column("vector", to_arrow(vectors))
-    new_name = f"{bucket}/part-{uuid.uuid4().hex}.parquet"
-    with fs.open_url(fs.join(store_url, new_name), "wb") as f:
-        pq.write_table(table.select(STORE_COLUMNS), f)
-    fs.remove_quietly([fs.join(store_url, name)])
-    return name, new_name
 
 
 def write_manifest(store_url: str, manifest: dict) -> None:
