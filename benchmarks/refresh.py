@@ -82,7 +82,8 @@ def cold_vs_warm(data: str, work: str, tmp: str) -> dict:
                      "documents_encoded": summary["counts"]["documents_encoded"],
                      "queries_encoded": summary["counts"]["queries_encoded"],
                      "queries_from_cache": summary["counts"]["queries_from_cache"],
-                     "queries_out": summary["counts"]["queries_out"]}
+                     "queries_out": summary["counts"]["queries_out"],
+                     "query_vectors": summary.get("query_vectors")}
     cold_out, cold = run("cold")
     warm_out, warm = run("warm")
     same = rows_by_query(cold_out) == rows_by_query(warm_out)

@@ -356,6 +356,23 @@ def query_cache_url(cfg: MineConfig) -> Optional[str]:
     return fs.join(cfg.run.work_dir or fs.join(cfg.output.path, "_work"), "query_vectors", key)
 
 
+def query_cache_complete_marker(cfg: MineConfig) -> Optional[str]:
+    """Where a finished query pass marks the query-vector cache as holding every query of this run's input (None
+    when the cache is off or the vectors are precomputed). The marker is named by the input's file stamps (size,
+    modification time; as for the embedding store) and the query settings, so a changed query file, split or limit
+    has no marker. With a marker, a run that reuses its embedding store lets the miners look the query vectors up
+    (no encoder actors start for the query pass). Vectors deleted behind a marker cost only speed: a query the
+    cache lacks is encoded by the miner that meets it."""
+    cache = query_cache_url(cfg)
+    if cache is None or cfg.encoder.kind == "precomputed":
+        return None
+    i = cfg.input
+    ident = {"format": i.format, "split": i.split, "max_queries": i.max_queries,
+             "columns": i.columns.__dict__ if i.format == "pairs" else None, "files": corpus_fingerprint(cfg)}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fs.join(cache, "complete", f"{key}.json")
+
+
 def _add_query_vectors(ds, cfg: MineConfig, metrics, plan: "EncoderPlan"):
     from .encode.plan import LOOKUP_CPUS
     from .encode.stages import EncodeQueries, LookupQueryVectors
@@ -378,11 +395,12 @@ def keep_query_slice(block: pa.Table, slice_id: int, n_slices: int) -> pa.Table:
 
 def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantine_url: Optional[str], metrics,
                  plan: "EncoderPlan", model_version: str, query_slice: Optional[tuple] = None,
-                 queries_prefetched: bool = False) -> None:
+                 queries_cached: bool = False) -> None:
     """Queries -> encode -> fan-out search, merge, filter, sample -> Parquet parts under ``out_url`` (streaming).
 
-    ``queries_prefetched``: the corpus encoders of this run put every query's vector in the query-vector cache
-    (build_store), so the miners look the vectors up themselves and no encoder actor is started for the pass
+    ``queries_cached``: every query's vector is in the query-vector cache (put there by this run's corpus
+    encoders, see build_store, or by an earlier pass: query_cache_complete_marker), so the miners look the vectors
+    up themselves and no encoder actor is started for the pass
     (on a 1,024-document slice on 2 cores, the query pass took 2.7 s instead of 4.6 s)."""
     from .index.store import total_rows
     from .sink.parts import MinedPartsSink
@@ -394,7 +412,7 @@ def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantin
                                                                                  "n_slices": query_slice[1]},
                             num_cpus=0.25)
     ds = ds.repartition(target_num_rows_per_block=cfg.run.query_batch_size)  # see build_store
-    miner_cache = query_cache_url(cfg) if queries_prefetched else None
+    miner_cache = query_cache_url(cfg) if queries_cached else None
     if miner_cache is None:
         ds = _add_query_vectors(ds, cfg, metrics, plan)
     ds = ds.map_batches(MineQueries, batch_size=cfg.run.query_batch_size, batch_format="pyarrow",
@@ -435,16 +453,21 @@ def mine(cfg: MineConfig) -> RunResult:
                  "reused" if manifest["reused"] else "encoded")
         with _phase(phases, "index_build_seconds"):
             shard_info = index.wait_ready()
-        prefetched = not manifest["reused"] and cfg.encoder.kind != "precomputed" and bool(query_cache_url(cfg))
+        # Where the query pass gets its vectors: the cache, read by the miners, when it holds every query (filled
+        # by this run's corpus encoders, or marked complete by an earlier pass over the same input); else its own
+        # encoder actors (which read the cache first); or the user's precomputed vectors.
+        marker = query_cache_complete_marker(cfg)
+        source = ("precomputed" if cfg.encoder.kind == "precomputed" else
+                  "prefetched" if marker and not manifest["reused"] else
+                  "cache" if marker and fs.exists(marker) else "encoder-actors")
         with _phase(phases, "query_mining_seconds"):
             mine_queries(cfg, index, manifest, out, quarantine_url, metrics, plan, manifest["store_key"],
-                         queries_prefetched=prefetched)
+                         queries_cached=source in ("prefetched", "cache"))
+        if marker:  # every query the input yields now has a vector in the cache
+            fs.write_json_atomic(marker, {"completed_at": time.time(), "output": out})
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
-        # where the query pass got its vectors: the cache the corpus encoders filled (read by the miners), its own
-        # encoder actors (which read the cache first), or the user's precomputed vectors
-        summary["query_vectors"] = ("precomputed" if cfg.encoder.kind == "precomputed" else
-                                    "prefetched" if prefetched else "encoder-actors")
+        summary["query_vectors"] = source
         if cfg.encoder.kind != "precomputed":
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)

@@ -20,9 +20,10 @@ SAME_TEXT_SLACK = 16
 class MineQueries:
     """Encoded query records -> mined rows (MINED_SCHEMA). Quarantines what lenient mode lets through.
 
-    With ``query_cache_url`` the records come without vectors: the miner looks them up in the query-vector cache
-    the corpus encoders filled (pipeline.build_store's prefetch), so the query pass starts no encoder actors; a
-    query missing from the cache is encoded here, with a model loaded on first need."""
+    With ``query_cache_url`` the records come without vectors: the miner looks them up in the query-vector cache,
+    which holds every query of the run (filled by the corpus encoders' prefetch, or by an earlier pass: see
+    pipeline.query_cache_complete_marker), so the query pass starts no encoder actors; a query missing from the
+    cache is encoded here, with a model loaded on first need."""
 
     def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
                  quarantine_url: str, metrics=None, query_cache_url: Optional[str] = None):

@@ -157,6 +157,15 @@ def test_queries_prefetched_by_the_corpus_encoders_change_nothing(ray_session, t
     for qid in a:
         assert a[qid]["negative_ids"] == b[qid]["negative_ids"]
         np.testing.assert_allclose(a[qid]["negative_scores"], b[qid]["negative_scores"], atol=1e-5)
+    # Warm (the store is reused, nothing prefetched): the cold pass marked the cache complete for this input, so
+    # the miners read it again; another query limit has no such mark and gets the query-encoder stage.
+    warm = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / "pre"), "output.overwrite": True}))
+    assert warm.summary["index"]["store_reused"] and warm.summary["query_vectors"] == "cache"
+    assert warm.summary["stages"]["queries_cached"]["rows"] == 16 and warm.summary["counts"]["queries_encoded"] == 0
+    assert read_output(warm.output) == a
+    other = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / "pre"), "output.overwrite": True,
+                                                     "input.max_queries": 12}))
+    assert other.summary["query_vectors"] == "encoder-actors" and other.summary["counts"]["queries_in"] == 12
 
 
 def test_local_ray_stops_its_autoscaler_monitor_first(tmp_path):
