@@ -15,10 +15,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+
+from scifact import MINE_FLAGS, timed  # this script's folder is on sys.path when it runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -37,13 +38,6 @@ def repeated_beir(src: str, dst: str, repeat: int) -> int:
     return len(docs) * repeat
 
 
-def timed(cmd: list, env: dict) -> float:
-    print("$", " ".join(cmd), flush=True)
-    t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True)
-    return time.perf_counter() - t
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -59,9 +53,7 @@ def main() -> None:
         timed([py, os.path.join(HERE, "encode_only.py"), "--data", data, "--procs", str(os.cpu_count() or 1),
                "--out", enc_json], env)
         out = os.path.join(tmp, "out")
-        wall = timed([py, "-m", "streammine.cli", "mine", "--input", data, "--output", out, "--filter",
-                      "topk-percpos", "--perc", "0.95", "--num-negatives", "5", "--range-max", "50", "--sampler",
-                      "top", "--index", "flat", "--no-progress"], env)
+        wall = timed([py, "-m", "streammine.cli", "mine", "--input", data, "--output", out, *MINE_FLAGS], env)
         with open(enc_json) as f:
             enc = json.load(f)
         with open(os.path.join(out, "summary.json")) as f:

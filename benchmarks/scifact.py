@@ -18,6 +18,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the mining settings both sides are held to (see the docstring); benchmarks/efficiency.py uses them too
+MINE_FLAGS = ["--filter", "topk-percpos", "--perc", "0.95", "--num-negatives", "5", "--range-max", "50",
+              "--sampler", "top", "--index", "flat", "--no-progress"]
 
 
 def timed(cmd: list, env: dict) -> float:
@@ -53,8 +56,7 @@ def main() -> None:
     out = os.path.join(a.results, "streammine-out")
     shutil.rmtree(out, ignore_errors=True)  # cold: no embedding store to reuse
     mine = ["-m", "streammine.cli", "mine", "--input", a.data, "--output", out, "--overwrite", "--shards", a.shards,
-            "--filter", "topk-percpos", "--perc", "0.95", "--num-negatives", "5", "--range-max", "50",
-            "--sampler", "top", "--index", "flat", "--no-progress"]
+            *MINE_FLAGS]
     res["streammine_cold_wall_seconds"] = timed([py] + mine, env)
     with open(os.path.join(out, "summary.json")) as f:
         cold = json.load(f)
