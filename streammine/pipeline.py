@@ -197,14 +197,15 @@ def model_key(cfg: MineConfig) -> str:
     return hashlib.sha256(json.dumps(_model_ident(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def store_key(cfg: MineConfig) -> str:
-    """Identifies (model, encoding settings, corpus content): a changed corpus or model gets a new store."""
+def store_key(cfg: MineConfig, fingerprint: Optional[list] = None) -> str:
+    """Identifies (model, encoding settings, corpus content): a changed corpus or model gets a new store.
+    ``fingerprint``: :func:`corpus_fingerprint`, when the caller already has it."""
     e = cfg.encoder
     ident = dict(_model_ident(cfg),
                  corpus_vectors=e.corpus_vectors, input=[cfg.input.format, cfg.input.path, cfg.input.corpus,
                                                          cfg.input.columns.__dict__ if cfg.input.format == "pairs"
                                                          else None],
-                 fingerprint=corpus_fingerprint(cfg))
+                 fingerprint=corpus_fingerprint(cfg) if fingerprint is None else fingerprint)
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -356,19 +357,20 @@ def query_cache_url(cfg: MineConfig) -> Optional[str]:
     return fs.join(cfg.run.work_dir or fs.join(cfg.output.path, "_work"), "query_vectors", key)
 
 
-def query_cache_complete_marker(cfg: MineConfig) -> Optional[str]:
+def query_cache_complete_marker(cfg: MineConfig, fingerprint: Optional[list] = None) -> Optional[str]:
     """Where a finished query pass marks the query-vector cache as holding every query of this run's input (None
     when the cache is off or the vectors are precomputed). The marker is named by the input's file stamps (size,
     modification time; as for the embedding store) and the query settings, so a changed query file, split or limit
     has no marker. With a marker, a run that reuses its embedding store lets the miners look the query vectors up
     (no encoder actors start for the query pass). Vectors deleted behind a marker cost only speed: a query the
-    cache lacks is encoded by the miner that meets it."""
+    cache lacks is encoded by the miner that meets it. ``fingerprint``: as for :func:`store_key`."""
     cache = query_cache_url(cfg)
     if cache is None or cfg.encoder.kind == "precomputed":
         return None
     i = cfg.input
     ident = {"format": i.format, "split": i.split, "max_queries": i.max_queries,
-             "columns": i.columns.__dict__ if i.format == "pairs" else None, "files": corpus_fingerprint(cfg)}
+             "columns": i.columns.__dict__ if i.format == "pairs" else None,
+             "files": corpus_fingerprint(cfg) if fingerprint is None else fingerprint}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fs.join(cache, "complete", f"{key}.json")
 
@@ -438,7 +440,8 @@ def mine(cfg: MineConfig) -> RunResult:
     out = cfg.output.path
     quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
     work = cfg.run.work_dir or fs.join(out, "_work")
-    store_url = fs.join(work, "embeddings", store_key(cfg))
+    fingerprint = corpus_fingerprint(cfg)  # the input files' stamps, listed once: they name the store and the mark
+    store_url = fs.join(work, "embeddings", store_key(cfg, fingerprint))
     # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer (and a
     # local run whose actors cannot fit stops here, before any actor is started)
     plan = encoder_plan(cfg)
@@ -456,7 +459,7 @@ def mine(cfg: MineConfig) -> RunResult:
         # Where the query pass gets its vectors: the cache, read by the miners, when it holds every query (filled
         # by this run's corpus encoders, or marked complete by an earlier pass over the same input); else its own
         # encoder actors (which read the cache first); or the user's precomputed vectors.
-        marker = query_cache_complete_marker(cfg)
+        marker = query_cache_complete_marker(cfg, fingerprint)
         source = ("precomputed" if cfg.encoder.kind == "precomputed" else
                   "prefetched" if marker and not manifest["reused"] else
                   "cache" if marker and fs.exists(marker) else "encoder-actors")

@@ -564,7 +564,7 @@ def iter_pairs_corpus(url: str, columns: Optional[ColumnsConfig] = None, corpus_
                 yield table
 
 
-# ---- precomputed vectors ------------------------------------------------------------------------------------
+# ---- a run's readers ---------------------------------------------------------------------------------------
 
 def corpus_reader(input_cfg) -> tuple:
     """(reader function, its keyword arguments) for a run's corpus documents: BEIR's corpus file, or the documents
@@ -597,6 +597,8 @@ def query_reader(input_cfg, block_rows: int) -> tuple:
     return iter_pairs_queries, {"url": i.path, "columns": i.columns, "corpus_url": i.corpus,
                                 "max_queries": i.max_queries, "block_rows": block_rows}
 
+
+# ---- precomputed vectors ------------------------------------------------------------------------------------
 
 class _Dim:
     """The expected vector dimension: given, or taken from the first row seen."""

@@ -13,22 +13,22 @@ from ..errors import StreamMineError
 
 def corpus_blocks(input_cfg: dict):
     """The corpus of a run's ``input`` config section as CORPUS_SCHEMA blocks (raises if it cannot be read)."""
+    from ..config import InputConfig
     from ..io import fs, readers
     from ..io.records import Quarantine
     fmt, path = input_cfg.get("format", "beir"), input_cfg.get("path")
     if not path:
         raise StreamMineError("the run config names no input path")
-    # bad rows were reported (or quarantined) when mining; here they are only skipped
-    quarantine = Quarantine()
     if fmt == "beir":
         readers.beir_corpus_url(path)  # raises InputError when the directory has no corpus file
-        return readers.iter_beir_corpus(dir_url=path, quarantine=quarantine)
+    elif not fs.exists(path):
+        raise StreamMineError(f"{path}: not found")
     columns = ColumnsConfig(**{k: v for k, v in (input_cfg.get("columns") or {}).items()
                                if k in ColumnsConfig.__dataclass_fields__})
-    if not fs.exists(path):
-        raise StreamMineError(f"{path}: not found")
-    return readers.iter_pairs_corpus(url=path, columns=columns, corpus_url=input_cfg.get("corpus"),
-                                     quarantine=quarantine)
+    reader, kwargs = readers.corpus_reader(InputConfig(format=fmt, path=path, corpus=input_cfg.get("corpus"),
+                                                       columns=columns))
+    # bad rows were reported (or quarantined) when mining; here they are only skipped
+    return reader(quarantine=Quarantine(), **kwargs)
 
 
 def fetch_texts(input_cfg: Optional[dict], wanted: Iterable[str]) -> Tuple[Dict[str, str], Optional[str]]:

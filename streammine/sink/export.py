@@ -7,12 +7,6 @@ import ray
 from ..io import fs
 
 
-def corpus_texts(cfg) -> dict:
-    """doc id -> document text (title + " " + text), for exporters that write texts. Memory: the corpus text."""
-    from ..io.readers import corpus_texts as read_corpus_texts
-    return read_corpus_texts(cfg.input)
-
-
 EXPORT_FILES = {"st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet",
                 "flagembedding": "flagembedding.jsonl"}
 
@@ -21,7 +15,8 @@ EXPORT_FILES = {"st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parq
 def _export_task(cfg, out_url: str) -> dict:
     from . import exporters
     from .parts import list_parts
-    texts = corpus_texts(cfg)
+    from ..io.readers import corpus_texts
+    texts = corpus_texts(cfg.input)  # doc id -> text, for the exporters that write texts (memory: the corpus text)
     parts = list_parts(out_url)
     functions = {"st-triplet": exporters.export_st_triplet, "st-ntuple": exporters.export_st_ntuple,
                  "flagembedding": exporters.export_flagembedding}
