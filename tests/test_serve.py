@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import shutil
 import signal
@@ -102,6 +103,18 @@ def _serve_in_thread(cfg):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return stop, thread, result
+
+
+class _RetryWarnings(logging.Handler):
+    """Notes the serve loop's "failed (attempt i of n), retrying" warnings."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying in" in record.getMessage():
+            self.seen += 1
 
 
 def _versions_in_log(out: str) -> dict:
@@ -242,15 +255,21 @@ def test_object_store_stopping_for_a_while_is_retried_not_lost(tmp_path, s3_env,
     cfg = load_config(None, dict(MINING, **{"input.path": data["path"], "output.path": out,
                                             "serve.checkpoints": ckpts, "serve.poll_seconds": 0.5,
                                             "serve.retries": 12, "serve.backoff_max_seconds": 4}))
+    # The outage lasts until the server has met it: a fixed pause raced the driver's own (botocore) retries,
+    # which can outlast a short outage on a slow machine so that nothing reaches the server's retry loop.
+    retry_warnings = _RetryWarnings()
+    logging.getLogger("streammine").addHandler(retry_warnings)
     stop, thread, result = _serve_in_thread(cfg)
     try:
         wait_for(lambda: "step-000000000" in _versions_in_log(out) or result, 300, "version 0 mined")
         proxy.down()  # the object store stops: refresh and mining of version 1 meet it
         publish_checkpoint(perturbed_model_dir(default_model_path(), str(tmp_path / "v1")), ckpts, step=1)
-        time.sleep(20)
+        wait_for(lambda: retry_warnings.seen or result, 300, "the server to meet the outage and retry")
+        time.sleep(5)  # and stays down a while after that: later calls meet it too
         proxy.up()
         wait_for(lambda: "step-000000001" in _versions_in_log(out) or result, 300, "version 1 mined")
     finally:
+        logging.getLogger("streammine").removeHandler(retry_warnings)
         if proxy.listener is None:
             proxy.up()
         stop.set()
@@ -259,6 +278,7 @@ def test_object_store_stopping_for_a_while_is_retried_not_lost(tmp_path, s3_env,
     per_version = _versions_in_log(out)
     for name in ("step-000000000", "step-000000001"):
         assert sorted(r["query_id"] for r in per_version[name]) == sorted(data["queries"])
+    # what was retried during the outage reached the summary once the store was back
     retried = [e for e in result["summary"]["errors"] if e["retried"]]
     assert retried, "the outage was never met: nothing was retried"
 
