@@ -105,18 +105,6 @@ def _serve_in_thread(cfg):
     return stop, thread, result
 
 
-class _RetryWarnings(logging.Handler):
-    """Notes the serve loop's "failed (attempt i of n), retrying" warnings."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.seen = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "retrying in" in record.getMessage():
-            self.seen += 1
-
-
 def _versions_in_log(out: str) -> dict:
     per_version = collections.defaultdict(list)
     for row in committed_rows(out):
@@ -243,7 +231,7 @@ def test_killed_during_refresh_and_during_mining_then_restarted_every_query_exac
 
 
 @pytest.mark.slow
-def test_object_store_stopping_for_a_while_is_retried_not_lost(tmp_path, s3_env, s3_bucket, monkeypatch):
+def test_object_store_stopping_for_a_while_is_retried_not_lost(tmp_path, s3_env, s3_bucket, monkeypatch, caplog):
     from urllib.parse import urlparse
     data = tiny_scifact(str(tmp_path / "data"), n_docs=40)
     target = urlparse(s3_env["AWS_ENDPOINT_URL"])
@@ -257,19 +245,18 @@ def test_object_store_stopping_for_a_while_is_retried_not_lost(tmp_path, s3_env,
                                             "serve.retries": 12, "serve.backoff_max_seconds": 4}))
     # The outage lasts until the server has met it: a fixed pause raced the driver's own (botocore) retries,
     # which can outlast a short outage on a slow machine so that nothing reaches the server's retry loop.
-    retry_warnings = _RetryWarnings()
-    logging.getLogger("streammine").addHandler(retry_warnings)
+    caplog.set_level(logging.WARNING, logger="streammine")  # the serve thread's "failed ..., retrying in" lines
     stop, thread, result = _serve_in_thread(cfg)
     try:
         wait_for(lambda: "step-000000000" in _versions_in_log(out) or result, 300, "version 0 mined")
         proxy.down()  # the object store stops: refresh and mining of version 1 meet it
         publish_checkpoint(perturbed_model_dir(default_model_path(), str(tmp_path / "v1")), ckpts, step=1)
-        wait_for(lambda: retry_warnings.seen or result, 300, "the server to meet the outage and retry")
+        wait_for(lambda: any("retrying in" in r.getMessage() for r in caplog.records) or result, 300,
+                 "the server to meet the outage and retry")
         time.sleep(5)  # and stays down a while after that: later calls meet it too
         proxy.up()
         wait_for(lambda: "step-000000001" in _versions_in_log(out) or result, 300, "version 1 mined")
     finally:
-        logging.getLogger("streammine").removeHandler(retry_warnings)
         if proxy.listener is None:
             proxy.up()
         stop.set()
