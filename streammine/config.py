@@ -17,7 +17,8 @@ from .errors import ConfigError
 
 FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 SAMPLERS = ("top", "random", "simans")
-INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq")
+INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq", "torch-flat")
+TORCH_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_FORMATS = ("beir", "pairs")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
@@ -75,6 +76,7 @@ class IndexConfig:
     pq_m: int = 16
     pq_nbits: int = 8
     use_gpu: str = "auto"               # auto | true | false
+    torch_dtype: str = "float16"        # torch-flat on a GPU: the products' input precision (a CPU: float32)
     oversample: int = 16                # extra candidates per shard, so exact rescoring can reorder the boundary
     # Several shards: rescore exactly only the candidates whose faiss score can reach the global top k (two
     # rounds per query block; the same result, far fewer vectors rescored). Off: every candidate, one round.
@@ -213,7 +215,7 @@ class MineConfig:
                                                              "query_vectors")},
                     "index": {k: v for k, v in d["index"].items()
                               if k not in ("shards", "use_gpu", "cpus_per_shard", "prune_rescoring",
-                                           "ivf_batch_scan")},
+                                           "ivf_batch_scan", "torch_dtype")},
                     "mining": d["mining"]}
         if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
             relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
@@ -232,6 +234,7 @@ class MineConfig:
         _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false"))
         _choice("index.kind", self.index.kind, INDEX_KINDS)
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
+        _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
         _choice("mining.filter.method", self.mining.filter.method, FILTERS)
         _choice("mining.sampler.method", self.mining.sampler.method, SAMPLERS)
         for fmt in self.output.export:

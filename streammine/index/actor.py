@@ -44,7 +44,10 @@ class ShardActor:
 
     def __init__(self, store_url: str, shard_id: int, n_shards: int, cfg: IndexConfig, lenient: bool = False,
                  quarantine_url: str | None = None, search_threads: int | None = None):
-        import faiss  # noqa: F401  (paid here, while the corpus is encoded, not at build time)
+        try:
+            import faiss  # noqa: F401  (paid here, while the corpus is encoded, not at build time)
+        except ImportError:  # index.kind=torch-flat needs none; a faiss kind says so when the shard is built
+            pass
         from .shard import IndexShard  # noqa: F401
         self.args = (store_url, shard_id, n_shards, cfg, lenient, quarantine_url, search_threads)
         self.shard_id = shard_id

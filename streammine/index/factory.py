@@ -20,7 +20,10 @@ import logging
 import math
 import warnings
 
-import faiss
+try:
+    import faiss
+except ImportError:  # torch-flat needs no faiss (index/torch_flat.py); the faiss kinds say so when asked for
+    faiss = None
 
 from ..config import INDEX_KINDS, IndexConfig
 from ..errors import ConfigError
@@ -46,11 +49,44 @@ def resolve_pq(cfg: IndexConfig, dim: int, n: int) -> tuple[int, int]:
     return m, nbits
 
 
-def make_index(cfg: IndexConfig, dim: int, n: int) -> faiss.Index:
-    """An empty inner-product index of ``cfg.kind`` sized for ``n`` vectors (train it, if needed, then add)."""
+def torch_flat_device(cfg: IndexConfig):
+    """The torch device a shard of ``cfg`` searches with ``torch-flat`` on, or None when it uses faiss.
+
+    ``torch-flat``: the GPU when torch sees one (``use_gpu`` auto/true), else the CPU (``true``: an error).
+    ``flat`` with ``use_gpu`` auto/true on a GPU that faiss cannot use (no faiss-gpu): ``torch-flat`` on that GPU,
+    the same exact search. The approximate kinds stay with faiss on the CPU (they exist to save memory or time
+    in ways torch-flat does not).
+    """
+    from .torch_flat import cuda_available
+    mode = _gpu_mode(cfg.use_gpu)
+    if cfg.kind == "torch-flat":
+        if mode == "false":
+            return "cpu"
+        if cuda_available():
+            return "cuda"
+        if mode == "true":
+            raise ConfigError("index.use_gpu=true, but torch sees no GPU (is a CUDA build of torch installed and a "
+                              "GPU visible to this process?); use index.use_gpu=auto or false to search on CPU")
+        return "cpu"
+    if cfg.kind == "flat" and mode != "false" and num_gpus() == 0 and cuda_available():
+        log.info("faiss has no GPU support here (faiss-gpu absent); index.kind=flat searches with torch-flat on "
+                 "the GPU")
+        return "cuda"
+    return None
+
+
+def make_index(cfg: IndexConfig, dim: int, n: int):
+    """An empty inner-product index of ``cfg.kind`` sized for ``n`` vectors (train it, if needed, then add):
+    a faiss index, or a ``torch_flat.TorchFlatIndex`` (see ``torch_flat_device``)."""
     kind = cfg.kind
     if kind not in INDEX_KINDS:
         raise ConfigError(f"index.kind must be one of {', '.join(INDEX_KINDS)}; got {kind!r}")
+    device = torch_flat_device(cfg)
+    if device is not None:
+        from .torch_flat import TorchFlatIndex
+        return TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype if device != "cpu" else "float32")
+    if faiss is None:
+        raise ConfigError(f"index.kind={kind} needs faiss (pip install faiss-cpu); index.kind=torch-flat does not")
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
     if kind == "hnsw":
@@ -75,7 +111,7 @@ def make_index(cfg: IndexConfig, dim: int, n: int) -> faiss.Index:
     return index  # faiss's Python wrapper keeps the quantizer alive with the index
 
 
-def gpu_supported(index: faiss.Index) -> bool:
+def gpu_supported(index) -> bool:
     """Whether faiss has a GPU version of this index (flat and IVF do; HNSW does not)."""
     return isinstance(faiss.downcast_index(index), (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFPQ))
 
@@ -88,6 +124,7 @@ def _gpu_mode(use_gpu) -> str:
 
 
 def num_gpus() -> int:
+    """GPUs faiss can use (0 without faiss-gpu)."""
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get is not None else 0
 
@@ -100,7 +137,7 @@ def maybe_to_gpu(index: faiss.Index, use_gpu="auto") -> faiss.Index:
     Call it on the empty index: training and adding then run on the GPU (the pattern of faiss's GPU tutorial).
     """
     mode = _gpu_mode(use_gpu)
-    if mode == "false":
+    if mode == "false" or getattr(index, "is_torch", False):  # torch-flat chose its device when made
         return index
     gpus = num_gpus()
     if gpus == 0 or not hasattr(faiss, "StandardGpuResources"):
@@ -131,7 +168,7 @@ def maybe_to_gpu(index: faiss.Index, use_gpu="auto") -> faiss.Index:
 
 
 def is_gpu_index(index) -> bool:
-    if index is None:
+    if index is None or getattr(index, "is_torch", False):  # a faiss GPU index (torch-flat has no k limit)
         return False
     try:
         index = faiss.downcast_index(index)
@@ -142,5 +179,5 @@ def is_gpu_index(index) -> bool:
 
 def set_search_threads(n) -> None:
     """faiss's OpenMP thread count for this process (an actor's CPU share); ``None``/0 leaves it alone."""
-    if n:
+    if n and faiss is not None:
         faiss.omp_set_num_threads(max(1, int(n)))

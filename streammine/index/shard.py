@@ -250,6 +250,8 @@ class IndexShard:
         if index.ntotal != n:
             raise RuntimeError(f"faiss index holds {index.ntotal} vectors, expected {n}")
         self.index = index
+        if getattr(index, "is_torch", False):  # torch-flat (index/torch_flat.py): nothing to share or scan
+            return
         self._share_storage()
         if self.cfg.ivf_batch_scan and not self._on_gpu:
             import faiss
@@ -416,6 +418,8 @@ class IndexShard:
         rounding of the exact score to float32. PQ codes and GPU kernels (which may use reduced precision) give
         no such bound, so their candidates are all rescored.
         """
+        if getattr(self.index, "is_torch", False):  # torch-flat states its own (TorchFlatIndex.error_bound)
+            return self.index.error_bound()
         if self.cfg.kind == "ivf-pq" or self._on_gpu or self.index is None:
             return None
         return 2.0 * self._dim * 2.0 ** -24 * self.max_norm
@@ -487,6 +491,8 @@ class IndexShard:
         total += self._key_rows.nbytes + self.doc_ids.nbytes + self._id_bytes
         if self.index is None:
             return int(total)
+        if getattr(self.index, "is_torch", False):
+            return int(total + self.index.device_bytes())
         import faiss
         idx = faiss.downcast_index(self.index)
         if isinstance(idx, faiss.IndexHNSW):
