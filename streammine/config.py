@@ -56,7 +56,7 @@ class EncoderConfig:
     max_length: Optional[int] = None
     batch_size: int = 0                 # texts per forward pass; 0: by a token budget on CPU, 32 on GPU
     normalize: bool = True
-    fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it
+    fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it; "bf16": bfloat16
     cpu_onednn: bool = True             # fp32 on a CPU: linear layers through oneDNN (encode/cpu_kernels.py)
     num_actors: int = 0                 # 0 -> one per GPU; on a CPU machine one per core, up to 4 (encode/plan.py)
     cpus_per_actor: Optional[float] = None  # None -> chosen with num_actors (encode/plan.py)
@@ -231,7 +231,7 @@ class MineConfig:
         _choice("encoder.kind", self.encoder.kind, ENCODER_KINDS)
         if self.encoder.kind == "precomputed" and not (self.encoder.corpus_vectors and self.encoder.query_vectors):
             raise ConfigError("encoder.kind=precomputed needs encoder.corpus_vectors and encoder.query_vectors")
-        _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false"))
+        _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false", "bf16"))
         _choice("index.kind", self.index.kind, INDEX_KINDS)
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)

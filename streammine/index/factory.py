@@ -84,7 +84,7 @@ def make_index(cfg: IndexConfig, dim: int, n: int):
     device = torch_flat_device(cfg)
     if device is not None:
         from .torch_flat import TorchFlatIndex
-        return TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype if device != "cpu" else "float32")
+        return TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype)
     if faiss is None:
         raise ConfigError(f"index.kind={kind} needs faiss (pip install faiss-cpu); index.kind=torch-flat does not")
     if kind == "flat":

@@ -76,13 +76,14 @@ def reduced_precision_bound(dim: int, max_norm: float, u: float, eta: float, u_a
 class TorchFlatIndex:
     """Exact inner-product candidates over vectors held as a torch tensor (see the module docstring).
 
-    ``device``: "cpu" or "cuda[:i]"; ``dtype``: the products' input precision. On a CPU a reduced ``dtype`` is
-    emulated (inputs rounded to it, then multiplied in float32: the GPU's arithmetic), which is how the tests
-    check the scaling and the bound without a GPU; the factory uses float32 there.
+    ``device``: "cpu" or "cuda[:i]"; ``dtype``: the GPU products' input precision. A CPU uses float32, except
+    with ``EMULATE_ON_CPU`` (tests): a reduced ``dtype`` is then emulated (inputs rounded to it, multiplied in
+    float32: the GPU's arithmetic), which checks the scaling, the ties and the bound without a GPU.
     ``query_chunk``: queries per matrix product (None: from the memory budget ``chunk_bytes``).
     """
     is_torch = True   # IndexShard: no faiss structures to share storage with or scan
     is_trained = True
+    EMULATE_ON_CPU = False  # tests: honour a reduced dtype on a CPU (emulated; see the class docstring)
 
     def __init__(self, dim: int, device: str = "cpu", dtype: str = "float16", query_chunk: Optional[int] = None,
                  chunk_bytes: Optional[int] = None):
@@ -93,7 +94,7 @@ class TorchFlatIndex:
         self.d = int(dim)
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
-        self.dtype_name = dtype
+        self.dtype_name = dtype if self.on_gpu or self.EMULATE_ON_CPU else "float32"
         self._dtype = getattr(torch, self.dtype_name)
         self.query_chunk = query_chunk
         self.chunk_bytes = chunk_bytes or (GPU_CHUNK_BYTES if self.on_gpu else CPU_CHUNK_BYTES)
