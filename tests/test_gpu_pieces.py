@@ -145,17 +145,18 @@ def test_error_bound_holds_and_pruning_is_exact(torch_kind):
     two-round search, which trusts that bound, gives the same top k as rescoring everything."""
     docs = corpus(3000, 48, seed=8, spread_norms=True)
     queries = (np.random.default_rng(9).normal(size=(30, 48)) * np.array([1e-3, 1, 50])[np.arange(30) % 3, None])
-    queries = queries.astype(np.float32)
-    index = build(docs, 1, torch_kind[1])
-    ix = index.shards[0].index
-    d, i = ix.search(queries, len(docs))
-    exact = np.take_along_axis(queries.astype(np.float64) @ docs.vectors.astype(np.float64).T,
-                               index.shards[0].ordinals[i], 1)
-    err = np.abs(d - exact) / np.linalg.norm(queries.astype(np.float64), axis=1)[:, None]
-    bound = index.shards[0].faiss_error_bound
-    assert bound is not None and err.max() <= bound
-    if torch_kind[1] != "float32":  # not vacuous: the errors reach a sizeable part of the bound
-        assert err.max() > bound / 30
+    for scale in (1.0, 1e4):  # 1e4: components far past float16's range (65504), unless scaled first
+        docs.vectors *= np.float32(scale)
+        q = (queries * scale).astype(np.float32)
+        index = build(docs, 1, torch_kind[1])
+        d, i = index.shards[0].index.search(q, len(docs))
+        exact = np.take_along_axis(q.astype(np.float64) @ docs.vectors.astype(np.float64).T,
+                                   index.shards[0].ordinals[i], 1)
+        err = np.abs(d - exact) / np.linalg.norm(q.astype(np.float64), axis=1)[:, None]
+        bound = index.shards[0].faiss_error_bound
+        assert bound is not None and err.max() <= bound, (scale, err.max(), bound)
+        if torch_kind[1] != "float32":  # not vacuous: the errors reach a sizeable part of the bound
+            assert err.max() > bound / 30
 
     docs = corpus(3000, 32, seed=1, clusters=15)  # near-duplicates: many candidates within the bound
     queries = (docs.vectors[:40] + 0.01 * np.random.default_rng(2).normal(size=(40, 32))).astype(np.float32)
