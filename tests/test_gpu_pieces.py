@@ -281,3 +281,28 @@ def test_encoder_device_and_precision(reference_vectors, device, fp16, min_cos):
     # batch sizing (a token budget on the CPU, 32 texts on a GPU) does not change the vectors beyond noise
     one_by_one = np.vstack([enc.encode_documents([t]) for t in TEXTS[:3]])
     assert cosines(one_by_one, vecs[:3]).min() >= min_cos
+
+
+# ---- the prepared device check, dry run ------------------------------------------------------------------
+
+def test_gpu_check_dry_run(tmp_path):
+    """benchmarks/gpu_check.py --cpu, smaller still: every step that runs passes and the JSON has its figures."""
+    import importlib.util
+    import json
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(root, "benchmarks", "gpu_check.py"))
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    out = tmp_path / "gpu_check.json"
+    rc = gpu_check.main(["--cpu", "--out", str(out), "--n-docs", "3000", "--n-queries", "96", "--ref-queries", "32",
+                         "--max-docs", "4", "--k", "20", "--block", "64"])
+    report = json.loads(out.read_text())
+    assert rc == 0 and report["ok"], report
+    steps = report["steps"]
+    assert "skipped" in steps["tests"] and "skipped" in steps["mine_e2e"]
+    search = steps["search"]
+    assert search["torch_flat_cpu_float32_vs_brute_force"] == {"queries": 32, "identical_queries": 32,
+                                                               "identical": True}
+    assert search["torch_flat_cpu_float32"]["queries_per_s"] > 0
+    assert steps["encode"]["runs"]["streammine_float32_batchauto"]["min_cos_to_st_fp32"] > 0.9999
