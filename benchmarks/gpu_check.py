@@ -14,7 +14,8 @@ Steps (each recorded under ``steps`` with its seconds; one failing does not stop
 3. ``search``: torch-flat against CPU Flat (faiss, where importable) on ``--n-docs`` x ``--dim`` synthetic vectors
    (1 % exact duplicates, so ties occur) and ``--n-queries`` queries, through the same sharded search the miners
    use (``index.local.LocalShardedIndex``: candidates, pruned exact rescoring, merge): q/s of each and whether
-   their top k are identical; and both against a float64 numpy brute force on ``--ref-queries`` of the queries.
+   their top k are identical; torch-flat on the CPU on ``--cpu-queries`` of them (the CPU figure where faiss is
+   absent); and all against a float64 numpy brute force on ``--ref-queries`` of the queries.
 4. ``mine_e2e``: ``streammine mine --index torch-flat`` on the data, only where Ray is importable (in a dry run
    only with ``--e2e``: it takes minutes on a CPU).
 
@@ -84,6 +85,8 @@ def step_tests(a) -> dict:
         raise Skip("pytest is not installed")
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_gpu_pieces.py"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    if a.model:
+        env["STREAMMINE_MODEL_DIR"] = os.path.abspath(a.model)
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=a.tests_timeout)
     lines = (r.stdout + r.stderr).strip().splitlines()
@@ -255,6 +258,17 @@ def step_search(a) -> dict:
         del index
         if a.device == "cuda":
             torch.cuda.empty_cache()
+    if a.device == "cuda" and a.cpu_queries:  # the same exact search on this machine's CPU cores
+        nc = min(len(q), a.cpu_queries)
+        index = LocalShardedIndex.build(IndexConfig(kind="torch-flat", shards=a.shards, use_gpu="false"), docs)
+        ords, scores, s = run_search(index, q[:nc], a.k, a.block, "cpu")
+        out["torch_flat_cpu_float32"] = {"search_seconds": s, "queries": nc, "queries_per_s": nc / s,
+                                         "threads": torch.get_num_threads()}
+        first = next(iter(results))
+        out[f"{first}_vs_torch_flat_cpu_float32"] = compare(results[first][0][:nc], results[first][1][:nc],
+                                                            ords, scores)
+        ok &= out[f"{first}_vs_torch_flat_cpu_float32"]["identical"]
+        del index
     names = list(results)
     for other in names[1:]:  # precisions differ in candidates only: the rescored top k must not
         out[f"{other}_vs_{names[0]}"] = compare(*results[other], *results[names[0]])
@@ -322,7 +336,9 @@ def parse_args(argv=None):
     p.add_argument("--cpu", action="store_true", help="dry run: tiny sizes on the CPU")
     p.add_argument("--out", help="the JSON of figures (default $OUT/gpu_check.json, else ./gpu_check.json)")
     p.add_argument("--data", help="a BEIR dataset directory (default: the shipped scifact-mini)")
-    p.add_argument("--model", help="a sentence-transformers model directory (default: the packaged MiniLM)")
+    p.add_argument("--model", default=os.environ.get("STREAMMINE_MODEL_DIR"),
+                   help="a sentence-transformers model directory (default: $STREAMMINE_MODEL_DIR, else the packaged "
+                        "all-MiniLM-L6-v2)")
     p.add_argument("--steps", default=",".join(n for n, _ in STEPS), help="comma-separated subset to run")
     p.add_argument("--tests", action="store_true", help="run the tests step in a dry run too")
     p.add_argument("--e2e", action="store_true", help="run the end-to-end step in a dry run too")
@@ -334,6 +350,8 @@ def parse_args(argv=None):
     p.add_argument("--block", type=int, default=4096, help="queries per search call (a miner's query block)")
     p.add_argument("--flat-queries", type=int, help="queries searched by faiss Flat (default: all)")
     p.add_argument("--ref-queries", type=int, help="queries checked against numpy brute force")
+    p.add_argument("--cpu-queries", type=int, default=2000,
+                   help="on a GPU: queries also searched by torch-flat on the CPU (float32), for its q/s")
     p.add_argument("--max-docs", type=int, help="documents encoded (0: all)")
     p.add_argument("--torch-dtypes", default="float16,bfloat16", help="torch-flat precisions on a GPU")
     p.add_argument("--tests-timeout", type=int, default=240)

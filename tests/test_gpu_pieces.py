@@ -209,9 +209,13 @@ def test_mine_block_in_one_process(device, monkeypatch):
     """Sharded torch-flat search + mining in this process: the candidates are the brute-force top k, and the
     negatives are those a brute-force ranking gives to mine_batch (and Flat's, where faiss is installed)."""
     from streammine.mining import mine_batch, num_random, random_corpus_ordinals
+    from streammine.index import local
     from streammine.mining.types import CandidateBatch
-    from streammine.stages import SAME_TEXT_SLACK
-    assert SAME_TEXT_SLACK == __import__("streammine.index.local", fromlist=["x"]).SAME_TEXT_SLACK
+    try:  # stages.py imports Ray (absent on the GPU check machine)
+        from streammine.stages import SAME_TEXT_SLACK
+        assert SAME_TEXT_SLACK == local.SAME_TEXT_SLACK
+    except ImportError:
+        pass
     monkeypatch.setattr(factory, "torch_flat_device", lambda cfg: device)
     docs = corpus(2000, 24, seed=11, clusters=40)
     rng = np.random.default_rng(12)
@@ -248,12 +252,21 @@ TEXTS = ["Aspirin reduces the risk of myocardial infarction.", "short", "cells "
          "Protein folding is driven by the hydrophobic effect.", "", "BRCA1 mutations and breast cancer risk"]
 
 
+def model_dir() -> str:
+    """The packaged MiniLM, or ``STREAMMINE_MODEL_DIR`` (the GPU check machine has no package, a carried copy)."""
+    import os
+    if os.environ.get("STREAMMINE_MODEL_DIR"):
+        return os.environ["STREAMMINE_MODEL_DIR"]
+    from streammine.encode.base import default_model_path
+    return default_model_path()
+
+
 @pytest.fixture(scope="module")
 def reference_vectors():
     """sentence-transformers' own encode, float32 on the CPU: the vectors others are compared with."""
     from sentence_transformers import SentenceTransformer
-    from streammine.encode.base import default_model_path
-    model = SentenceTransformer(default_model_path(), device="cpu")
+    model = SentenceTransformer(model_dir(), device="cpu")
+    model.float()
     return model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True).astype(np.float64)
 
 
@@ -271,7 +284,7 @@ def test_encoder_device_and_precision(reference_vectors, device, fp16, min_cos):
     import torch
     from streammine.config import EncoderConfig
     from streammine.encode.sentence_transformer import SentenceTransformerEncoder
-    enc = SentenceTransformerEncoder(EncoderConfig(fp16=fp16, batch_size=0), device=device)
+    enc = SentenceTransformerEncoder(EncoderConfig(model=model_dir(), fp16=fp16, batch_size=0), device=device)
     param = next(enc.model.parameters())
     want = {("cpu", "auto"): torch.float32, ("cuda", "auto"): torch.float16}.get((device, fp16), torch.bfloat16)
     assert param.dtype == want and param.device.type == device
