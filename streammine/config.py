@@ -87,6 +87,9 @@ class IndexConfig:
     # Logical CPUs reserved per shard actor. 0 by default: shards mostly hold memory and search in short bursts,
     # and reserving cores for them would starve the encoders on small machines. Raise it on a cluster.
     cpus_per_shard: float = 0.0
+    # GPUs reserved per shard actor (Ray then shows each shard its own GPU, where faiss-gpu or torch-flat places
+    # it). 0: none reserved; a shard actor still sees the node's GPUs and puts its index on the first.
+    gpus_per_shard: float = 0.0
 
 
 @dataclass
@@ -215,7 +218,7 @@ class MineConfig:
                                                              "query_vectors")},
                     "index": {k: v for k, v in d["index"].items()
                               if k not in ("shards", "use_gpu", "cpus_per_shard", "prune_rescoring",
-                                           "ivf_batch_scan", "torch_dtype")},
+                                           "ivf_batch_scan", "torch_dtype", "gpus_per_shard")},
                     "mining": d["mining"]}
         if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
             relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}

@@ -200,6 +200,8 @@ def test_config_accepts_torch_flat():
         MineConfig.from_sources(None, {"input.path": "x", "index.torch_dtype": "float8"})
     base = MineConfig.from_sources(None, {"input.path": "x", "index.kind": "torch-flat"})
     assert base.config_hash() == cfg.config_hash()  # precision changes candidates, never the exact result
+    placed = MineConfig.from_sources(None, {"input.path": "x", "index.kind": "torch-flat", "index.gpus_per_shard": 1})
+    assert placed.index.gpus_per_shard == 1 and placed.config_hash() == base.config_hash()
 
 
 # ---- the mining of a block in one process ---------------------------------------------------------------

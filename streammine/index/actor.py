@@ -123,7 +123,8 @@ class ShardedIndex:
         """Starts the actors; they build their shards when the store is committed and they are first asked."""
         # SPREAD: on a cluster, shards land on different nodes (memory adds up, and one lost node loses one
         # shard, which restarts elsewhere and rebuilds from the store); on one machine it changes nothing
-        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard, scheduling_strategy="SPREAD")
+        handles = [ShardActor.options(num_cpus=cfg.cpus_per_shard, num_gpus=cfg.gpus_per_shard,
+                                      scheduling_strategy="SPREAD")
                    .remote(store_url, i, cfg.shards, cfg, lenient, quarantine_url, search_threads)
                    for i in range(cfg.shards)]
         return cls(handles, cfg.prune_rescoring)
