@@ -321,3 +321,44 @@ def test_gpu_check_dry_run(tmp_path):
                                                                "identical": True}
     assert search["torch_flat_cpu_float32"]["queries_per_s"] > 0
     assert steps["encode"]["runs"]["streammine_float32_batchauto"]["min_cos_to_st_fp32"] > 0.9999
+
+
+def test_torch_flat_needs_neither_faiss_nor_ray():
+    """The GPU check machine has neither: the shard kinds, the in-process mining and the encoder import and run
+    without them, and a faiss kind says what it needs."""
+    import os
+    import subprocess
+    import sys
+    code = r'''
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("faiss", "ray"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+import streammine.encode.sentence_transformer
+from streammine.config import IndexConfig, MiningConfig
+from streammine.errors import ConfigError
+from streammine.index.local import LocalShardedIndex, mine_block
+from streammine.index.shard import ShardDocs
+from streammine.keys import keys64
+n = 500
+v = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+docs = ShardDocs(np.array(["d%d" % i for i in range(n)], object), np.arange(n), keys64(["t%d" % i for i in range(n)]),
+                 v, np.array(["x"] * n, object))
+index = LocalShardedIndex.build(IndexConfig(kind="torch-flat", shards=2, use_gpu="false"), docs)
+mined = mine_block(index, v[:3], ["q0", "q1", "q2"], [["d0"], ["d1"], ["d2"]], MiningConfig(), n)[0]
+assert all(len(x) for x in mined.negative_doc_ids)
+try:
+    LocalShardedIndex.build(IndexConfig(kind="flat", shards=1, use_gpu="false"), docs)
+except ConfigError as e:
+    assert "needs faiss" in str(e)
+else:
+    raise AssertionError("flat without faiss")
+print("ok")
+'''
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
