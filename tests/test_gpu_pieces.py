@@ -11,8 +11,8 @@ from streammine.config import FilterConfig, IndexConfig, MiningConfig, SamplerCo
 from streammine.errors import ConfigError
 from streammine.index import factory
 from streammine.index.local import LocalShardedIndex, mine_block
-from streammine.index.merge import assign_shard, merge_topk, rescore_floor
-from streammine.index.shard import IndexShard, ShardDocs
+from streammine.index.merge import merge_topk, rescore_floor
+from streammine.index.shard import ShardDocs
 from streammine.index.torch_flat import TorchFlatIndex, cuda_available
 from streammine.keys import keys64
 
