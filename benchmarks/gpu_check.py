@@ -78,22 +78,40 @@ def sync(device: str) -> None:
 
 # ---- 1. tests ------------------------------------------------------------------------------------------------
 
+def child_env() -> dict:
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in paths if p != ROOT]))
+
+
+def run_child(cmd: list, env: dict, timeout: float) -> tuple:
+    """``(returncode, output lines)``; past ``timeout`` the child's whole process group is killed (a local Ray's
+    processes with it) and the return code is 124."""
+    import signal
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        rc, out = 124, (out or "") + f"\n(killed after {timeout} s)"
+    return rc, out.strip().splitlines()
+
+
 def step_tests(a) -> dict:
     if a.cpu and not a.tests:
         raise Skip("dry run: tests/test_gpu_pieces.py runs in the test suite (--tests runs it here)")
     if not importable("pytest"):
         raise Skip("pytest is not installed")
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_gpu_pieces.py"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = child_env()
     if a.model:
         env["STREAMMINE_MODEL_DIR"] = os.path.abspath(a.model)
     t = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=a.tests_timeout)
-    lines = (r.stdout + r.stderr).strip().splitlines()
-    out = {"returncode": r.returncode, "summary": lines[-1] if lines else "", "seconds": time.perf_counter() - t,
-           "tail": lines[-25:]}
-    out["ok"] = r.returncode == 0
-    return out
+    rc, lines = run_child(cmd, env, a.tests_timeout)
+    return {"returncode": rc, "summary": lines[-1] if lines else "", "seconds": time.perf_counter() - t,
+            "tail": lines[-25:], "ok": rc == 0}
 
 
 # ---- 2. encode -----------------------------------------------------------------------------------------------
@@ -318,12 +336,10 @@ def step_mine_e2e(a) -> dict:
         cmd += ["--model", a.model]
     if a.cpu:
         cmd += ["--max-queries", "8"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = child_env()
     t = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=a.e2e_timeout)
-    lines = (r.stdout + r.stderr).strip().splitlines()
-    return {"returncode": r.returncode, "seconds": time.perf_counter() - t, "tail": lines[-15:],
-            "ok": r.returncode == 0}
+    rc, lines = run_child(cmd, env, a.e2e_timeout)
+    return {"returncode": rc, "seconds": time.perf_counter() - t, "tail": lines[-15:], "ok": rc == 0}
 
 
 # ---- driver --------------------------------------------------------------------------------------------------
