@@ -263,3 +263,10 @@ def test_search_to_depth_doubles_only_where_the_window_is_short():
     # without same-text exclusion, the copies count as negatives and nothing is searched again
     assert search_to_depth(search, search(np.arange(4), 22), positives, depths, range_max, False, 64,
                            n_total)[2] == 0
+
+
+def test_max_search_depth_is_validated():
+    from streammine.errors import ConfigError
+    with pytest.raises(ConfigError, match="max_search_depth"):
+        MineConfig.from_sources(None, {"input.path": "x", "mining.max_search_depth": 0})
+    assert MineConfig.from_sources(None, {"input.path": "x"}).mining.max_search_depth == 1024

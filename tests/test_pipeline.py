@@ -167,7 +167,8 @@ def test_same_text_copies_whatever_the_blocks_with_the_real_model(ray_session, t
     the same whether its block holds 1 query (1 shard), 7 or all (2 and 4 shards, the block of the query with a
     missing positive searched again without it); the copies are excluded and each window is full."""
     data = write_titles_with_same_text_copies(str(tmp_path / "beir"))
-    base = {"input.path": data["path"], "input.lenient": True, "run.progress": False, "run.work_dir": str(tmp_path / "w"),
+    base = {"input.path": data["path"], "input.lenient": True, "run.progress": False,
+            "run.work_dir": str(tmp_path / "w"),
             "mining.sampler.method": "simans", "mining.sampler.simans_a": 20.0, "mining.sampler.range_max": 30,
             "mining.sampler.num_negatives": 5, "mining.sampler.random_share": 0.4, "mining.seed": 3}
     runs = {}

@@ -9,7 +9,7 @@ from .samplers import (gumbel, pick_smallest, random_corpus_ordinals, sample_ran
 from .types import CandidateBatch, PositiveBatch
 
 __all__ = ["CandidateBatch", "FilterOutcome", "MinedBatch", "PositiveBatch", "SAME_TEXT_SLACK", "cross_encoder_keep",
-           "filter_candidates", "first_depths", "gumbel", "mine_batch", "num_random", "pick_random_fill", "pick_smallest",
-           "positive_masks", "positive_reference", "random_corpus_ordinals", "rank_among_negatives",
+           "filter_candidates", "first_depths", "gumbel", "mine_batch", "num_random", "pick_random_fill",
+           "pick_smallest", "positive_masks", "positive_reference", "random_corpus_ordinals", "rank_among_negatives",
            "rescore_pool", "row_isin", "sample_random", "sample_simans", "sample_top", "score_filter_masks",
            "score_upper_bound", "search_to_depth", "simans_log_weights", "truncate", "window_full"]
