@@ -65,6 +65,9 @@ def test_same_negatives_whatever_the_parallelism(ray_session, synthetic, tmp_pat
     assert rows_a.keys() == rows_b.keys()
     assert all(rows_a[q]["negative_ids"] == rows_b[q]["negative_ids"] for q in rows_a)
     assert any(-1 in rows_a[q]["negative_ranks"] for q in rows_a)  # random corpus negatives were mixed in
+    # random_share 0.4 of 5: two random negatives, never more (a query short of hard ones is short)
+    assert all(rows_a[q]["negative_ranks"].count(-1) <= 2 for q in rows_a)
+    assert a.summary["counts"]["random_negatives"] == sum(r["negative_ranks"].count(-1) for r in rows_a.values())
     c = streammine.mine(overrides=precomputed_overrides(
         synthetic, str(tmp_path / "c"), **dict(base, **{"mining.seed": 12})))
     rows_c = read_output(c.output)
@@ -94,6 +97,10 @@ def test_summary_counts_match_output(ray_session, synthetic, tmp_path):
     assert counts["queries_short_of_negatives"] == sum(len(r["negative_ids"]) < 30 for r in rows.values()) > 0
     assert counts["removed_probable_false_negatives"] == sum(len(r["removed_ids"]) for r in rows.values())
     assert counts["removed_known_positives"] == sum(r["n_removed_positive"] for r in rows.values())
+    assert counts["random_negatives"] == sum(r["negative_ranks"].count(-1) for r in rows.values()) == 0
+    assert counts["random_fill_negatives"] == 0
+    assert counts["deeper_searches"] == 0 and isinstance(counts["certificate_researches"], int)  # unique texts
+    assert "deeper_searches" not in result.summary["stages"]
 
 
 @pytest.mark.slow
