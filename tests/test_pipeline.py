@@ -133,8 +133,9 @@ def test_real_model_scores_are_the_models(ray_session, tmp_path):
 def write_titles_with_same_text_copies(root, copies=(20, 20, 40), n_queries=12, n_docs=150) -> dict:
     """A BEIR directory from the shipped SciFact slice, documents as their titles only (real text, fast to
     encode): the first ``n_queries`` queries with positives, ``n_docs`` documents, and for the first queries
-    ``copies[i]`` same-text copies of their positive (other ids; case and spacing changed). One more query names
-    a positive that is not in the corpus (lenient runs quarantine it and search its block again)."""
+    ``copies[i]`` same-text copies of their positive (other ids; case and spacing changed); the next query has
+    10+ positives. One more query names a positive that is not in the corpus (lenient runs quarantine it and
+    search its block again)."""
     from streammine.api import demo_data_path
     from streammine.keys import normalize_text
     src = demo_data_path()
@@ -146,6 +147,10 @@ def write_titles_with_same_text_copies(root, copies=(20, 20, 40), n_queries=12, 
         by_query.setdefault(qid, []).append(did)
     chosen = [q for q in by_query if q in queries][:n_queries + 1]
     needed = {d for q in chosen for d in by_query[q]}
+    # one query with 9 more positives: blocks holding it would have been searched deeper than blocks without
+    extra = [d["_id"] for d in docs if d["_id"] not in needed][:9]
+    by_query[chosen[len(copies)]] = by_query[chosen[len(copies)]] + extra
+    needed |= set(extra)
     kept = [d for d in docs if d["_id"] in needed] + [d for d in docs if d["_id"] not in needed]
     kept = [{"_id": d["_id"], "title": "", "text": d["title"]} for d in kept[:n_docs]]
     copied = {}
