@@ -110,6 +110,9 @@ class SamplerConfig:
     simans_a: float = 0.5
     simans_b: float = 0.0
     random_share: float = 0.0           # STAR: this share of the negatives is uniform random corpus documents
+    # Off: random documents never exceed their share, and a query short of hard negatives is `short`. On: random
+    # documents also take the hard slots the window could not fill (summary: random_fill_negatives).
+    fill_with_random: bool = False
 
     def resolved_range_max(self) -> int:
         if self.range_max is not None:
@@ -138,6 +141,9 @@ class MiningConfig:
     cross_encoder: CrossEncoderConfig = field(default_factory=CrossEncoderConfig)
     exclude_same_text: bool = True      # a document whose normalized text equals a positive's is a positive
     seed: int = 0
+    # A query's candidates: range_max + its positives + 16, searched again at twice the depth while its rank window
+    # is not full after excluding positives and same-text copies, up to this many (mining/depth.py)
+    max_search_depth: int = 1024
 
 
 @dataclass
@@ -255,6 +261,7 @@ class MineConfig:
         _positive("mining.sampler.num_negatives", s.num_negatives)
         if s.range_min < 0 or s.range_min >= s.resolved_range_max():
             raise ConfigError(f"need 0 <= range_min < range_max, got [{s.range_min}, {s.resolved_range_max()})")
+        _positive("mining.max_search_depth", self.mining.max_search_depth)
         if not 0.0 <= s.random_share <= 1.0:
             raise ConfigError(f"mining.sampler.random_share must be in [0, 1], got {s.random_share}")
         if not 0.0 < self.mining.filter.perc <= 1.0:

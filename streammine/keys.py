@@ -55,8 +55,20 @@ def uniform_keys(seed: int, query_keys: np.ndarray, doc_keys: np.ndarray) -> np.
     d = np.asarray(doc_keys).astype(np.uint64)  # ordinals are int64 >= 0
     with np.errstate(over="ignore"):
         h = splitmix64(splitmix64(q ^ splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))) + d)
-    # 53 high bits -> float64 in (0, 1): never exactly 0 so that log(u) is finite
-    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    return unit_open_interval(h)
+
+
+_BELOW_ONE = np.nextafter(1.0, 0.0)
+
+
+def unit_open_interval(h: np.ndarray) -> np.ndarray:
+    """uint64 hashes -> float64 strictly inside (0, 1): the 53 high bits, offset by half a step.
+
+    Never 0 (so log(u) is finite) and never 1 (so gumbel(u) is finite): for the top value (2^53 - 1) + 0.5 needs
+    54 bits and rounds up to 2^53, so that one value is clamped to the largest float64 below 1 (every other value
+    is as before)."""
+    u = ((np.asarray(h, dtype=np.uint64) >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    return np.minimum(u, _BELOW_ONE)
 
 
 def query_rng(seed: int, query_key: int) -> np.random.Generator:

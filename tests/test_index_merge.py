@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streammine.index import store
 from streammine.index.merge import NUM_BUCKETS, assign_shard, merge_answers, merge_columns, merge_topk, rank_order
 from streammine.index.shard import ShardAnswer
 from streammine.keys import keys64
@@ -90,7 +91,6 @@ def test_assign_shard_scheme():
 
 
 def test_assign_shard_agrees_with_embedding_store():
-    store = pytest.importorskip("streammine.index.store")
     assert NUM_BUCKETS == store.NUM_BUCKETS
     ids = [f"doc-{i}" for i in range(500)]
     buckets = store.bucket_of(ids)

@@ -12,7 +12,7 @@ from streammine.errors import ConfigError, InputError
 from streammine.index import factory
 from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq, set_search_threads
 from streammine.index.merge import assign_shard, merge_answers, merge_topk, rescore_floor
-from streammine.index.shard import IndexShard, ShardDocs, _tree_sum, exact_scores
+from streammine.index.shard import IndexShard, ShardDocs, _tree_sum, exact_scores, uncertified
 from streammine.keys import keys64
 
 
@@ -144,6 +144,95 @@ def test_pruned_rescoring_gives_the_same_top_k(kind, n_shards, data):
     rescored = sum(int((p[0][1] >= floor[:, None]).sum()) for p in proposals)
     found = sum(int((p[0][0] >= 0).sum()) for p in proposals)
     assert rescored < 0.5 * found, (rescored, found)  # the point: far fewer vectors rescored
+
+
+def near_duplicates(d, clusters=2, size=240, others=300, eps=1e-7, seed=0):
+    """Clusters of ``size`` near-duplicate unit vectors (each a center plus ``eps`` noise: their scores differ by
+    about faiss's own float32 error), far more than any oversample, among ``others`` unrelated vectors; ordinals
+    shuffled. Returns the docs and the cluster centers."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, d))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    members = np.repeat(centers, size, 0) + eps * rng.normal(size=(clusters * size, d))
+    rest = rng.normal(size=(others, d))
+    rest /= np.linalg.norm(rest, axis=1, keepdims=True)
+    vecs = np.vstack([members, rest])[rng.permutation(clusters * size + others)].astype(np.float32)
+    n = len(vecs)
+    docs = ShardDocs(np.array([f"d{i}" for i in range(n)], object), np.arange(n), keys64([f"t{i}" for i in range(n)]),
+                     vecs, np.array([f"corpus.jsonl:{i + 1}" for i in range(n)], object))
+    return docs, centers
+
+
+def towards(centers, n, noise, seed, norm=1.0):
+    """``n`` queries of norm ``norm`` near random cluster centers."""
+    rng = np.random.default_rng(seed)
+    q = centers[rng.integers(0, len(centers), n)] + noise * rng.normal(size=(n, centers.shape[1]))
+    return (norm * q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clustered_128():
+    docs, centers = near_duplicates(128)
+    near = towards(centers, 64, 0.05, seed=1)
+    far = np.random.default_rng(2).normal(size=(4096 - 64, 128)).astype(np.float32)
+    queries = np.vstack([near, far])
+    return docs, queries, reference_topk(queries, docs, 10)
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 4])
+def test_flat_exact_on_near_duplicate_clusters_for_any_batch_size(clustered_128, n_shards, monkeypatch):
+    """240 near-duplicates per cluster (k = 10, oversample 16): the certified search equals float64 brute force
+    (ids, order, scores) for batches of 1, 19, 20 (faiss switches to BLAS), 63, 64 and 4096 queries."""
+    docs, queries, (ref_ords, ref_scores) = clustered_128
+    shards = build_shards(docs, n_shards, FLAT)
+    k, near = 10, 64
+    for bs in (1, 19, 20, 63, 64):
+        got = np.vstack([search_all(shards, queries[a:min(a + bs, near)], k).ordinals for a in range(0, near, bs)])
+        np.testing.assert_array_equal(got, ref_ords[:near], err_msg=f"batch size {bs}")
+    everything = search_all(shards, queries, k)
+    np.testing.assert_array_equal(everything.ordinals, ref_ords)
+    np.testing.assert_array_equal(everything.scores, ref_scores)
+    np.testing.assert_array_equal(everything.doc_ids, docs.doc_ids[ref_ords])
+    # the data has power: the certificate had to search again, and without it the top k would be wrong
+    assert sum(s._search(queries[:near], k)[1] for s in shards) > 0
+    monkeypatch.setattr(IndexShard, "faiss_error_bound", property(lambda self: None))
+    assert (search_all(shards, queries[:near], k).ordinals != ref_ords[:near]).any()
+
+
+@pytest.mark.parametrize("n_shards", [2, 4])
+def test_pruned_rescoring_exact_on_near_duplicates(n_shards, monkeypatch):
+    """Pruned, certified rescoring on near-duplicate clusters equals float64 brute force. d = 4 and scores just
+    above 1 (query norm 1.05) make faiss's float32 error about a fifth of the bound (which grows with d): the same
+    search with the bound divided by 10 prunes or misses true top-k documents."""
+    docs, centers = near_duplicates(4, eps=1e-7, seed=3)
+    queries = towards(centers, 30, 0.05, seed=4, norm=1.05)
+    shards = build_shards(docs, n_shards, FLAT)
+    k = 10
+    ref_ords, ref_scores = reference_topk(queries, docs, k)
+    for bs in (1, 30):
+        for a in range(0, 30, bs):
+            got = pruned_search_all(shards, queries[a:a + bs], k)[0]
+            np.testing.assert_array_equal(got.ordinals, ref_ords[a:a + bs])
+            np.testing.assert_array_equal(got.scores, ref_scores[a:a + bs])
+    # the test has power: a bound ten times too small gives another top k
+    bound = IndexShard.faiss_error_bound
+    monkeypatch.setattr(IndexShard, "faiss_error_bound", property(lambda self: bound.fget(self) / 10))
+    assert (pruned_search_all(shards, queries, k)[0].ordinals != ref_ords).any(axis=1).sum() >= 2
+
+
+def test_uncertified_rule():
+    f = np.array([[0.9, 0.8, 0.5], [0.9, 0.8, -np.inf], [0.9, 0.8, 0.5], [0.9, 0.8, 0.5]], np.float32)
+    kth = np.array([0.52, 0.52, 0.5 + 0.01 + 1e-9, 0.6])
+    err = np.full(4, 0.01)
+    # an unreturned document scores at most last + err = 0.51: below 0.52 (row 0) and 0.6 (row 3) it cannot reach
+    # the top k; row 2's k-th score is within the float64 slack of 0.51, so it is searched again; row 1 returned
+    # fewer than asked (nothing more to find)
+    assert uncertified(f, 3, kth, err).tolist() == [False, False, True, False]
+    assert uncertified(f, 3, np.array([0.51] * 4), err).tolist() == [True, False, True, True]  # ties: again
+    assert uncertified(f, 3, np.full(4, -np.inf), err).tolist() == [True, False, True, True]   # fewer than k
+    # with a pruning floor above the last faiss score, what was not returned would be pruned anyway
+    floor = np.array([0.5, 0.5, 0.6, 0.6], np.float32)
+    assert uncertified(f, 3, np.full(4, -np.inf), err, floor).tolist() == [True, False, False, False]
 
 
 def test_rescore_floor():

@@ -142,9 +142,11 @@ def reference_query(qkey, c_ords, c_scores, c_texts, c_ids, p_ords, p_scores, p_
 
     if r_ords is not None:
         taken = {o for o, *_ in negs}
+        # random documents fill their share; the hard slots left empty only with fill_with_random
+        limit = n if s.fill_with_random else len(negs) + n_random
         for j, o in enumerate(r_ords):
             o = int(o)
-            if len(negs) >= n:
+            if len(negs) >= limit:
                 break
             sc = float(r_scores[j])
             if (o < 0 or o in pos_ords or o in taken or int(r_texts[j]) in pos_texts or not sc < bound
@@ -210,6 +212,21 @@ def test_mine_batch_matches_reference(f, sampler, random_share, exclude_same_tex
         assert got["positive_ref"] == r["positive_ref"]
     assert mined.negative_scores[0].dtype == np.float32 and mined.negative_ranks[0].dtype == np.int32
     assert mined.negative_ordinals[0].dtype == np.int64
+
+
+@pytest.mark.parametrize("sampler", ["top", "simans"])
+def test_fill_with_random_matches_reference(sampler):
+    world = World(seed=21, b=24, k=12, r=16)
+    cfg = MiningConfig(filter=FilterConfig(method="topk-percpos", perc=0.9),
+                       sampler=SamplerConfig(method=sampler, num_negatives=6, range_max=6, random_share=0.34,
+                                             fill_with_random=True, simans_a=3.0), seed=3)
+    mined = mine_batch(world.query_keys, world.cands, world.positives, cfg, world.random_docs)
+    ref = reference_batch(world, cfg, True)
+    for i, r in enumerate(ref):
+        got = query_result(mined, i)
+        assert got["negatives"] == r["negatives"] and got["short"] == r["short"], i
+    # some query had fewer hard negatives than its hard share and got more random ones than its share
+    assert any(sum(rk == -1 for *_, rk in r["negatives"]) > 2 for r in ref)
 
 
 def fake_cross_encoder(ordinal: int) -> float:
@@ -338,15 +355,24 @@ def test_random_share_rounds_half_up_and_orders_hard_first(share, n, expected_ra
         assert len(set(m.negative_ordinals[i].tolist())) == n
 
 
-def test_random_documents_fill_what_the_hard_pool_lacks():
+def test_random_documents_take_their_share_only_unless_told_to_fill():
+    """random_share caps the random negatives: a query short of hard negatives stays short. With
+    fill_with_random, random documents also take the hard slots the window could not fill."""
     world = World(seed=2, b=4, k=10, r=30)
     cfg = MiningConfig(filter=FilterConfig(method="none"),
                        sampler=SamplerConfig(method="top", num_negatives=6, range_max=2, random_share=0.5))
     m = mine_batch(world.query_keys, world.cands, world.positives, cfg, world.random_docs)
     for i in range(4):
         n_hard = int((m.negative_ranks[i] >= 0).sum())
-        assert n_hard == min(2, m.n_survivors[i])  # the window holds at most 2 of the 3 hard slots
-        assert len(m.negative_ordinals[i]) == 6      # random documents take the rest
+        assert n_hard == min(2, m.n_survivors[i]) < 3  # the window holds at most 2 of the 3 hard slots
+        assert int((m.negative_ranks[i] == -1).sum()) == 3  # random documents: their share, no more
+        assert m.short[i]
+    filled = mine_batch(world.query_keys, world.cands, world.positives,
+                        replace(cfg, sampler=replace(cfg.sampler, fill_with_random=True)), world.random_docs)
+    for i in range(4):
+        assert len(filled.negative_ordinals[i]) == 6 and not filled.short[i]  # random documents take the rest
+        got = m.negative_ordinals[i].tolist()
+        assert filled.negative_ordinals[i][:len(got)].tolist() == got  # the same first ones, then more draws
     none = mine_batch(world.query_keys, world.cands, world.positives, cfg, None)
     assert none.short.all() and all(len(x) <= 2 for x in none.negative_ordinals)
 

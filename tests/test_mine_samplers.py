@@ -195,3 +195,81 @@ def test_random_corpus_draws_are_not_the_candidate_keys():
     qk = np.arange(50, dtype=np.uint64)
     u = uniform_keys(0, qk[:, None], np.arange(20)[None, :])
     assert not np.array_equal(random_corpus_ordinals(0, qk, 1 << 40, 20), (u * (1 << 40)).astype(np.int64))
+
+
+# ---- SimANS: the joint law of the draw, by exact enumeration ---------------------------------------------------
+
+def without_replacement_law(w, n):
+    """P(subset) of n sequential draws without replacement, each with probability proportional to w among the
+    items left: the sum over the subset's orderings of the product of the successive conditional probabilities."""
+    import itertools
+    law = {}
+    for order in itertools.permutations(range(len(w)), n):
+        p, left = 1.0, float(np.sum(w))
+        for i in order:
+            p *= w[i] / left
+            left -= w[i]
+        key = tuple(sorted(order))
+        law[key] = law.get(key, 0.0) + p
+    return law
+
+
+def conditioned_with_replacement_law(w, n):
+    """The tempting wrong law: n i.i.d. draws with replacement (p proportional to w), kept when all distinct."""
+    import itertools
+    law = {s: math.factorial(n) * float(np.prod([w[i] for i in s])) for s in itertools.combinations(range(len(w)), n)}
+    total = sum(law.values())
+    return {s: v / total for s, v in law.items()}
+
+
+def chi_square_p(counts: dict, law: dict, draws: int) -> float:
+    from scipy.stats import chi2
+    keys = sorted(law)
+    expected = np.array([law[s] * draws for s in keys])
+    observed = np.array([counts.get(s, 0) for s in keys])
+    assert set(counts) <= set(keys)
+    stat = float(((observed - expected) ** 2 / expected).sum())
+    return float(chi2.sf(stat, len(keys) - 1))
+
+
+def test_simans_subsets_follow_the_without_replacement_law():
+    """3 of 6 survivors (20 subsets), 30000 independent queries: the subset frequencies pass a chi-square test
+    (p > 0.01, fixed seed) against the exact law of sequential weighted draws without replacement, computed by
+    enumerating every ordering, and fail it against i.i.d. draws with replacement kept when distinct."""
+    scores = np.array([0.95, 0.9, 0.82, 0.75, 0.6, 0.4, 0.85, -np.inf], np.float32)  # columns 6, 7: not survivors
+    pos, a, b, n, draws = 0.9, 12.0, -0.1, 3, 30000
+    w = np.exp(-a * (scores[:6].astype(np.float64) - pos - b) ** 2)
+    survivors = np.zeros((draws, 8), bool)
+    survivors[:, :6] = True
+    u = uniform_keys(21, np.arange(draws, dtype=np.uint64)[:, None], np.arange(8)[None, :])
+    got = sample_simans(survivors, np.broadcast_to(scores, (draws, 8)), np.full(draws, pos), n, a, b, u)
+    assert (got >= 0).all() and (got < 6).all() and (np.diff(got, axis=1) > 0).all()
+    subsets, counts = np.unique(got, axis=0, return_counts=True)
+    counts = {tuple(int(x) for x in s): int(c) for s, c in zip(subsets, counts)}
+    exact = without_replacement_law(w, n)
+    assert abs(sum(exact.values()) - 1) < 1e-12 and len(exact) == 20
+    assert chi_square_p(counts, exact, draws) > 0.01
+    # power: the same counts reject the with-replacement law, and draws from that law reject the exact one
+    wrong = conditioned_with_replacement_law(w, n)
+    assert chi_square_p(counts, wrong, draws) < 1e-6
+    picks = np.sort(np.random.default_rng(5).choice(6, (6 * draws, n), replace=True, p=w / w.sum()), axis=1)
+    picks = picks[(np.diff(picks, axis=1) > 0).all(axis=1)][:draws]
+    assert len(picks) == draws
+    subsets, wr = np.unique(picks, axis=0, return_counts=True)
+    assert chi_square_p({tuple(int(x) for x in s): int(c) for s, c in zip(subsets, wr)}, exact, draws) < 0.01
+
+
+def test_uniform_keys_strictly_inside_the_unit_interval():
+    """The hash -> float map never gives 0 or 1, also at the extremes: (2^53 - 1) + 0.5 would round up to 1."""
+    from streammine.keys import splitmix64, unit_open_interval
+    from streammine.mining import gumbel
+    h = np.array([0, 1, 2**11 - 1, 2**63, 2**64 - 2**12, 2**64 - 2**11 - 1, 2**64 - 2**11, 2**64 - 1], np.uint64)
+    u = unit_open_interval(h)
+    assert (u > 0).all() and (u < 1).all() and np.isfinite(gumbel(u)).all() and np.isfinite(np.log(u)).all()
+    assert u[0] == u[2] == 2.0 ** -54 and u[3] == 0.5  # (2^52 + 0.5) / 2^53 rounds to 0.5
+    assert u[-1] == u[-2] == np.nextafter(1.0, 0.0)
+    # uniform_keys is that map of its (seed, query, document) hash
+    q, d = np.array([3, 2**64 - 5], np.uint64), np.array([0, 7], np.uint64)
+    with np.errstate(over="ignore"):
+        hashed = splitmix64(splitmix64(q ^ splitmix64(np.uint64(9))) + d)
+    np.testing.assert_array_equal(uniform_keys(9, q, d), unit_open_interval(hashed))

@@ -65,6 +65,9 @@ def test_same_negatives_whatever_the_parallelism(ray_session, synthetic, tmp_pat
     assert rows_a.keys() == rows_b.keys()
     assert all(rows_a[q]["negative_ids"] == rows_b[q]["negative_ids"] for q in rows_a)
     assert any(-1 in rows_a[q]["negative_ranks"] for q in rows_a)  # random corpus negatives were mixed in
+    # random_share 0.4 of 5: two random negatives, never more (a query short of hard ones is short)
+    assert all(rows_a[q]["negative_ranks"].count(-1) <= 2 for q in rows_a)
+    assert a.summary["counts"]["random_negatives"] == sum(r["negative_ranks"].count(-1) for r in rows_a.values())
     c = streammine.mine(overrides=precomputed_overrides(
         synthetic, str(tmp_path / "c"), **dict(base, **{"mining.seed": 12})))
     rows_c = read_output(c.output)
@@ -94,6 +97,10 @@ def test_summary_counts_match_output(ray_session, synthetic, tmp_path):
     assert counts["queries_short_of_negatives"] == sum(len(r["negative_ids"]) < 30 for r in rows.values()) > 0
     assert counts["removed_probable_false_negatives"] == sum(len(r["removed_ids"]) for r in rows.values())
     assert counts["removed_known_positives"] == sum(r["n_removed_positive"] for r in rows.values())
+    assert counts["random_negatives"] == sum(r["negative_ranks"].count(-1) for r in rows.values()) == 0
+    assert counts["random_fill_negatives"] == 0
+    assert counts["deeper_searches"] == 0 and isinstance(counts["certificate_researches"], int)  # unique texts
+    assert "deeper_searches" not in result.summary["stages"]
 
 
 @pytest.mark.slow
@@ -117,7 +124,86 @@ def test_real_model_scores_are_the_models(ray_session, tmp_path):
         n = len(row["negative_ids"])
         np.testing.assert_allclose(row["negative_scores"], expected[:n], atol=2e-4)
         np.testing.assert_allclose(row["positive_scores"], expected[n:], atol=2e-4)
-        assert all(s < 0.95 * row["positive_ref"] + 1e-6 for s in row["negative_scores"])
+        # TopK-PercPos exactly as the methods state it: s < 0.95 s+ (s+ >= 0), s < s+ - 0.05 |s+| (s+ < 0)
+        s_plus = float(row["positive_ref"])
+        bound = 0.95 * s_plus if s_plus >= 0 else s_plus - 0.05 * abs(s_plus)
+        assert all(float(s) < bound for s in row["negative_scores"])
+
+
+def write_titles_with_same_text_copies(root, copies=(20, 20, 40), n_queries=12, n_docs=150) -> dict:
+    """A BEIR directory from the shipped SciFact slice, documents as their titles only (real text, fast to
+    encode): the first ``n_queries`` queries with positives, ``n_docs`` documents, and for the first queries
+    ``copies[i]`` same-text copies of their positive (other ids; case and spacing changed); the next query has
+    10+ positives. One more query names a positive that is not in the corpus (lenient runs quarantine it and
+    search its block again)."""
+    from streammine.api import demo_data_path
+    from streammine.keys import normalize_text
+    src = demo_data_path()
+    docs = [json.loads(x) for x in open(os.path.join(src, "corpus.jsonl"))]
+    queries = {q["_id"]: q for q in map(json.loads, open(os.path.join(src, "queries.jsonl")))}
+    qrels = [x.rstrip("\n").split("\t") for x in open(os.path.join(src, "qrels", "train.tsv"))][1:]
+    by_query: dict = {}
+    for qid, did, _ in qrels:
+        by_query.setdefault(qid, []).append(did)
+    chosen = [q for q in by_query if q in queries][:n_queries + 1]
+    needed = {d for q in chosen for d in by_query[q]}
+    # one query with 9 more positives: blocks holding it would have been searched deeper than blocks without
+    extra = [d["_id"] for d in docs if d["_id"] not in needed][:9]
+    by_query[chosen[len(copies)]] = by_query[chosen[len(copies)]] + extra
+    needed |= set(extra)
+    kept = [d for d in docs if d["_id"] in needed] + [d for d in docs if d["_id"] not in needed]
+    kept = [{"_id": d["_id"], "title": "", "text": d["title"]} for d in kept[:n_docs]]
+    copied = {}
+    for i, n in enumerate(copies):
+        original = next(d for d in kept if d["_id"] == by_query[chosen[i]][0])
+        for c in range(n):
+            text = original["text"].upper() if c % 2 else "  " + original["text"].replace(" ", "  ")
+            assert normalize_text(text) == normalize_text(original["text"])
+            kept.insert((7 * c + 3 * i) % len(kept), {"_id": f"copy-{i}-{c}", "title": "", "text": text})
+        copied[chosen[i]] = original["_id"]
+    os.makedirs(os.path.join(root, "qrels"))
+    with open(os.path.join(root, "corpus.jsonl"), "w") as f:
+        f.writelines(json.dumps(d) + "\n" for d in kept)
+    with open(os.path.join(root, "queries.jsonl"), "w") as f:
+        f.writelines(json.dumps(queries[q]) + "\n" for q in chosen)
+    with open(os.path.join(root, "qrels", "train.tsv"), "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{d}\t1\n" for q in chosen[:-1] for d in by_query[q])
+        f.write(f"{chosen[-1]}\tnot-in-the-corpus\t1\n")
+    return {"path": root, "copied": copied, "missing_query": chosen[-1], "n_docs": len(kept)}
+
+
+@pytest.mark.slow
+def test_same_text_copies_whatever_the_blocks_with_the_real_model(ray_session, tmp_path):
+    """Real texts and the real model, same-text copies of positives beyond SAME_TEXT_SLACK: every query's row is
+    the same whether its block holds 1 query (1 shard), 7 or all (2 and 4 shards, the block of the query with a
+    missing positive searched again without it); the copies are excluded and each window is full."""
+    data = write_titles_with_same_text_copies(str(tmp_path / "beir"))
+    base = {"input.path": data["path"], "input.lenient": True, "run.progress": False,
+            "run.work_dir": str(tmp_path / "w"),
+            "mining.sampler.method": "simans", "mining.sampler.simans_a": 20.0, "mining.sampler.range_max": 30,
+            "mining.sampler.num_negatives": 5, "mining.sampler.random_share": 0.4, "mining.seed": 3}
+    runs = {}
+    for batch, shards in ((1, 1), (7, 2), (256, 4)):
+        result = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / f"o{batch}"),
+                                                         "run.query_batch_size": batch, "index.shards": shards}))
+        runs[batch] = (read_output(result.output), result.summary["counts"])
+    rows, counts = runs[1]
+    assert data["missing_query"] not in rows and len(rows) == 12
+    for batch in (7, 256):
+        assert runs[batch][0] == rows, batch
+        # how many searches that took depends on the blocks (a deep block may already hold a doubled depth)
+        assert runs[batch][1]["deeper_searches"] > 0
+    assert counts["deeper_searches"] >= 3  # each query with copies, alone, needed a deeper search
+    texts = {d["_id"]: d["text"] for d in map(json.loads, open(os.path.join(data["path"], "corpus.jsonl")))}
+    from streammine.keys import normalize_text
+    for qid, positive in data["copied"].items():
+        row = rows[qid]
+        assert row["n_removed_same_text"] >= 20, qid
+        assert not any(normalize_text(texts[d]) == normalize_text(texts[positive]) for d in row["negative_ids"])
+    for row in rows.values():
+        assert row["n_candidates"] - row["n_removed_positive"] - row["n_removed_same_text"] >= 30
+    assert "certificate_researches" in counts and counts["random_fill_negatives"] == 0
 
 
 @pytest.mark.slow

@@ -116,6 +116,7 @@ class ShardedIndex:
     def __init__(self, handles: list, prune_rescoring: bool = True):
         self.handles = handles
         self.prune_rescoring = prune_rescoring
+        self.certificate_researches = 0  # (query, shard) searches repeated deeper to certify a top k, so far
 
     @classmethod
     def start(cls, store_url: str, cfg: IndexConfig, lenient: bool, quarantine_url: str,
@@ -146,6 +147,7 @@ class ShardedIndex:
             floor = rescore_floor([p[0] for p in proposals], [p[1] for p in proposals], queries, k)
         answers = self._call_all("answer", (queries_ref, k, positive_ids, random_ordinals, token, floor),
                                  unavailable_timeout_s)
+        self.certificate_researches += sum(int(getattr(a, "researches", 0)) for a in answers)
         return merge_answers(answers, k)
 
     def _call_all(self, method: str, args: tuple, unavailable_timeout_s: float) -> list:

@@ -61,6 +61,28 @@ def exact_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return _tree_sum(np.multiply(vectors, queries.astype(np.float64)[:, None, :]), overwrite=True)
 
 
+def uncertified(faiss_scores: np.ndarray, asked: int, kth_exact: np.ndarray, err: np.ndarray,
+                floor: Optional[np.ndarray] = None) -> np.ndarray:
+    """(B,) bool: where a document faiss did not return could still belong to the shard's exact top k.
+
+    ``faiss_scores`` (B, K) are the faiss scores of what faiss returned for ``asked`` candidates (-inf: none);
+    ``kth_exact`` (B,) the k-th exact score among the rescored ones (-inf: fewer than k); ``err`` (B,) the faiss
+    error bound for the query. A document faiss did not return scores at most the lowest returned faiss score f
+    (faiss keeps its best ``asked``), so its exact score is at most f + err: it cannot reach the top k (ties
+    included, as ties are broken by ordinal) when f + err < kth_exact, nor pass a pruning ``floor`` when
+    f < floor. A query for which faiss returned fewer than ``asked`` has nothing more to return.
+    """
+    f = np.asarray(faiss_scores, np.float32)
+    found = np.isfinite(f)
+    full = found.sum(axis=1) >= asked
+    last = np.where(found, f, np.float32(np.inf)).min(axis=1, initial=np.inf).astype(np.float64)
+    # err is widened by a relative 2^-20 so that the float64 sum's own rounding can only make this stricter
+    threatened = last + np.asarray(err, np.float64) * (1 + 2.0 ** -20) >= np.asarray(kth_exact, np.float64)
+    if floor is not None:
+        threatened &= last >= np.asarray(floor, np.float32)
+    return full & threatened & (asked > 0)
+
+
 # ---- inputs and outputs --------------------------------------------------------------------------------------
 
 @dataclass
@@ -113,6 +135,14 @@ class ShardAnswer:
     random: Optional[CandidateBatch]   # (B, R) the requested random ordinals this shard holds, else padding
     shard_id: int = 0
     n_docs: int = 0
+    researches: int = 0                # queries searched again deeper to certify the top k (``IndexShard.search``)
+
+
+def _widen(a: np.ndarray, width: int, fill) -> np.ndarray:
+    """``a`` (B, K) padded with ``fill`` to ``width`` columns (a copy)."""
+    out = np.full((a.shape[0], width), fill, a.dtype)
+    out[:, :a.shape[1]] = a
+    return out
 
 
 # ---- the shard -----------------------------------------------------------------------------------------------
@@ -357,14 +387,48 @@ class IndexShard:
         reorder documents whose approximate scores put them just outside the top k. With a ``floor`` (B,) from
         ``merge.rescore_floor``, only the candidates whose faiss score reaches it are rescored: the others cannot
         be in the global top k, so the merged result is the same (see ``propose``).
+
+        Certified: where the index has an error bound (``faiss_error_bound``), a query whose unreturned documents
+        could still reach its exact top k (``uncertified``) is searched again with twice the depth, until
+        certified or the shard is exhausted. With Flat shards the result is then the exact top k for any data
+        (clusters of near-duplicates larger than the oversample included) and any batch size; with IVF-Flat and
+        HNSW, the exact top k of the documents the index can return.
         """
-        q = self._queries(queries)
+        return self._search(self._queries(queries), k, proposal, floor)[0]
+
+    def _search(self, q: np.ndarray, k: int, proposal: Optional[Proposal] = None,
+                floor: Optional[np.ndarray] = None) -> tuple:
+        """``search``'s batch, and how many queries it searched again to certify it."""
         b, k = q.shape[0], int(k)
         if k <= 0 or b == 0 or len(self) == 0:
-            return CandidateBatch.empty(b, max(k, 0))
+            return CandidateBatch.empty(b, max(k, 0)), 0
         rows, approx = proposal if proposal is not None else self._faiss_candidates(q, k)
+        floor = None if floor is None else np.asarray(floor, np.float32)
+        ranked_rows, scores = self._rescore(q, rows, approx, floor)
+        bound, researches = self.faiss_error_bound, 0
+        if bound is not None:
+            err = bound * np.linalg.norm(q.astype(np.float64), axis=1)
+            asked = rows.shape[1]
+            while True:
+                kth = scores[:, k - 1].astype(np.float64) if scores.shape[1] >= k else np.full(b, -np.inf)
+                redo = np.flatnonzero(uncertified(approx, asked, kth, err, floor))
+                if len(redo) == 0 or asked >= len(self):
+                    break
+                asked = min(2 * asked, len(self))
+                researches += len(redo)
+                r2, a2 = self._faiss_candidates(q[redo], k, depth=asked)
+                rr, ss = self._rescore(q[redo], r2, a2, None if floor is None else floor[redo])
+                width = max(ranked_rows.shape[1], rr.shape[1])
+                rows, approx = _widen(rows, width, -1), _widen(approx, width, -np.inf)
+                ranked_rows, scores = _widen(ranked_rows, width, -1), _widen(scores, width, -np.inf)
+                rows[redo], approx[redo] = _widen(r2, width, -1), _widen(a2, width, -np.inf)
+                ranked_rows[redo], scores[redo] = _widen(rr, width, -1), _widen(ss, width, -np.inf)
+        return pad_columns(self.batch_of(ranked_rows[:, :k], scores[:, :k]), k), researches
+
+    def _rescore(self, q: np.ndarray, rows: np.ndarray, approx: np.ndarray, floor: Optional[np.ndarray]):
+        """faiss' candidates rescored exactly (those reaching ``floor``), ranked by (score desc, ordinal asc)."""
         if floor is not None:
-            rows = np.where(approx >= np.asarray(floor, np.float32)[:, None], rows, -1)
+            rows = np.where(approx >= floor[:, None], rows, -1)
         scores = self.score_rows(q, rows)
         order = rank_order(np.where(rows >= 0, rows, -1), scores)  # local rows are in ordinal order
         rows = np.take_along_axis(rows, order, 1)
@@ -375,11 +439,12 @@ class IndexShard:
             rows[dup], scores[dup] = -1, -np.inf
             order = rank_order(rows, scores)
             rows, scores = np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
-        return pad_columns(self.batch_of(rows[:, :k], scores[:, :k]), k)
+        return rows, scores
 
-    def _faiss_candidates(self, q: np.ndarray, k: int) -> Proposal:
-        """faiss' ``k + oversample`` candidates: local rows (-1: none) and faiss' own scores (-inf: none)."""
-        kk = min(k + max(0, int(self.cfg.oversample)), len(self))
+    def _faiss_candidates(self, q: np.ndarray, k: int, depth: Optional[int] = None) -> Proposal:
+        """faiss' ``k + oversample`` (or ``depth``) candidates: local rows (-1: none) and faiss' own scores
+        (-inf: none)."""
+        kk = min(k + max(0, int(self.cfg.oversample)) if depth is None else int(depth), len(self))
         if self._on_gpu:
             from .factory import GPU_MAX_K
             if kk > GPU_MAX_K:
@@ -450,7 +515,7 @@ class IndexShard:
         positive_ids = [list(p or []) for p in positive_ids]
         if len(positive_ids) != b:
             raise ValueError(f"positive_ids has {len(positive_ids)} entries for {b} queries")
-        candidates = self.search(q, k, proposal, floor)
+        candidates, researches = self._search(q, k, proposal, floor)
 
         flat = [p for ps in positive_ids for p in ps]
         flat_rows = self.lookup_ids(flat)
@@ -481,7 +546,8 @@ class IndexShard:
                 raise ValueError(f"random_ordinals must be (B={b}, R), got shape {ro.shape}")
             rrows = self.lookup_ordinals(ro)
             random = self.batch_of(rrows, self.score_rows(q, rrows))
-        return ShardAnswer(candidates, positives, found_ids, positive_ids, random, self.shard_id, len(self))
+        return ShardAnswer(candidates, positives, found_ids, positive_ids, random, self.shard_id, len(self),
+                           researches)
 
     # ---- accounting --------------------------------------------------------------------------------------
     def memory_bytes(self) -> int:

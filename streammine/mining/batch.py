@@ -98,6 +98,8 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     True (RocketQA denoising: the filters' survivors, up to ``cfg.cross_encoder.pool`` per query); only those it
     scores below ``cfg.cross_encoder.threshold`` may be sampled.
     A query with too few qualifying documents gets fewer negatives and ``short=True``; it is never dropped.
+    Random corpus documents (``random_docs``) fill at most their share ``num_random(s)`` of the n slots, so a query
+    short of hard negatives is short, unless ``s.fill_with_random`` lets them take the missing hard slots too.
     """
     query_keys = np.asarray(query_keys, dtype=np.uint64)
     b, k = cands.ordinals.shape
@@ -131,8 +133,10 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         if k else np.full_like(hard_cols, -1)
 
     if random_docs is not None:
+        # random documents take their share; the hard slots the window could not fill only with fill_with_random
+        need = n - n_hard_got if s.fill_with_random else np.full(b, n - n_hard, np.int64)
         fill = pick_random_fill(random_docs, positives, cfg.exclude_same_text, out.bound, cfg.filter.min_score,
-                                hard_ordinals, n - n_hard_got)
+                                hard_ordinals, need)
     else:
         fill = None
 

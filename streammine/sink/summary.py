@@ -14,17 +14,34 @@ COUNT_COLUMNS = ["n_candidates", "n_removed_positive", "n_removed_same_text", "n
                  "n_removed_min_score", "n_removed_cross_encoder"]
 
 
-def count_output(out_url: str) -> dict:
-    """Streams over the committed parts and adds up what the mining stage recorded per query."""
+# Counters the miners report through the stage metrics (MetricsClient.count): summary counts, not stages.
+# deeper_searches: query searches repeated deeper to fill a rank window (mining/depth.py); certificate_researches:
+# (query, shard) searches repeated deeper to certify an exact top k (IndexShard.search).
+MINER_COUNTERS = ("deeper_searches", "certificate_researches")
+
+
+def count_output(out_url: str, random_share_n: int = 0) -> dict:
+    """Streams over the committed parts and adds up what the mining stage recorded per query.
+
+    ``random_share_n``: the random negatives a query's share asks for (``mining.num_random``); the random
+    negatives beyond it (only with ``fill_with_random``) are counted as ``random_fill_negatives``."""
     totals = {c: 0 for c in COUNT_COLUMNS}
-    queries = negatives = short = 0
-    for batch in iter_rows(out_url, columns=COUNT_COLUMNS + ["negative_ids", "short"]):
+    queries = negatives = short = randoms = filled = 0
+    for batch in iter_rows(out_url, columns=COUNT_COLUMNS + ["negative_ids", "negative_ranks", "short"]):
         queries += batch.num_rows
         negatives += int(pc.sum(pc.list_value_length(batch.column("negative_ids"))).as_py() or 0)
         short += int(np.count_nonzero(batch.column("short").to_numpy(zero_copy_only=False)))
         for c in COUNT_COLUMNS:
             totals[c] += int(pc.sum(batch.column(c)).as_py() or 0)
+        ranks = batch.column("negative_ranks")
+        if batch.num_rows and len(pc.list_flatten(ranks)):
+            is_random = pc.equal(pc.list_flatten(ranks), -1).to_numpy(zero_copy_only=False)
+            per_row = np.bincount(pc.list_parent_indices(ranks).to_numpy(), weights=is_random,
+                                  minlength=batch.num_rows).astype(np.int64)
+            randoms += int(per_row.sum())
+            filled += int(np.maximum(per_row - int(random_share_n), 0).sum())
     return {"queries_out": queries, "negatives": negatives, "queries_short_of_negatives": short,
+            "random_negatives": randoms, "random_fill_negatives": filled,
             "candidates_seen": totals["n_candidates"], "removed_known_positives": totals["n_removed_positive"],
             "removed_same_text_as_positive": totals["n_removed_same_text"],
             "removed_probable_false_negatives": totals["n_removed_filter"],
@@ -36,7 +53,11 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
     from ..io.records import count_quarantine
     quarantine_url = fs.join(out_url, "_quarantine")
     quarantined = count_quarantine(quarantine_url) if fs.exists(quarantine_url) else {}
-    counts = count_output(out_url)
+    from ..mining import num_random
+    counts = count_output(out_url, num_random(cfg.mining.sampler))
+    for name in MINER_COUNTERS:
+        counts[name] = int(stages.get(name, {}).get("rows", 0))
+    stages = {name: v for name, v in stages.items() if name not in MINER_COUNTERS}
     # queries reach the miner encoded, or from the query-vector cache of an unchanged model
     encoded_queries = stages.get("encode_queries", {}).get("rows", 0)
     cached_queries = stages.get("queries_cached", {}).get("rows", 0)
