@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from .config import MineConfig
 from .errors import InputError
-from .keys import keys64
+from .index.local import search_block
 from .metrics import MetricsClient
 from .sink.schema import MINED_SCHEMA
 from .vectors import from_arrow
@@ -67,31 +67,14 @@ class MineQueries:
 
     # ---- steps ----------------------------------------------------------------------------------------------
     def _search(self, block: pa.Table):
-        """The block's query keys and merged answer, each query's candidates searched to its own depth
-        (``mining.depth``: a function of the query, not of the block it arrived in)."""
-        from .mining import first_depths, num_random, random_corpus_ordinals, search_to_depth
-        m = self.cfg.mining
-        s = m.sampler
-        query_keys = keys64(block.column("query_id").to_pylist())
-        positive_ids = block.column("positive_ids").to_pylist()
-        depths = first_depths(s.resolved_range_max(), [len(p) for p in positive_ids], self.n_total)
-        n_random = num_random(s)
-        random_ordinals = None
-        if n_random:
-            # draw extra: some land on positives, quarantined rows or each other
-            random_ordinals = random_corpus_ordinals(m.seed, query_keys, self.n_total, 2 * n_random + 4)
-        queries = from_arrow(block.column("vector"))
-        researches = getattr(self.index, "certificate_researches", 0)
-        k = int(depths.max()) if len(depths) else 0
-        cands, positives, random_docs, missing = self.index.answer(queries, k, positive_ids, random_ordinals)
-
-        def search(rows, k):
-            return self.index.answer(queries[rows], k, [positive_ids[i] for i in rows])[0]
-        cands, _, n_deeper = search_to_depth(search, cands, positives, depths, s.resolved_range_max(),
-                                             m.exclude_same_text, m.max_search_depth, self.n_total)
+        """The block's query keys and merged answer, each query searched to its own depth
+        (``index.local.search_block``)."""
+        query_keys, answer, n_deeper, n_researches = search_block(
+            self.index, from_arrow(block.column("vector")), block.column("query_id").to_pylist(),
+            block.column("positive_ids").to_pylist(), self.cfg.mining, self.n_total)
         self.metrics.count("deeper_searches", n_deeper)
-        self.metrics.count("certificate_researches", getattr(self.index, "certificate_researches", 0) - researches)
-        return query_keys, (cands, positives, random_docs, missing)
+        self.metrics.count("certificate_researches", n_researches)
+        return query_keys, answer
 
     def _drop_unminable(self, block: pa.Table, answer) -> pa.Table:
         """Positives named by the qrels but absent from the corpus: an error, or (lenient) a quarantine record."""

@@ -16,16 +16,13 @@ from ..keys import keys64
 from .merge import assign_shard, merge_answers, rescore_floor
 from .shard import IndexShard, ShardDocs
 
-# stages.SAME_TEXT_SLACK (stages.py imports Ray, which this module must not); a test checks they agree
-SAME_TEXT_SLACK = 16
-
-
 class LocalShardedIndex:
     """Shards held in this process; ``answer`` has ``actor.ShardedIndex.answer``'s signature and result."""
 
     def __init__(self, shards: list, prune_rescoring: bool = True):
         self.shards = shards
         self.prune_rescoring = prune_rescoring
+        self.certificate_researches = 0  # as ShardedIndex: (query, shard) searches repeated to certify a top k
 
     @classmethod
     def build(cls, cfg: IndexConfig, docs: ShardDocs) -> "LocalShardedIndex":
@@ -53,21 +50,43 @@ class LocalShardedIndex:
         answers = [s.answer(queries, k, positive_ids, random_ordinals,
                             proposals[i] if proposals is not None else None, floor)
                    for i, s in enumerate(self.shards)]
+        self.certificate_researches += sum(int(a.researches) for a in answers)
         return merge_answers(answers, k)
 
 
-def mine_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
-               n_total: int, extra: Optional[int] = None):
-    """Mine one block of encoded queries as ``stages.MineQueries`` does (search depth, random draws, mining):
-    returns ``(MinedBatch, candidates, positives)``. ``index``: a ``LocalShardedIndex`` or ``ShardedIndex``."""
-    from ..mining import mine_batch, num_random, random_corpus_ordinals
+def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
+                 n_total: int) -> tuple:
+    """The merged answer for one block of encoded queries, each query searched to its own depth
+    (``mining.depth``: a function of the query, never of the block it arrived in), with the random corpus
+    ordinals its sampler may draw. ``index``: a ``LocalShardedIndex`` or an ``actor.ShardedIndex``.
+
+    Returns ``(query_keys, (candidates, positives, random_docs, missing), n_deeper, n_certificate_researches)``.
+    """
+    from ..mining import first_depths, num_random, random_corpus_ordinals, search_to_depth
     s = cfg.sampler
     query_keys = keys64(list(query_ids))
-    slack = SAME_TEXT_SLACK if extra is None else extra
-    k = min(s.resolved_range_max() + max((len(p) for p in positive_ids), default=0) + slack, n_total)
-    n_random = num_random(s)
+    depths = first_depths(s.resolved_range_max(), [len(p) for p in positive_ids], n_total)
     random_ordinals = None
+    n_random = num_random(s)
     if n_random:
+        # draw extra: some land on positives, quarantined rows or each other
         random_ordinals = random_corpus_ordinals(cfg.seed, query_keys, n_total, 2 * n_random + 4)
-    cands, positives, random_docs, _missing = index.answer(queries, k, positive_ids, random_ordinals)
+    researches = index.certificate_researches
+    k = int(depths.max()) if len(depths) else 0
+    cands, positives, random_docs, missing = index.answer(queries, k, positive_ids, random_ordinals)
+
+    def search(rows, k):
+        return index.answer(queries[rows], k, [positive_ids[i] for i in rows])[0]
+    cands, _, n_deeper = search_to_depth(search, cands, positives, depths, s.resolved_range_max(),
+                                         cfg.exclude_same_text, cfg.max_search_depth, n_total)
+    return query_keys, (cands, positives, random_docs, missing), n_deeper, index.certificate_researches - researches
+
+
+def mine_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
+               n_total: int):
+    """Mine one block of encoded queries as ``stages.MineQueries`` does (``search_block``, then the mining):
+    returns ``(MinedBatch, candidates, positives)``."""
+    from ..mining import mine_batch
+    query_keys, (cands, positives, random_docs, _missing), _, _ = search_block(
+        index, queries, query_ids, positive_ids, cfg, n_total)
     return mine_batch(query_keys, cands, positives, cfg, random_docs), cands, positives
