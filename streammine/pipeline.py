@@ -37,8 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("streammine")
 
-S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-               "AWS_DEFAULT_REGION", "AWS_REGION", "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
+# Passed to workers in the runtime env: settings only, never a secret. Ray writes runtime envs into its logs and
+# job table, so credentials must reach workers another way: a local Ray's workers inherit the driver's
+# environment; a cluster's workers use their node's credential chain (IRSA role, a Kubernetes Secret as env).
+S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
+SECRET_ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 # ---- Ray ----------------------------------------------------------------------------------------------------
@@ -48,8 +52,7 @@ def ensure_ray(address: Optional[str] = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    # Workers must see the same object-store endpoint and credentials as the driver; they are passed through from
-    # the environment, never written into any file.
+    # Workers must see the same object-store endpoint as the driver. Credentials are not passed (see S3_ENV_VARS).
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
     # Inside a `ray job submit` job, Ray merges the job's runtime env into ours and refuses a variable set in
     # both: pass only what the job does not already give its workers.
