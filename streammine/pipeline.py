@@ -231,6 +231,24 @@ def cached_store_for(store_url: str, key_of_model: str) -> Optional[str]:
     return best
 
 
+def corpus_source(cfg: MineConfig) -> str:
+    """The corpus file (or table) as the user would name it, for errors."""
+    if cfg.encoder.kind == "precomputed":
+        return cfg.encoder.corpus_vectors
+    if cfg.input.format == "beir":
+        from .io.readers import beir_corpus_url
+        return beir_corpus_url(cfg.input.path)
+    return cfg.input.corpus or cfg.input.path
+
+
+def queries_source(cfg: MineConfig) -> str:
+    """Where the run's queries come from, for errors: the split's qrels (BEIR), else the pairs table."""
+    if cfg.input.format == "beir":
+        from .io.readers import beir_qrels_url
+        return beir_qrels_url(cfg.input.path, cfg.input.split)
+    return cfg.input.path
+
+
 def corpus_fingerprint(cfg: MineConfig) -> list:
     """Size and modification stamp of every corpus source file (cheap: metadata only)."""
     if cfg.encoder.kind == "precomputed":
@@ -289,7 +307,8 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
                                          cached_store=cached))
     manifest = read_manifest(store_url)
     if manifest is None or not manifest.get("docs"):
-        raise StreamMineError(f"the corpus produced no documents (store {store_url})")
+        raise StreamMineError(f"{corpus_source(cfg)}: the corpus has no document"
+                              + (" (every row was quarantined)" if cfg.input.lenient else ""))
     return dict(manifest, reused=False)
 
 
@@ -495,6 +514,13 @@ def mine(cfg: MineConfig) -> RunResult:
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
         summary["query_vectors"] = source
+        if summary["counts"]["queries_in"] == 0:
+            # nothing to mine is the user's mistake (wrong split, empty queries file), not a finished run: the
+            # empty manifest goes, so the output does not look like a result
+            fs.remove(fs.join(out, "_parts.json"))
+            raise StreamMineError(f"{queries_source(cfg)}: no query to mine (" +
+                                  ("no query of queries.jsonl has a positive in this split)"
+                                   if cfg.input.format == "beir" else "the table has no query)"))
         if cfg.encoder.kind != "precomputed":
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)
