@@ -514,13 +514,15 @@ def mine(cfg: MineConfig) -> RunResult:
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
         summary["query_vectors"] = source
-        if summary["counts"]["queries_in"] == 0:
-            # nothing to mine is the user's mistake (wrong split, empty queries file), not a finished run: the
-            # empty manifest goes, so the output does not look like a result
+        if summary["counts"]["queries_out"] == 0:
+            # nothing mined is the user's mistake (wrong split, empty queries file, every row bad), not a finished
+            # run: the empty manifest goes, so the output does not look like a result (the quarantine stays)
             fs.remove(fs.join(out, "_parts.json"))
-            raise StreamMineError(f"{queries_source(cfg)}: no query to mine (" +
-                                  ("no query of queries.jsonl has a positive in this split)"
-                                   if cfg.input.format == "beir" else "the table has no query)"))
+            n_in = summary["counts"]["queries_in"]
+            raise StreamMineError(f"{queries_source(cfg)}: no query to mine (" + (
+                f"all {n_in} queries read were quarantined: see {fs.join(out, '_quarantine')})" if n_in else
+                "no query of queries.jsonl has a positive in this split)" if cfg.input.format == "beir" else
+                "the table has no query)"))
         if cfg.encoder.kind != "precomputed":
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)

@@ -219,3 +219,43 @@ def test_two_mines_sharing_a_work_dir_both_succeed(tmp_path):
     for i in (0, 1):
         qids = [q for t in iter_rows(str(tmp_path / f"out{i}"), ["query_id"]) for q in t.column("query_id").to_pylist()]
         assert sorted(qids) == sorted(f"q{i}" for i in range(20))
+
+
+# ---- every query accounted ----------------------------------------------------------------------------------
+
+def test_every_query_read_is_mined_or_quarantined(ray_session, tmp_path):
+    """Lenient run: a query whose qrels are all score 0 and a malformed query line are quarantined with their
+    reasons, and queries_in counts them; an empty split is an error naming its qrels file, not an empty success."""
+    from helpers import precomputed_overrides
+    from streammine.api import load_config, mine
+    from streammine.io.records import read_quarantine
+    data = write_synthetic_beir(str(tmp_path / "data"), n_docs=100, n_queries=10)
+    beir = data["beir"]
+    with open(os.path.join(beir, "queries.jsonl"), "a") as f:
+        f.write(json.dumps({"_id": "q_zero", "text": "judged, nothing relevant"}) + "\n")
+        f.write('{"_id": "q_bad", "text": \n')
+    with open(os.path.join(beir, "qrels", "train.tsv"), "a") as f:
+        f.write("q_zero\td1\t0\nq_bad\td2\t1\n")
+    out = str(tmp_path / "out")
+    result = mine(load_config(None, precomputed_overrides(data, out, **{"input.lenient": True})))
+    c = result.summary["counts"]
+    assert (c["queries_out"], c["queries_in"]) == (10, 12)
+    records = {r["location"].rsplit(":", 1)[1]: r for r in read_quarantine(os.path.join(out, "_quarantine"))}
+    assert "no positive" in records["11"]["reason"] and "malformed JSON" in records["12"]["reason"]
+    assert len(records) == 2  # each once
+    with pytest.raises(StreamMineError, match="no positive"):  # strict: the same query is an error
+        mine(load_config(None, precomputed_overrides(data, str(tmp_path / "strict"))))
+    with open(os.path.join(beir, "qrels", "train.tsv"), "w") as f:
+        f.write("query-id\tcorpus-id\tscore\nq_zero\td1\t0\n")
+    with pytest.raises(StreamMineError, match=r"qrels/train.tsv: no query to mine \(all 2 queries read were "
+                                              r"quarantined"):
+        mine(load_config(None, precomputed_overrides(data, str(tmp_path / "empty"), **{"input.lenient": True})))
+    assert not os.path.exists(os.path.join(tmp_path, "empty", "_parts.json"))
+
+
+def test_a_zero_query_budget_is_an_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "streammine.cli", "mine", "--input", str(tmp_path), "--output",
+                           str(tmp_path / "o"), "--max-queries", "-1"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "streammine: error: input.max_queries must be >= 1, got -1", proc.stderr
