@@ -63,5 +63,5 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
 
 
 def write_summary(out_url: str, summary: dict) -> None:
-    with fs.open_url(fs.join(out_url, "summary.json"), "wt") as f:
-        json.dump(summary, f, indent=1, default=str)
+    # whole or nothing (summary.json marks a finished output): values JSON lacks are written as strings
+    fs.write_json_atomic(fs.join(out_url, "summary.json"), json.loads(json.dumps(summary, default=str)))
