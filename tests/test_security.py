@@ -74,3 +74,56 @@ def test_submitted_entrypoint_is_quoted_argument_by_argument(tmp_path):
     assert shlex.split(cmd) == argv
     echoed = subprocess.run(["sh", "-c", "printf '%s\\n' " + cmd], capture_output=True, text=True, check=True)
     assert echoed.stdout.splitlines() == argv and not marker.exists()
+
+
+def test_refresh_refuses_a_version_name_that_is_a_path(tmp_path):
+    """`refresh --name ../../x` would make serve build (and clean) data/../../x: refused, one line, nothing
+    written."""
+    run = tmp_path / "run"
+    for name in ("../../x", "a/b", "..", ".hidden"):
+        proc = subprocess.run([sys.executable, "-m", "streammine.cli", "refresh", "--output", str(run), "--model",
+                               "/m", "--name", name], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (name, proc.stderr)
+        assert proc.stderr.startswith("streammine: error: --name ") and "Traceback" not in proc.stderr
+    assert not run.exists()
+    # a request file written by hand is checked where serve reads it
+    from streammine.errors import ConfigError
+    from streammine.refresh.watch import CONTROL_DIR, FORCE_FILE, VersionSource
+    os.makedirs(run / CONTROL_DIR)
+    (run / CONTROL_DIR / FORCE_FILE).write_text('{"model": "/m", "name": "../../victim"}')
+    with pytest.raises(ConfigError, match="victim"):
+        VersionSource(str(run), None, None).forced()
+
+
+def test_remote_checkpoint_keys_stay_inside_the_download(tmp_path):
+    import fsspec
+    from streammine.errors import StreamMineError
+    from streammine.refresh.versions import local_model_dir
+    mem = fsspec.filesystem("memory")
+    root = f"/ck-{os.getpid()}"
+    mem.pipe(f"{root}/config.json", b"{}")
+    escape = tmp_path / "escaped.txt"
+    mem.pipe(f"{root}/../../..{escape}", b"planted")
+    cache = tmp_path / "cache"
+    with pytest.raises(StreamMineError, match="leads outside the checkpoint directory"):
+        local_model_dir(f"memory://{root}", str(cache))
+    assert not escape.exists() and os.listdir(cache) == []  # the partial download is gone too
+
+
+def test_model_cache_is_private(tmp_path, monkeypatch):
+    import stat
+    from streammine.errors import StreamMineError
+    from streammine.refresh.versions import private_cache_dir
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # re-read TMPDIR
+    try:
+        path = private_cache_dir("models")
+        root = os.path.dirname(path)
+        assert root == os.path.join(str(tmp_path), f"streammine-{os.getuid()}")
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
+        os.chmod(root, 0o777)  # opened to others (or planted by someone else): refused
+        with pytest.raises(StreamMineError, match="mode 0700"):
+            private_cache_dir("models")
+    finally:
+        tempfile.tempdir = None
