@@ -171,6 +171,47 @@ time.sleep(120)
 """
 
 
+def test_a_killed_holder_is_taken_over_at_once_and_a_remote_one_when_it_stops_beating(tmp_path):
+    """A serve killed on this host (SIGKILL: no release) is replaced at once, so a restart resumes; a holder on
+    another host is refused while its heartbeat moves and taken over once it has expired."""
+    import threading
+    from streammine.io import fs
+    from streammine.refresh.lease import LeaseHeld, RunLease
+    run = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, run], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=REPO))
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(LeaseHeld):
+        RunLease(run).acquire()
+    holder.kill()
+    holder.wait()
+    t0 = time.monotonic()
+    RunLease(run).acquire().release()
+    assert time.monotonic() - t0 < 5
+
+    remote = RunLease(run, seconds=2.0)
+    epoch = remote.epochs()[-1] + 1
+    record = {"owner": "x", "host": "another-host", "pid": 1, "heartbeat_at": time.time(), "seconds": 2.0}
+    fs.write_json_atomic(remote._epoch_url(epoch), record)
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(0.3):
+            fs.write_json_atomic(remote._epoch_url(epoch), dict(record, heartbeat_at=time.time()))
+    beating = threading.Thread(target=beat)
+    beating.start()
+    try:
+        with pytest.raises(LeaseHeld, match="another-host"):
+            RunLease(run, seconds=2.0).acquire()
+    finally:
+        stop.set()
+        beating.join()
+    t0 = time.monotonic()
+    taken = RunLease(run, seconds=2.0).acquire()  # the remote holder stopped beating: taken once it expires
+    assert taken.epoch == epoch + 1 and time.monotonic() - t0 < 10
+    taken.release()
+
+
 def test_a_second_serve_on_one_output_fails_at_once(tmp_path):
     """While a live process holds a run's lease, `streammine serve` on that output exits 2 with one line, fast
     (before starting Ray)."""
