@@ -108,6 +108,18 @@ def test_two_writers_of_one_store_leave_a_whole_store(tmp_path):
     assert sorted(read) == sorted(ids)
 
 
+def test_store_retention_removes_only_the_store_files(tmp_path):
+    from streammine.index.store import remove_store
+    store = str(tmp_path / "store")
+    sink = EmbeddingStoreSink(store, {"model": "m"})
+    r = sink.write([store_block([f"d{i}" for i in range(20)])], SimpleNamespace(task_idx=0))
+    sink.on_write_complete(SimpleNamespace(write_returns=[r]))
+    kept = [foreign(os.path.join(store, "bucket=00", "mine.parquet")), foreign(os.path.join(store, "README"))]
+    assert remove_store(store) == len(r["files"]) + 1
+    assert read_manifest(store) is None and all(map(os.path.exists, kept))
+    assert not [f for f in r["files"] if os.path.exists(os.path.join(store, f))]
+
+
 # ---- one writer per run -------------------------------------------------------------------------------------
 
 APPEND = """

@@ -14,6 +14,7 @@ This module is the read side (shard actors import it); the Ray Data sink that wr
 """
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Iterable, Optional
 
@@ -89,6 +90,18 @@ def remove_unlisted(store_url: str, files: list, writer: str) -> int:
     listed = {fs.join(store_url, f) for f in files}
     return fs.remove_quietly(u for u in fs.list_files(store_url, (".parquet",))
                              if u not in listed and u.rsplit("/", 1)[-1].startswith(f"part-{writer}-"))
+
+
+def remove_store(store_url: str) -> int:
+    """Deletes a committed store: its manifest first (so no reader takes it for whole any more), then the files
+    the manifest names. A file it does not name (not this store's) stays. Returns how many files went."""
+    manifest = read_manifest(store_url)
+    if manifest is None:
+        return 0
+    names = [f for f in manifest.get("files", []) if isinstance(f, str) and ".." not in f.split("/")
+             and re.fullmatch(r"bucket=\d{2}/part-[\w-]+\.parquet", f)]
+    removed = fs.remove_quietly([fs.join(store_url, "_manifest.json")])
+    return removed + fs.remove_quietly(fs.join(store_url, f) for f in names)
 
 
 def read_buckets(store_url: str, buckets: list, manifest: Optional[dict] = None) -> Iterable[pa.Table]:

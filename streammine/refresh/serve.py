@@ -293,7 +293,7 @@ class Server:
 
     def apply_retention(self) -> None:
         """Keeps the embedding stores in use plus the newest committed ones, ``serve.retention`` in all."""
-        from ..index.store import read_manifest
+        from ..index.store import read_manifest, remove_store
         root = fs.join(self.cfg.run.work_dir or fs.join(self.out, "_work"), "embeddings")
         keep = {v.store_url.rstrip("/") for v in (self.active, self.staged) if v is not None}
         filesystem, path = fs.resolve(root)
@@ -307,7 +307,7 @@ class Server:
         others = [url for _, url in sorted(stores, reverse=True) if url not in keep]
         for url in others[room:]:
             log.info("retention: deleting the embedding store %s", url)
-            fs.remove(url, recursive=True)
+            remove_store(url)  # its manifest and the files it names: nothing else under that folder
 
     # ---- units ----
     def pending_units(self) -> List[Unit]:
