@@ -184,10 +184,18 @@ def write_json_create(url: str, obj) -> bool:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.link(tmp, path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: an exclusive create (whole once it is closed)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(data)
             return True
-        except FileExistsError:
-            return False
         finally:
             os.unlink(tmp)
     if protocol_of(url) in ("s3", "s3a"):
