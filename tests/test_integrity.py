@@ -250,13 +250,13 @@ def test_a_second_serve_on_one_output_fails_at_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_mines_sharing_a_work_dir_both_succeed(tmp_path):
+def test_two_mines_sharing_a_work_dir_both_succeed(ray_session, tmp_path):
     """Two `streammine mine` processes at once, one work dir (so one embedding store key): both exit 0 with every
-    query mined, and the committed store is whole (every file its manifest names exists, every document once)."""
+    query mined, and the committed store is whole (every file its manifest names exists, every document once).
+    Both drivers join the session's Ray (as two jobs on one cluster would)."""
     data = write_synthetic_beir(str(tmp_path / "data"), n_docs=300, n_queries=20)
     work = str(tmp_path / "work")
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env.pop("RAY_ADDRESS", None)
+    env = dict(os.environ, PYTHONPATH=REPO, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
     procs = [subprocess.Popen([sys.executable, "-m", "streammine.cli", "mine", "--input", data["beir"],
                                "--precomputed", "--corpus-vectors", data["corpus_vectors"],
                                "--query-vectors", data["query_vectors"], "--output", str(tmp_path / f"out{i}"),
