@@ -4,21 +4,25 @@
         --input s3://bucket/beir/scifact --output s3://bucket/negatives/run-1
 
 The same as `ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- ...`, except that the S3
-endpoint and credentials (AWS_* variables, when set) travel in the submission request, to the job's driver and
-workers, and are never written into a file. On Kubernetes, prefer the service account's IAM role (k8s/): then
-no credentials are set and none are passed.
+endpoint and region (when set) travel in the submission request to the job's driver and workers. Credentials
+never do: Ray keeps a job's runtime env in its job table (readable through the job API) and logs it, so the
+cluster's nodes must hold their own (on EKS the service account's IAM role, k8s/; elsewhere the node's
+instance role or a Kubernetes Secret given to the pods as environment variables). Each argument of the
+entrypoint is shell-quoted, so spaces and shell metacharacters reach the job's command as written.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
 import yaml
 
-FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_DEFAULT_REGION", "AWS_REGION", "STREAMMINE_S3_ENDPOINT")
+# settings only: never AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (see the docstring)
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "STREAMMINE_S3_ENDPOINT")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -29,6 +33,11 @@ def runtime_env(path: str, working_dir: str) -> dict:
         env["working_dir"] = working_dir
     env.setdefault("env_vars", {}).update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
     return env
+
+
+def entrypoint_command(argv: list) -> str:
+    """The job's shell command: every argument quoted, so it reaches the job as one argument, unexpanded."""
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def submit_with_retry(client, entrypoint: str, env: dict, wait_s: float = 120):
@@ -58,7 +67,7 @@ def main(argv=None) -> int:
         p.error("give the job's command after --")
     from ray.job_submission import JobStatus, JobSubmissionClient
     client = JobSubmissionClient(args.address)
-    job_id = submit_with_retry(client, " ".join(entrypoint), runtime_env(args.runtime_env, args.working_dir))
+    job_id = submit_with_retry(client, entrypoint_command(entrypoint), runtime_env(args.runtime_env, args.working_dir))
     print(f"submitted {job_id} to {args.address}", flush=True)
     if not args.wait:
         return 0

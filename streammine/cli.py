@@ -105,12 +105,16 @@ def main(argv=None) -> int:
         return eval_cli.run(args)
     if args.command in ("refresh", "stop"):
         from .refresh.watch import request_refresh, request_stop
-        if args.command == "refresh":
-            req = request_refresh(args.output, args.model, args.name)
-            print(f"streammine: {args.output} will mine with {args.model} as version {req['name']}")
-        else:
-            request_stop(args.output)
-            print(f"streammine: asked the serve of {args.output} to stop")
+        try:
+            if args.command == "refresh":
+                req = request_refresh(args.output, args.model, args.name)
+                print(f"streammine: {args.output} will mine with {args.model} as version {req['name']}")
+            else:
+                request_stop(args.output)
+                print(f"streammine: asked the serve of {args.output} to stop")
+        except StreamMineError as e:
+            print(f"streammine: error: {e}", file=sys.stderr)
+            return 2
         return 0
     from .api import demo_data_path, load_config, mine
     if args.command == "serve":

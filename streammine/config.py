@@ -234,6 +234,9 @@ class MineConfig:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
+        _check_types(self, "")
+        for key, (low, high, low_open) in NUMERIC_RANGES.items():
+            _in_range(key, _get_dotted(self, key), low, high, low_open)
         _choice("input.format", self.input.format, INPUT_FORMATS)
         if not self.input.path:
             raise ConfigError("input.path is required (a BEIR directory or a pairs table URL)")
@@ -260,7 +263,8 @@ class MineConfig:
         _positive("run.query_batch_size", self.run.query_batch_size)
         _positive("mining.sampler.num_negatives", s.num_negatives)
         if s.range_min < 0 or s.range_min >= s.resolved_range_max():
-            raise ConfigError(f"need 0 <= range_min < range_max, got [{s.range_min}, {s.resolved_range_max()})")
+            raise ConfigError(f"mining.sampler.range_min must satisfy 0 <= range_min < range_max, got "
+                              f"[{s.range_min}, {s.resolved_range_max()})")
         _positive("mining.max_search_depth", self.mining.max_search_depth)
         if not 0.0 <= s.random_share <= 1.0:
             raise ConfigError(f"mining.sampler.random_share must be in [0, 1], got {s.random_share}")
@@ -284,6 +288,64 @@ class MineConfig:
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
+
+# key -> (low, high, low is exclusive); None: unbounded on that side. A None value (an Optional key left unset)
+# is not checked. Every numeric key is listed here or checked in validate() (tests/test_config.py checks that).
+NUMERIC_RANGES = {
+    "input.max_queries": (1, None, False),
+    "encoder.max_length": (1, None, False), "encoder.cpus_per_actor": (0, None, True),
+    "encoder.gpus_per_actor": (0, None, False),
+    "index.nlist": (1, None, False), "index.nprobe": (1, None, False), "index.hnsw_m": (2, None, False),
+    "index.ef_search": (1, None, False), "index.pq_m": (1, None, False), "index.pq_nbits": (1, 16, False),
+    "index.oversample": (0, None, False), "index.cpus_per_shard": (0, None, False),
+    "index.gpus_per_shard": (0, None, False),
+    "mining.filter.margin": (0, None, False), "mining.filter.max_score": (None, None, False),
+    "mining.filter.min_score": (None, None, False), "mining.sampler.range_max": (1, None, False),
+    "mining.sampler.simans_b": (None, None, False), "mining.seed": (0, None, False),
+    "mining.cross_encoder.threshold": (None, None, False), "mining.cross_encoder.max_length": (1, None, False),
+    "mining.cross_encoder.gpus_per_actor": (0, None, False),
+    "serve.max_versions": (0, None, False), "serve.idle_exit_seconds": (0, None, False),
+    "serve.backoff_max_seconds": (0, None, True),
+}
+
+
+def _get_dotted(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _check_types(node, prefix: str) -> None:
+    """Numbers are numbers: an int key takes an int (not a bool, not 2.5), a float key a finite int or float (not
+    a bool, NaN or inf), a bool key a bool. One line naming the key otherwise."""
+    import math
+    for f in fields(node):
+        value, key, annotation = getattr(node, f.name), prefix + f.name, str(f.type)
+        if dataclasses.is_dataclass(value):
+            _check_types(value, key + ".")
+            continue
+        if value is None:
+            continue
+        kind = annotation.replace("Optional[", "").rstrip("]")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+
+
+def _in_range(key: str, value, low, high, low_open: bool) -> None:
+    if value is None:
+        return
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be <= {high}, got {value!r}")
 
 def load_yaml_mapping(url: str) -> dict:
     """The mapping a YAML config file holds (any fsspec URL); a clear error for bad YAML or another top level."""

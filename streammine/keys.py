@@ -15,8 +15,10 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def key64(value: str) -> int:
-    """A stable unsigned 64-bit key of a string (blake2b; independent of PYTHONHASHSEED)."""
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little")
+    """A stable unsigned 64-bit key of a string (blake2b; independent of PYTHONHASHSEED). Any str has a key: a
+    lone surrogate (not valid Unicode, which readers reject with its location) is hashed as its code point
+    ("surrogatepass"), so a key never raises; valid strings hash their UTF-8 bytes as always."""
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def keys64(values) -> np.ndarray:
@@ -35,7 +37,7 @@ def text_key(text: str) -> int:
 
 def content_id(text: str) -> str:
     """A stable id for a row that has none: a hash of its content."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

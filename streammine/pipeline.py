@@ -37,8 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("streammine")
 
-S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-               "AWS_DEFAULT_REGION", "AWS_REGION", "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
+# Passed to workers in the runtime env: settings only, never a secret. Ray writes runtime envs into its logs and
+# job table, so credentials must reach workers another way: a local Ray's workers inherit the driver's
+# environment; a cluster's workers use their node's credential chain (IRSA role, a Kubernetes Secret as env).
+S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
+SECRET_ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 # ---- Ray ----------------------------------------------------------------------------------------------------
@@ -48,8 +52,7 @@ def ensure_ray(address: Optional[str] = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    # Workers must see the same object-store endpoint and credentials as the driver; they are passed through from
-    # the environment, never written into any file.
+    # Workers must see the same object-store endpoint as the driver. Credentials are not passed (see S3_ENV_VARS).
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
     # Inside a `ray job submit` job, Ray merges the job's runtime env into ours and refuses a variable set in
     # both: pass only what the job does not already give its workers.
@@ -228,6 +231,24 @@ def cached_store_for(store_url: str, key_of_model: str) -> Optional[str]:
     return best
 
 
+def corpus_source(cfg: MineConfig) -> str:
+    """The corpus file (or table) as the user would name it, for errors."""
+    if cfg.encoder.kind == "precomputed":
+        return cfg.encoder.corpus_vectors
+    if cfg.input.format == "beir":
+        from .io.readers import beir_corpus_url
+        return beir_corpus_url(cfg.input.path)
+    return cfg.input.corpus or cfg.input.path
+
+
+def queries_source(cfg: MineConfig) -> str:
+    """Where the run's queries come from, for errors: the split's qrels (BEIR), else the pairs table."""
+    if cfg.input.format == "beir":
+        from .io.readers import beir_qrels_url
+        return beir_qrels_url(cfg.input.path, cfg.input.split)
+    return cfg.input.path
+
+
 def corpus_fingerprint(cfg: MineConfig) -> list:
     """Size and modification stamp of every corpus source file (cheap: metadata only)."""
     if cfg.encoder.kind == "precomputed":
@@ -286,7 +307,8 @@ def build_store(cfg: MineConfig, store_url: str, quarantine_url: Optional[str], 
                                          cached_store=cached))
     manifest = read_manifest(store_url)
     if manifest is None or not manifest.get("docs"):
-        raise StreamMineError(f"the corpus produced no documents (store {store_url})")
+        raise StreamMineError(f"{corpus_source(cfg)}: the corpus has no document"
+                              + (" (every row was quarantined)" if cfg.input.lenient else ""))
     return dict(manifest, reused=False)
 
 
@@ -334,11 +356,32 @@ def prepare_output(cfg: MineConfig) -> None:
     if fs.exists(fs.join(out, PARTS_MANIFEST)) or fs.exists(fs.join(out, "summary.json")):
         if not cfg.output.overwrite:
             raise StreamMineError(f"{out} already holds a mining output; pass --overwrite to replace it")
-        filesystem, path = fs.resolve(out)
-        for child in filesystem.ls(path, detail=False):
-            if os.path.basename(child.rstrip("/")) != "_work":  # keep the embedding store: it is a cache
-                filesystem.rm(child, recursive=True)
+        remove_previous_output(out)
     fs.makedirs(out)
+
+
+def remove_previous_output(out: str) -> int:
+    """``--overwrite``: deletes what an earlier mining run wrote in ``out`` and names: the parts its
+    ``_parts.json`` lists, ``_parts.json``, ``summary.json``, its quarantine parts and its exports. Nothing
+    else is touched, whatever its name (the embedding store under ``_work/`` is a cache and is kept; a part no
+    manifest names may be another writer's). Returns how many files went."""
+    import re
+    from .io.records import QUARANTINE_SUFFIX
+    from .sink.export import EXPORT_FILES
+    from .sink.parts import PARTS_MANIFEST
+    try:
+        listed = [p["part"] for p in (fs.read_json(fs.join(out, PARTS_MANIFEST)) or {}).get("parts", [])]
+    except (ValueError, TypeError, KeyError, AttributeError):  # an unreadable manifest names nothing
+        listed = []
+    # a name is a file directly in ``out``, as the sink writes them: never a path that leads elsewhere
+    doomed = [fs.join(out, n) for n in listed if isinstance(n, str) and re.fullmatch(r"part-[\w.-]+\.parquet", n)
+              and ".." not in n]
+    ours = re.compile(r"part-[0-9a-f]{32}" + re.escape(QUARANTINE_SUFFIX) + "$")
+    doomed += [u for u in fs.list_files(fs.join(out, "_quarantine"), (QUARANTINE_SUFFIX,))
+               if ours.search(u.rsplit("/", 1)[-1])]
+    doomed += [fs.join(out, "export", name) for name in EXPORT_FILES.values()]
+    doomed += [fs.join(out, name) for name in ("summary.json", PARTS_MANIFEST)]  # the commit marks go last
+    return fs.remove_quietly(u for u in doomed if fs.exists(u))
 
 
 @contextmanager
@@ -471,6 +514,15 @@ def mine(cfg: MineConfig) -> RunResult:
         summary = build_summary(cfg, out, phases=phases, stages=ray.get(metrics.snapshot.remote()),
                                 shards=shard_info, store=manifest)
         summary["query_vectors"] = source
+        if summary["counts"]["queries_out"] == 0:
+            # nothing mined is the user's mistake (wrong split, empty queries file, every row bad), not a finished
+            # run: the empty manifest goes, so the output does not look like a result (the quarantine stays)
+            fs.remove(fs.join(out, "_parts.json"))
+            n_in = summary["counts"]["queries_in"]
+            raise StreamMineError(f"{queries_source(cfg)}: no query to mine (" + (
+                f"all {n_in} queries read were quarantined: see {fs.join(out, '_quarantine')})" if n_in else
+                "no query of queries.jsonl has a positive in this split)" if cfg.input.format == "beir" else
+                "the table has no query)"))
         if cfg.encoder.kind != "precomputed":
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)

@@ -86,11 +86,18 @@ def test_document_text():
 
 def test_beir_queries_multi_positive_and_score_zero(tmp_path):
     root = write_beir(str(tmp_path))
-    tables = list(readers.iter_beir_queries(root, "train", block_rows=2))
+    quarantine = Quarantine()
+    tables = list(readers.iter_beir_queries(root, "train", block_rows=2, quarantine=quarantine))
     assert all(t.schema.equals(QUERY_SCHEMA) for t in tables)
     qs = rows(tables)
     qrels = fs.join(root, "qrels", "train.tsv")
     assert [q["query_id"] for q in qs] == ["q1", "q2", "q4"]  # q3 has only a score-0 line: not a query to mine
+    # ... and is accounted for: quarantined (lenient) with its reason, or an error naming its line (strict)
+    [record] = quarantine.records
+    assert record["kind"] == "query" and record["location"] == f"{fs.join(root, 'queries.jsonl')}:3"
+    assert "no positive" in record["reason"] and f"{qrels}:6" in record["reason"]
+    with pytest.raises(InputError, match=r"queries.jsonl:3: query 'q3' has no positive"):
+        list(readers.iter_beir_queries(root, "train"))
     assert qs[0]["positive_ids"] == ["d1", "d3"]                # first-appearance order, duplicate line dropped
     assert qs[0]["positive_locations"] == [f"{qrels}:2", f"{qrels}:4"]
     assert qs[2]["positive_ids"] == ["4"]
@@ -497,7 +504,7 @@ def test_vectors_errors(tmp_path):
 
 def _read_all(root):
     corpus = rows(readers.iter_beir_corpus(root, block_rows=2))
-    queries = rows(readers.iter_beir_queries(root, block_rows=2))
+    queries = rows(readers.iter_beir_queries(root, block_rows=2, quarantine=Quarantine()))  # q3: no positive
     strip = lambda rs: [{k: v for k, v in r.items() if "location" not in k} for r in rs]  # noqa: E731
     return strip(corpus), strip(queries), corpus, queries
 

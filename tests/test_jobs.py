@@ -1,6 +1,7 @@
 """`ray job submit` for real: a Ray head started with `ray start --head` (job server on loopback), a mining job
 submitted through jobs/submit.py (Ray's Job Submission SDK), its output written to the loopback S3 server with
-credentials that travel in the submission, never in a file. The head is stopped by the test that started it."""
+credentials that the head node holds in its own environment (as a cluster node holds its role or Secret): the
+submission carries the endpoint only, so the job table and the job's files never hold a secret. The head is stopped by the test that started it."""
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_head():
-    """A separate Ray head (its own temp dir and ports) with a job server; yields the job server URL."""
+def ray_head(s3_env):
+    """A separate Ray head (its own temp dir and ports) with a job server, started with the S3 credentials in its
+    environment (the node's own credentials); yields the job server URL."""
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     dash = free_port()
     temp_dir = tempfile.mkdtemp(prefix="smj-", dir="/tmp")  # short: Ray's unix sockets live under it
@@ -77,6 +79,10 @@ def test_mining_job_submitted_to_a_ray_head(ray_head, s3_bucket, s3_env, tmp_pat
     # the credentials were passed in the request: no file in the repo or the runtime env holds them
     with open(os.path.join(REPO, "jobs", "runtime_env.yaml")) as f:
         assert "AWS_SECRET_ACCESS_KEY" not in f.read()
+    from ray.job_submission import JobSubmissionClient
+    job_id = proc.stdout.split("submitted ", 1)[1].split()[0]
+    job_env = (JobSubmissionClient(ray_head).get_job_info(job_id).runtime_env or {}).get("env_vars", {})
+    assert "AWS_ENDPOINT_URL" in job_env and not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(job_env)
     import s3fs
     s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_env["AWS_ENDPOINT_URL"]})
     names = [p.rsplit("/", 1)[-1] for p in s3.ls(out.replace("s3://", ""))]

@@ -466,6 +466,23 @@ def test_every_pod_runs_as_the_irsa_service_account(name):
 
 @needs_kustomize
 @pytest.mark.parametrize("name", OVERLAYS)
+def test_network_policy_admits_the_operator_from_its_own_namespace_only(name):
+    """Every ingress rule naming a pod outside the namespace also names that pod's namespace by
+    kubernetes.io/metadata.name (an empty namespaceSelector admits any pod, anywhere, that copies a label)."""
+    [policy] = by_kind(overlay(name), "NetworkPolicy")
+    rules = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    crossing = [p for p in rules if "namespaceSelector" in p]
+    assert crossing, "no rule for the KubeRay operator"
+    for peer in crossing:
+        assert peer["namespaceSelector"].get("matchLabels") == {"kubernetes.io/metadata.name": "ray-system"}, peer
+        assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}, peer
+    # the operator's namespace is the one terraform installs it in
+    with open(os.path.join(REPO, "terraform", "kuberay-operator", "variables.tf")) as f:
+        assert re.search(r'default\s*=\s*"ray-system"', f.read())
+
+
+@needs_kustomize
+@pytest.mark.parametrize("name", OVERLAYS)
 def test_every_container_has_resources_and_a_restricted_security_context(name):
     docs = overlay(name)
     [policy] = by_kind(docs, "NetworkPolicy")

@@ -479,11 +479,11 @@ def test_existing_output_needs_overwrite_and_keeps_the_store(baseline):
     assert (out / "summary.json").read_text() == first_summary
     assert all((out / p["part"]).exists() for p in first_parts["parts"])
 
-    (out / "stale.txt").write_text("left over from an earlier run")
+    (out / "notes.txt").write_text("not written by streammine")
     second = streammine.mine(overrides=dict(overrides, **{"output.overwrite": True}))
     assert second.summary["index"]["store_reused"] is True
     assert json.loads((out / "summary.json").read_text())["index"]["store_reused"] is True
-    assert not (out / "stale.txt").exists()
+    assert (out / "notes.txt").exists()  # overwrite deletes only what the earlier run wrote and named
     assert not any((out / p["part"]).exists() for p in first_parts["parts"])  # the old parts are gone
     assert {p: p.stat().st_mtime_ns for p in (out / "_work").rglob("*") if p.is_file()} == store_files
     assert negatives_by_query(read_output(str(out))) == baseline.negatives

@@ -14,7 +14,8 @@ This module is the read side (shard actors import it); the Ray Data sink that wr
 """
 from __future__ import annotations
 
-import json
+import re
+import uuid
 from typing import Iterable, Optional
 
 import numpy as np
@@ -54,10 +55,11 @@ def stored_doc_keys(store_url: str) -> np.ndarray:
     return np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint64)
 
 
-def write_manifest(store_url: str, manifest: dict) -> None:
+def write_manifest(store_url: str, manifest: dict) -> bool:
+    """Commits a store: creates its manifest, whole, only if it has none. False: another writer (a concurrent
+    run with the same store key, hence the same corpus and model) committed first, and its store stands."""
     fs.makedirs(store_url)
-    with fs.open_url(fs.join(store_url, "_manifest.json"), "wt") as f:
-        json.dump(manifest, f, indent=1)
+    return fs.write_json_create(fs.join(store_url, "_manifest.json"), manifest)
 
 
 def read_manifest(store_url: str) -> Optional[dict]:
@@ -77,10 +79,29 @@ def total_rows(manifest: dict) -> int:
     return int(sum(manifest["rows_per_file"].values()))
 
 
-def remove_unlisted(store_url: str, files: list) -> int:
-    """Deletes part files the manifest does not name (left by retried writes); returns how many. Best effort."""
+def store_file_name(bucket: int, writer: str) -> str:
+    """``bucket=07/part-<writer>-<random>.parquet``: ``writer`` is the token of the sink that wrote it."""
+    return f"bucket={int(bucket):02d}/part-{writer}-{uuid.uuid4().hex}.parquet"
+
+
+def remove_unlisted(store_url: str, files: list, writer: str) -> int:
+    """Deletes the part files ``writer`` wrote that ``files`` does not name (left by retried writes); returns how
+    many. Files of other writers (a concurrent run writing the same store) are never touched. Best effort."""
     listed = {fs.join(store_url, f) for f in files}
-    return fs.remove_quietly(u for u in fs.list_files(store_url, (".parquet",)) if u not in listed)
+    return fs.remove_quietly(u for u in fs.list_files(store_url, (".parquet",))
+                             if u not in listed and u.rsplit("/", 1)[-1].startswith(f"part-{writer}-"))
+
+
+def remove_store(store_url: str) -> int:
+    """Deletes a committed store: its manifest first (so no reader takes it for whole any more), then the files
+    the manifest names. A file it does not name (not this store's) stays. Returns how many files went."""
+    manifest = read_manifest(store_url)
+    if manifest is None:
+        return 0
+    names = [f for f in manifest.get("files", []) if isinstance(f, str) and ".." not in f.split("/")
+             and re.fullmatch(r"bucket=\d{2}/part-[\w-]+\.parquet", f)]
+    removed = fs.remove_quietly([fs.join(store_url, "_manifest.json")])
+    return removed + fs.remove_quietly(fs.join(store_url, f) for f in names)
 
 
 def read_buckets(store_url: str, buckets: list, manifest: Optional[dict] = None) -> Iterable[pa.Table]:

@@ -2,6 +2,7 @@
 into the bucketed store and commits its manifest last."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Iterable, Optional
@@ -14,8 +15,10 @@ from ray.data import Datasink
 from ..errors import StreamMineError
 from ..io import fs
 from ..vectors import from_arrow, to_arrow
-from .store import STORE_COLUMNS, bucket_of, doc_keys, read_manifest, remove_unlisted, write_manifest
+from .store import (STORE_COLUMNS, bucket_of, doc_keys, read_manifest, remove_unlisted, store_file_name,
+                    write_manifest)
 
+log = logging.getLogger("streammine")
 
 class EmbeddingStoreSink(Datasink):
     """Writes encoded corpus blocks into the bucketed store; commits the manifest when every block is written.
@@ -28,6 +31,8 @@ class EmbeddingStoreSink(Datasink):
         self.store_url = store_url
         self.manifest_extra = manifest_extra
         self.cached_store = cached_store
+        # names every file this sink writes: what it may delete (never a file of a concurrent writer)
+        self.writer = uuid.uuid4().hex[:8]
 
     @property
     def min_rows_per_write(self) -> int:
@@ -47,7 +52,7 @@ class EmbeddingStoreSink(Datasink):
         buckets = bucket_of(block.column("doc_id").to_pylist())
         files, files_to_fill = [], []
         for b in np.unique(buckets):
-            name = f"bucket={int(b):02d}/part-{uuid.uuid4().hex}.parquet"
+            name = store_file_name(b, self.writer)
             fs.makedirs(fs.join(self.store_url, f"bucket={int(b):02d}"))
             part = block.filter(pa.array(buckets == b))
             if cached is not None and cached[buckets == b].any():
@@ -77,18 +82,22 @@ class EmbeddingStoreSink(Datasink):
             for f, count in r["rows_per_file"].items():
                 rows_per_file[f] = max(rows_per_file.get(f, 0), count)
         if to_fill:
-            files = fill_cached_vectors(self.store_url, self.cached_store, files, to_fill)
+            files = fill_cached_vectors(self.store_url, self.cached_store, files, to_fill, self.writer)
         # The manifest names the files of the write tasks that finished: a task retried after a worker or node
         # died may have left a partial or duplicate file behind, which must never reach a shard.
         manifest = dict(self.manifest_extra, docs=docs, dim=dim, files=sorted(files), encoded=encoded,
                         cached=n_cached, cached_from=self.cached_store if n_cached else None,
                         committed_at=time.time(),
                         rows_per_file={str(k): v for k, v in sorted(rows_per_file.items())})
-        write_manifest(self.store_url, manifest)
-        remove_unlisted(self.store_url, manifest["files"])
+        if write_manifest(self.store_url, manifest):
+            remove_unlisted(self.store_url, manifest["files"], self.writer)
+        else:  # a concurrent run committed this store first: its store (same corpus, same model) stands
+            log.info("embedding store %s was committed by another run meanwhile: using it", self.store_url)
+            remove_unlisted(self.store_url, [], self.writer)
 
 
-def fill_cached_vectors(store_url: str, cached_store: Optional[str], files: list, to_fill: list) -> list:
+def fill_cached_vectors(store_url: str, cached_store: Optional[str], files: list, to_fill: list,
+                        writer: str) -> list:
     """Replaces each file in ``to_fill`` by a copy whose cached rows carry their vectors from ``cached_store``
     (one Ray task per file; each reads only the same bucket of the cached store). Returns the new file list."""
     import ray
@@ -98,12 +107,12 @@ def fill_cached_vectors(store_url: str, cached_store: Optional[str], files: list
     if cached_manifest is None:
         raise StreamMineError(f"the embedding cache {cached_store} is gone (no manifest): cannot reuse its vectors")
     fill = ray.remote(num_cpus=0.25, max_retries=3)(_fill_file)
-    replaced = dict(ray.get([fill.remote(store_url, name, cached_store, cached_manifest["files"])
+    replaced = dict(ray.get([fill.remote(store_url, name, cached_store, cached_manifest["files"], writer)
                              for name in to_fill]))
     return [replaced.get(f, f) for f in files]
 
 
-def _fill_file(store_url: str, name: str, cached_store: str, cached_files: list):
+def _fill_file(store_url: str, name: str, cached_store: str, cached_files: list, writer: str):
     bucket = name.split("/", 1)[0]
     with fs.open_url(fs.join(store_url, name), "rb") as f:
         table = pq.read_table(f)
@@ -125,7 +134,7 @@ def _fill_file(store_url: str, name: str, cached_store: str, cached_files: list)
     if need:
         raise StreamMineError(f"{cached_store}: {len(need)} cached documents of {bucket} not found")
     table = table.drop_columns(["cached", "vector"]).append_column("vector", to_arrow(vectors))
-    new_name = f"{bucket}/part-{uuid.uuid4().hex}.parquet"
+    new_name = store_file_name(int(bucket.split("=", 1)[1]), writer)
     with fs.open_url(fs.join(store_url, new_name), "wb") as f:
         pq.write_table(table.select(STORE_COLUMNS), f)
     fs.remove_quietly([fs.join(store_url, name)])

@@ -12,6 +12,7 @@ process commonly writes files and then lists them, and other processes (Ray work
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Iterable, List, Tuple, Union
 
 import fsspec
@@ -153,8 +154,9 @@ def write_json_atomic(url: str, obj) -> None:
     if isinstance(filesystem, LocalFileSystem):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        # a unique temporary name: two writers of one file (threads, or processes on a shared disk) never share it
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -162,6 +164,51 @@ def write_json_atomic(url: str, obj) -> None:
         return
     with filesystem.open(path, "wt", encoding="utf-8") as f:
         f.write(data)
+
+
+def write_json_create(url: str, obj) -> bool:
+    """Creates a small JSON document only if ``url`` does not exist yet; returns False (writing nothing) if it
+    does. Whole or nothing, as :func:`write_json_atomic`. The create is exclusive wherever the store allows it: a
+    local file is linked into place (``os.link`` fails on an existing name), an S3 object is PUT with
+    ``If-None-Match: *`` (S3 and compatible stores refuse a second create). Other stores (``memory://``, ``gs://``)
+    check and then write: exclusive within one process only."""
+    import json
+    data = json.dumps(obj, indent=1, sort_keys=True)
+    filesystem, path = resolve(url)
+    if isinstance(filesystem, LocalFileSystem):
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: an exclusive create (whole once it is closed)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(data)
+            return True
+        finally:
+            os.unlink(tmp)
+    if protocol_of(url) in ("s3", "s3a"):
+        try:
+            filesystem.pipe_file(path, data.encode("utf-8"), mode="create")
+            return True
+        except FileExistsError:
+            return False
+    if filesystem.exists(path):
+        return False
+    with filesystem.open(path, "wt", encoding="utf-8") as f:
+        f.write(data)
+    return True
 
 
 def makedirs(url: str) -> None:

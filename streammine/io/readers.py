@@ -22,8 +22,12 @@ positives missing from the corpus (the mining stage reports them, with the locat
 """
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import math
+import re
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -43,6 +47,7 @@ TABLE_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES
 VECTOR_SUFFIXES = PARQUET_SUFFIXES + (".npy",)
 QRELS_HEADER_NAMES = ("query-id", "query_id", "queryid", "qid", "query")
 _READ_CHUNK = 1 << 20
+_RAW_ID = re.compile(r'"_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 # ---- reporting bad rows -------------------------------------------------------------------------------------
@@ -70,6 +75,17 @@ def _type_name(value) -> str:
             str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _check_unicode(value: str, name: str) -> str:
+    """A JSON ``\\ud800`` escape decodes to a lone surrogate: a str that is not Unicode text (it cannot be encoded,
+    stored or tokenized). The row is bad, and says where."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _Bad(f"field {name!r} holds a lone surrogate {value[e.start]!r} at character {e.start} "
+                   f"(not valid Unicode)") from None
+    return value
+
+
 def _id_field(obj: dict, name: str) -> str:
     """An id: a non-empty string (integers are accepted and turned into their decimal string)."""
     if name not in obj:
@@ -79,7 +95,7 @@ def _id_field(obj: dict, name: str) -> str:
         raise _Bad(f"field {name!r} is null")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _Bad(f"field {name!r} must be a string, got {_type_name(value)}")
-    value = str(value)
+    value = _check_unicode(str(value), name)
     if not value.strip():
         raise _Bad(f"field {name!r} is empty")
     return value
@@ -95,7 +111,7 @@ def _str_field(obj: dict, name: Optional[str], required: bool = True) -> str:
     value = obj[name]
     if not isinstance(value, str):
         raise _Bad(f"field {name!r} must be a string, got {_type_name(value)}")
-    return value
+    return _check_unicode(value, name)
 
 
 # ---- building blocks ----------------------------------------------------------------------------------------
@@ -135,13 +151,39 @@ def _corpus_row(blocks: _Blocks, doc_id: str, title: str, text: str, file_idx: i
 
 # ---- text files ---------------------------------------------------------------------------------------------
 
+# a compressed stream that is truncated or corrupt: what gzip, zlib and fsspec's other codecs raise
+_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+
+
+def open_for_reading(url: str, mode: str = "rb"):
+    """fs.open_url, with a missing file or a permission problem as a one-line InputError naming the file."""
+    try:
+        return fs.open_url(url, mode)
+    except PermissionError as e:
+        raise InputError(url, f"permission denied ({e.strerror or e})") from None
+    except IsADirectoryError:
+        raise InputError(url, "is a directory, not a file") from None
+    except FileNotFoundError:
+        raise InputError(url, "not found") from None
+
+
 def _iter_lines(url: str) -> Iterator[Tuple[int, bytes]]:
-    """(1-based line number, line bytes without the newline) of a (possibly compressed) text file."""
+    """(1-based line number, line bytes without the newline) of a (possibly compressed) text file. A compressed
+    stream that breaks off raises InputError at the line it broke in: the rest of the file is unreadable, so
+    this is an error in lenient mode too (there is no row to skip to)."""
     n = 0
-    with fs.open_url(url, "rb") as f:
+    with open_for_reading(url) as f:
         rest = b""
         while True:
-            chunk = f.read(_READ_CHUNK)
+            try:
+                chunk = f.read(_READ_CHUNK)
+            except _STREAM_ERRORS as e:
+                raise InputError(f"{url}:{n + 1}", f"the compressed stream is truncated or corrupt "
+                                                   f"({type(e).__name__}: {e}); nothing after this line can be "
+                                                   f"read, so it cannot be quarantined: repair or re-create the "
+                                                   f"file") from None
+            except PermissionError as e:
+                raise InputError(url, f"permission denied ({e.strerror or e})") from None
             if not chunk:
                 break
             lines = (rest + chunk).split(b"\n")
@@ -239,10 +281,12 @@ class _Positives:
     locations: List[str]
 
 
-def read_qrels(url: str, quarantine: Optional[Quarantine] = None) -> Dict[str, _Positives]:
+def read_qrels(url: str, quarantine: Optional[Quarantine] = None,
+               non_positive: Optional[Dict[str, str]] = None) -> Dict[str, _Positives]:
     """query id -> its positives (``ids`` and the ``locations`` of the qrels lines naming them), in order of first
     appearance, deduplicated. A header line (``query-id corpus-id score``) is skipped; lines with a score <= 0 are
-    not positives and are skipped silently."""
+    not positives: ``non_positive`` (when given) gets the location of the first such line of each query id, so a
+    query with no positive at all can be reported by the queries reader."""
     report = _reporter(quarantine, "qrels")
     positives: Dict[str, _Positives] = {}
     first = True
@@ -268,6 +312,8 @@ def read_qrels(url: str, quarantine: Optional[Quarantine] = None) -> Dict[str, _
             report(location, f"score {score_text!r} is not a number", text)
             continue
         if score <= 0:
+            if non_positive is not None:
+                non_positive.setdefault(qid, location)
             continue
         entry = positives.get(qid)
         if entry is None:
@@ -284,12 +330,16 @@ def iter_beir_queries(dir_url: str, split: str = "train", block_rows: int = DEFA
     """The queries of a BEIR directory that have at least one positive in ``qrels/<split>.tsv``, as QUERY_SCHEMA
     tables in ``queries.jsonl`` order.
 
-    After the last query, every qrels query id that ``queries.jsonl`` never named is reported (at the first qrels
-    line naming it). With ``max_queries`` the reader stops after that many queries and skips that final check.
+    A query of the split whose qrels lines all have a score <= 0 has no positive: it is reported (kind ``query``,
+    at its queries.jsonl line, naming the qrels line), never dropped silently. After the last query, every qrels
+    query id that ``queries.jsonl`` never named is reported (at the first qrels line naming it); an id on a line
+    already reported as malformed is not reported twice. With ``max_queries`` the reader stops after that many
+    queries and skips that final check.
     """
     qrels_url = beir_qrels_url(dir_url, split)
     queries_url = beir_queries_url(dir_url)
-    positives = read_qrels(qrels_url, quarantine)
+    non_positive: Dict[str, str] = {}
+    positives = read_qrels(qrels_url, quarantine, non_positive)
     report = _reporter(quarantine, "query")
     blocks = _Blocks(QUERY_SCHEMA, block_rows)
     seen: Dict[str, int] = {}  # accepted query id -> its line (memory: one entry per query of the file)
@@ -297,11 +347,18 @@ def iter_beir_queries(dir_url: str, split: str = "train", block_rows: int = DEFA
     yielded = 0
     if max_queries is not None and max_queries <= 0:
         return
-    for n, location, obj, raw in _json_lines(queries_url, report):
+    def report_line(location: str, reason: str, raw=None) -> None:
+        report(location, reason, raw)
+        # a malformed line's query id, if one can be seen in it: that query is not "absent" from queries.jsonl
+        m = _RAW_ID.search(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or ""))
+        if m:
+            rejected.add(m.group(1))
+
+    for n, location, obj, raw in _json_lines(queries_url, report_line):
         try:
             qid = _id_field(obj, "_id")
         except _Bad as e:
-            report(location, str(e), raw)
+            report_line(location, str(e), raw)
             continue
         if qid in seen:
             report(location, f"duplicate query id {qid!r} (first at {queries_url}:{seen[qid]})", raw)
@@ -317,6 +374,9 @@ def iter_beir_queries(dir_url: str, split: str = "train", block_rows: int = DEFA
         seen[qid] = n
         pos = positives.get(qid)
         if pos is None:
+            if qid in non_positive:
+                report(location, f"query {qid!r} has no positive: every qrels line for it has a score <= 0 "
+                                 f"(first at {non_positive[qid]}); not mined", raw)
             continue
         table = blocks.add(qid, text, pos.ids, pos.locations, location)
         if table is not None:
@@ -353,7 +413,10 @@ def table_files(url: str) -> List[str]:
 def _open_parquet(url: str):
     import pyarrow.parquet as pq
     filesystem, path = fs.resolve(url)
-    handle = filesystem.open(path, "rb")
+    try:
+        handle = filesystem.open(path, "rb")
+    except PermissionError as e:
+        raise InputError(url, f"permission denied ({e.strerror or e})") from None
     try:
         return handle, pq.ParquetFile(handle)
     except Exception as e:  # pyarrow raises several types for a file that is not Parquet
@@ -369,7 +432,17 @@ def _iter_table_rows(url: str, report: Report, batch_rows: int = DEFAULT_BLOCK_R
             handle, parquet = _open_parquet(file_url)
             with handle:
                 row = 0
-                for batch in parquet.iter_batches(batch_size=batch_rows):
+                batches = parquet.iter_batches(batch_size=batch_rows)
+                while True:
+                    try:
+                        batch = next(batches, None)
+                    except (OSError, pa.ArrowException) as e:
+                        # a corrupt page or row group: its rows cannot be told apart, so it cannot be skipped
+                        raise InputError(f"{file_url}:row {row}", f"corrupt Parquet data from this row on "
+                                                                  f"({e}); cannot be quarantined: repair or "
+                                                                  f"re-create the file") from None
+                    if batch is None:
+                        break
                     for obj in batch.to_pylist():
                         yield file_idx, row, f"{file_url}:row {row}", obj, obj
                         row += 1

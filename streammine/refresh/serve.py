@@ -27,7 +27,8 @@ from ..errors import ConfigError, StreamMineError
 from ..io import fs
 from ..sink.commit_log import CommitLog
 from . import metrics as serve_metrics
-from .versions import ModelVersion
+from .lease import RunLease
+from .versions import ModelVersion, check_version_name
 from .watch import VersionSource, clear_stop, stop_requested
 
 log = logging.getLogger("streammine")
@@ -186,6 +187,7 @@ class Server:
         self.lock = threading.Lock()   # the refresh thread and the main loop both report
         self.started = time.time()
         self.exporter = serve_metrics.Exporter()
+        self.lease: Optional[RunLease] = None
 
     # ---- helpers ----
     def retrying(self, what: str, fn, *args):
@@ -291,7 +293,7 @@ class Server:
 
     def apply_retention(self) -> None:
         """Keeps the embedding stores in use plus the newest committed ones, ``serve.retention`` in all."""
-        from ..index.store import read_manifest
+        from ..index.store import read_manifest, remove_store
         root = fs.join(self.cfg.run.work_dir or fs.join(self.out, "_work"), "embeddings")
         keep = {v.store_url.rstrip("/") for v in (self.active, self.staged) if v is not None}
         filesystem, path = fs.resolve(root)
@@ -305,7 +307,7 @@ class Server:
         others = [url for _, url in sorted(stores, reverse=True) if url not in keep]
         for url in others[room:]:
             log.info("retention: deleting the embedding store %s", url)
-            fs.remove(url, recursive=True)
+            remove_store(url)  # its manifest and the files it names: nothing else under that folder
 
     # ---- units ----
     def pending_units(self) -> List[Unit]:
@@ -328,8 +330,8 @@ class Server:
         from ..sink.parts import PARTS_MANIFEST
         active = self.active
         name = active.version.name
-        unit_url = fs.join(self.out, "data", name, unit.key)
-        fs.remove(unit_url, recursive=True)  # what an attempt that never committed left behind
+        unit_url = fs.join(self.out, "data", check_version_name(name), unit.key)
+        remove_unit_leftovers(unit_url)  # what an attempt that never committed left behind
         t0 = time.perf_counter()
         mine_queries(unit_config(active.cfg, unit), active.index, active.manifest, unit_url,
                      fs.join(self.out, "_quarantine") if self.cfg.input.lenient else None, self.metrics,
@@ -349,6 +351,7 @@ class Server:
     def run_unit(self, unit: Unit) -> None:
         entry, seconds = self.retrying(f"mining {unit.name} (slice {unit.slice_id}) with "
                                        f"{self.active.version.name}", self.mine_unit, unit)
+        self.lease.check()  # a serve that lost its lease (stalled past it, overtaken) commits nothing
         entry = self.retrying("committing to the log", self.log.append, entry, self.state.last_seq)
         self.state.add(entry)
         vs = self.version_summary(entry["version"])
@@ -367,12 +370,18 @@ class Server:
 
     # ---- main ----
     def run(self) -> dict:
-        from ..metrics import start_stage_metrics
-        from ..pipeline import ensure_ray
         cfg = self.cfg
         cfg.validate()
         if not cfg.output.path:
             raise ConfigError("output.path is required: it is the run's identity (restart with the same URL)")
+        # one writer per run: a second serve on this output fails here, at once, before starting anything
+        with RunLease(self.out) as self.lease:
+            return self._run()
+
+    def _run(self) -> dict:
+        from ..metrics import start_stage_metrics
+        from ..pipeline import ensure_ray
+        cfg = self.cfg
         ensure_ray(cfg.run.address)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bool(cfg.run.progress)
@@ -433,6 +442,20 @@ class Server:
         if planned_end:
             self.log.close()  # followers end once they have read everything
         return self.summary
+
+
+def remove_unit_leftovers(unit_url: str) -> int:
+    """Deletes what an uncommitted attempt at a unit left in its folder: the part files the mining sink names
+    (``part-<task>-<writer>-<random>.parquet``) and its ``_parts.json``. Only files directly in the folder, only
+    those names: anything else there (not streammine's) stays. Returns how many files went."""
+    import re
+    from ..sink.parts import PARTS_MANIFEST
+    if not fs.exists(unit_url):
+        return 0
+    filesystem, path = fs.resolve(unit_url)
+    ours = re.compile(r"part-\d{5}-[0-9a-f]{8}-[0-9a-f]{12}\.parquet|" + re.escape(PARTS_MANIFEST))
+    names = [c.rstrip("/").rsplit("/", 1)[-1] for c in filesystem.ls(path, detail=False)]
+    return fs.remove_quietly(fs.join(unit_url, n) for n in names if ours.fullmatch(n))
 
 
 def count_negatives(part_urls: list) -> int:

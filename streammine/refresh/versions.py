@@ -16,10 +16,21 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional
 
+from ..errors import StreamMineError
 from ..io import fs
 
 MARKER = "_STREAMMINE_COMPLETE"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+
+
+def check_version_name(name: str, where: str = "version name") -> str:
+    """A version name becomes a directory (``data/<name>/``): one path component of safe characters, never
+    ``..`` or a ``/``. Raises ConfigError naming it otherwise."""
+    from ..errors import ConfigError
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 200:
+        raise ConfigError(f"{where} {name!r}: use letters, digits, '.', '_', '=', '-' (starting with a letter or "
+                          f"digit, at most 200 characters)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -109,22 +120,45 @@ def local_model_dir(url: str, cache_root: Optional[str] = None) -> str:
     if fs.is_local(url):
         return fs.resolve(url)[1]
     import hashlib
-    cache_root = cache_root or os.path.join(tempfile.gettempdir(), "streammine-models")
+    cache_root = cache_root or private_cache_dir("models")
     local = os.path.join(cache_root, hashlib.sha256(url.encode()).hexdigest()[:16])
     if os.path.exists(os.path.join(local, MARKER)) or os.path.exists(os.path.join(local, ".complete")):
         return local
     filesystem, path = fs.resolve(url)
     tmp = tempfile.mkdtemp(prefix="dl-", dir=_ensure(cache_root))
-    for remote in filesystem.find(path):
-        rel = remote[len(path.rstrip("/")):].lstrip("/")
-        os.makedirs(os.path.dirname(os.path.join(tmp, rel)) or tmp, exist_ok=True)
-        filesystem.get_file(remote, os.path.join(tmp, rel))
+    try:
+        for remote in filesystem.find(path):
+            rel = remote[len(path.rstrip("/")):].lstrip("/")
+            target = os.path.normpath(os.path.join(tmp, rel))
+            if not rel or os.path.isabs(rel) or not target.startswith(tmp + os.sep):
+                raise StreamMineError(f"{url}: checkpoint file {rel!r} leads outside the checkpoint directory")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            filesystem.get_file(remote, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     open(os.path.join(tmp, ".complete"), "w").close()
     try:
         os.replace(tmp, local)
     except OSError:  # another process downloaded it first
         shutil.rmtree(tmp, ignore_errors=True)
     return local
+
+
+def private_cache_dir(name: str) -> str:
+    """``<tmp>/streammine-<uid>/<name>``, created mode 0700: only this user can read it or plant files in it (a
+    shared, predictable path would let another local user pre-create a "cached" model). A path that exists but
+    is a link, or owned by someone else, or open to others, is refused."""
+    root = os.path.join(tempfile.gettempdir(), f"streammine-{os.getuid()}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    st = os.lstat(root)
+    import stat
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise StreamMineError(f"{root}: the model cache must be a directory of this user, mode 0700 "
+                              f"(it is not: remove it or fix its mode)")
+    path = os.path.join(root, name)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 def _ensure(path: str) -> str:

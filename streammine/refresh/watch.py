@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..io import fs
-from .versions import ModelVersion, latest_version
+from .versions import ModelVersion, check_version_name, latest_version
 
 CONTROL_DIR = "_control"
 FORCE_FILE = "refresh.json"
@@ -20,7 +20,8 @@ INITIAL = "initial"   # the version name of encoder.model when no checkpoint loc
 
 def request_refresh(run_url: str, model_url: str, name: Optional[str] = None) -> dict:
     """Asks a running (or the next) ``serve`` of this run to mine with ``model_url`` now."""
-    request = {"model": model_url, "name": name or f"manual-{int(time.time())}", "requested_at": time.time()}
+    request = {"model": model_url, "name": check_version_name(name or f"manual-{int(time.time())}", "--name"),
+               "requested_at": time.time()}
     fs.write_json_atomic(fs.join(run_url, CONTROL_DIR, FORCE_FILE), request)
     return request
 
@@ -53,7 +54,8 @@ class VersionSource:
         req = fs.read_json(fs.join(self.run_url, CONTROL_DIR, FORCE_FILE))
         if not req or not req.get("model"):
             return None
-        return ModelVersion(name=str(req["name"]), url=str(req["model"]), step=-1,
+        name = check_version_name(req.get("name"), f"{fs.join(self.run_url, CONTROL_DIR, FORCE_FILE)}: name")
+        return ModelVersion(name=name, url=str(req["model"]), step=-1,
                             created=float(req.get("requested_at", 0.0)))
 
     def latest(self) -> Optional[ModelVersion]:

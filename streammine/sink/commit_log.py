@@ -6,9 +6,10 @@ Layout under the run's output URL::
     _log/_CLOSED            written when ``serve`` stops cleanly: followers stop at the end of the log
     data/<version>/<unit>/part-*.parquet   the parts an entry names
 
-An entry is written (atomically) only after every part it names is completely written, so a reader that follows
+An entry is created (atomically, and only if no entry of that number exists) only after every part it names is completely written, so a reader that follows
 the log never sees a partial part, and a part no entry names (left by a killed run) is never read. Entries are
-numbered densely from 1 by the single writer (one ``serve`` per run id); a reader lists them in order.
+numbered densely from 1 by the single writer (one ``serve`` per run id, held by its lease: ``refresh/lease.py``);
+a reader lists them in order.
 
 Entry fields: ``seq``, ``version`` (model version name), ``version_order`` (its position among versions),
 ``unit`` (query file and slice), ``parts`` (``[{"part": path relative to the output, "rows": n}]``), ``rows``,
@@ -20,6 +21,7 @@ import re
 import time
 from typing import Iterator, List, Optional
 
+from ..errors import StreamMineError
 from ..io import fs
 
 LOG_DIR = "_log"
@@ -73,8 +75,14 @@ class CommitLog:
         seqs = self.sequence_numbers() if last_seq is None else [last_seq]
         seq = (seqs[-1] if seqs else 0) + 1
         entry = dict(entry, seq=seq, committed_at=time.time())
-        fs.write_json_atomic(fs.join(self.url, entry_name(seq)), entry)
-        return entry
+        # create-only: an entry is never replaced, so a second writer cannot silently overwrite a commit
+        if fs.write_json_create(fs.join(self.url, entry_name(seq)), entry):
+            return entry
+        existing = self.read(seq)
+        if all(existing.get(k) == entry.get(k) for k in ("version", "unit", "parts")):
+            return existing  # this writer's own commit, retried after its answer was lost
+        raise StreamMineError(f"{fs.join(self.url, entry_name(seq))}: committed by another writer meanwhile "
+                              f"(one serve per run: is another serve running on {self.out_url}?)")
 
     def close(self) -> None:
         fs.write_json_atomic(fs.join(self.url, CLOSED), {"closed_at": time.time()})

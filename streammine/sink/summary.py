@@ -61,7 +61,9 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
     # queries reach the miner encoded, or from the query-vector cache of an unchanged model
     encoded_queries = stages.get("encode_queries", {}).get("rows", 0)
     cached_queries = stages.get("queries_cached", {}).get("rows", 0)
-    counts["queries_in"] = encoded_queries + cached_queries
+    # every query read: mined, or quarantined with its reason (a bad or duplicate line, no positive, no positive
+    # in the corpus); strict mode stops at the first of those, so there queries_in == queries_out
+    counts["queries_in"] = counts["queries_out"] + int(quarantined.get("query", 0))
     counts["queries_encoded"], counts["queries_from_cache"] = encoded_queries, cached_queries
     counts["documents_encoded"] = int(store.get("encoded", 0)) if not store.get("reused") else 0
     counts["quarantined"] = quarantined
@@ -82,5 +84,5 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
 
 
 def write_summary(out_url: str, summary: dict) -> None:
-    with fs.open_url(fs.join(out_url, "summary.json"), "wt") as f:
-        json.dump(summary, f, indent=1, default=str)
+    # whole or nothing (summary.json marks a finished output): values JSON lacks are written as strings
+    fs.write_json_atomic(fs.join(out_url, "summary.json"), json.loads(json.dumps(summary, default=str)))
