@@ -16,6 +16,7 @@ CHECKED_IN_VALIDATE = {
     "mining.sampler.range_min": "-1", "mining.sampler.random_share": "1.5", "mining.filter.perc": "0",
     "mining.sampler.simans_a": "0", "mining.cross_encoder.pool": "-1", "mining.cross_encoder.batch_size": "0",
     "serve.chunk_factor": "0", "serve.retention": "0", "serve.retries": "0", "serve.poll_seconds": "0",
+    "mining.max_search_depth": "0",
 }
 BASE = {"input.path": "data", "mining.cross_encoder.model": "ce", "mining.cross_encoder.threshold": "0.5"}
 
