@@ -10,6 +10,7 @@ near-duplicate only streammine's same-text rule removes). All runs share one emb
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -17,7 +18,8 @@ import pytest
 
 pytest.importorskip("datasets")
 
-from streammine.compat import mine_hard_negatives, score_keep_mask, select_negatives, QueryCandidates  # noqa: E402
+from streammine.compat import (QueryCandidates, mine_hard_negatives, model_source, score_keep_mask,  # noqa: E402
+                               select_negatives)
 from streammine.keys import content_id, key64, normalize_text, uniform_keys  # noqa: E402
 from streammine.mining.filters import score_upper_bound  # noqa: E402
 from streammine.config import FilterConfig  # noqa: E402
@@ -131,6 +133,7 @@ def test_triplet_relative_margin_top_is_the_peers(data):
     ours = _ours(data, candidate_window="sentence-transformers", exclude_same_text=False, **kw)
     assert len(peer) > 0
     _assert_same_rows(ours, peer)
+    assert model_source(data["model"]) == data["path"]  # a model loaded from a directory is used from there
 
 
 def test_ntuple_absolute_margin_range_min_is_the_peers_and_keep_short_adds_only_short_rows(data):
@@ -160,13 +163,40 @@ def test_labeled_pair_score_window_random_is_the_peers_after_the_same_random_see
     assert set(peer["label"]) == {0, 1}
 
 
-def test_include_positives_is_the_peers(data):
+def test_include_positives_is_the_peers_with_a_model_saved_for_the_run(data, monkeypatch):
+    import streammine.compat as compat
+    real, saved = compat._model_dir, []
+
+    def record(model):
+        out = real(model)
+        saved.append(out[1])
+        return out
+    # as for a model built or changed in memory: no source directory, so it is saved to a private temporary one
+    monkeypatch.setattr(compat, "model_source", lambda model: None)
+    monkeypatch.setattr(compat, "_model_dir", record)
     kw = dict(include_positives=True, num_negatives=4, output_scores=True)
     peer = _peer(data, **kw)
     ours = _ours(data, candidate_window="sentence-transformers", exclude_same_text=False, **kw)
+    assert saved[0] and not os.path.exists(saved[0])  # saved, used, removed
     assert ours.column_names[:3] == [ANCHOR, POSITIVE, "negative_1"]  # n-tuple is forced, as in the peer
     _assert_same_rows(ours, peer)
     assert any(r[POSITIVE] in [r[f"negative_{i}"] for i in range(1, 5)] for r in ours.to_list())
+
+
+def test_cross_encoder_rescoring_is_the_peers(data, tmp_path):
+    """The peer rescores its candidate pool and the positives with the cross-encoder, and ranks, filters and
+    scores by it. MiniLM's weights with an untrained, seeded head: it checks the plumbing, not quality."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    torch.manual_seed(0)
+    ce = CrossEncoder(data["path"], num_labels=1, device="cpu")
+    kw = dict(cross_encoder=ce, relative_margin=0.02, num_negatives=1, output_scores=True, batch_size=64)
+    peer = _peer(data, **kw)
+    ours = _ours(data, candidate_window="sentence-transformers", exclude_same_text=False, **kw)
+    assert len(peer) > 0
+    _assert_same_rows(ours, peer)
+    bi = _peer(data, **dict(kw, cross_encoder=None))
+    assert _text_columns(bi) != _text_columns(peer)  # the cross-encoder did change the choice
 
 
 # ---- streammine's defaults: each difference by its rule ----------------------------------------------------
@@ -221,3 +251,11 @@ def test_peer_window_ranks_survivors_and_streammine_window_ranks_candidates():
     peer = [c.doc_ids[i] for i in select_negatives(c, "q", pool=5, window="sentence-transformers", **kw)]
     assert ours == ["c", "d"]  # ranks 1..3 are b, c, d; b is filtered
     assert peer == ["d"]  # survivors c, d (e is past the pool of 5); skip 1 -> d
+
+
+def test_a_score_exactly_at_the_bound_is_kept_by_the_peers_rule_only():
+    c = QueryCandidates(["p", "a", "b"], np.array([.75, .5, .25]), np.array([1, 0, 0], bool), ["p"], np.array([.75]))
+    kw = dict(num_negatives=2, range_min=0, range_max=3, pool=4, sampling_strategy="top",
+              filters={"absolute_margin": 0.25}, seed=0, include_positives=False)  # bound 0.75 - 0.25 = 0.5
+    assert [c.doc_ids[i] for i in select_negatives(c, "q", window="sentence-transformers", **kw)] == ["a", "b"]
+    assert [c.doc_ids[i] for i in select_negatives(c, "q", window="streammine", **kw)] == ["b"]
