@@ -473,10 +473,13 @@ def mine_hard_negatives(
             cfg["encoder.batch_size"] = batch_size
         filters = {"absolute_margin": absolute_margin, "relative_margin": relative_margin,
                    "max_score": max_score, "min_score": min_score}
-        if cross_encoder is None:
-            cfg.update(pipeline_filter(absolute_margin, relative_margin, max_score, min_score))
-        else:
+        if cross_encoder is not None:
             cfg["mining.filter.method"] = "none"  # the cross-encoder's scores decide, after the pipeline
+        elif candidate_window == "sentence-transformers":
+            # the peer keeps s <= bound: a strict filter in the pipeline would drop a candidate exactly at it
+            cfg.update({"mining.filter.method": "none", "mining.filter.min_score": min_score})
+        else:
+            cfg.update(pipeline_filter(absolute_margin, relative_margin, max_score, min_score))
         cfg.update(overrides or {})
         result = streammine.mine(overrides=cfg)
         rows = _read_rows(result.output)

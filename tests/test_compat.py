@@ -259,3 +259,24 @@ def test_a_score_exactly_at_the_bound_is_kept_by_the_peers_rule_only():
               filters={"absolute_margin": 0.25}, seed=0, include_positives=False)  # bound 0.75 - 0.25 = 0.5
     assert [c.doc_ids[i] for i in select_negatives(c, "q", window="sentence-transformers", **kw)] == ["a", "b"]
     assert [c.doc_ids[i] for i in select_negatives(c, "q", window="streammine", **kw)] == ["b"]
+
+
+@pytest.mark.parametrize("given", [{"absolute_margin": 0.1}, {"relative_margin": 0.05}, {"max_score": 0.6},
+                                   {"relative_margin": 0.05, "max_score": 0.6}, {"min_score": 0.2}])
+def test_the_pipeline_filter_removes_only_what_the_selection_removes(given):
+    """The streammine filter a call configures prunes the candidates before the selection: it must never remove
+    a candidate the selection's filters keep (and, for a single filter, it removes exactly those)."""
+    from streammine.compat import pipeline_filter
+    from streammine.mining.filters import score_filter_masks
+    cfg = pipeline_filter(*(given.get(k) for k in ("absolute_margin", "relative_margin", "max_score", "min_score")))
+    f = FilterConfig(method=cfg["mining.filter.method"], min_score=cfg["mining.filter.min_score"],
+                     **{k.rsplit(".", 1)[1]: v for k, v in cfg.items()
+                        if k.rsplit(".", 1)[1] in ("margin", "perc", "max_score")})
+    s = np.random.default_rng(1).uniform(-1, 1, 2000)
+    for pos_ref in (0.7, 0.2, -0.3):
+        below, meets = score_filter_masks(s[None, :], score_upper_bound(np.array([pos_ref]), f), f.min_score)
+        pipeline_keeps = (below & meets)[0]
+        selection_keeps = score_keep_mask(s, pos_ref, **given)
+        assert not (selection_keeps & ~pipeline_keeps).any()
+        if len([k for k in given if k != "min_score"]) <= 1:
+            assert np.array_equal(selection_keeps, pipeline_keeps)
