@@ -363,8 +363,9 @@ def mine_hard_negatives(
       candidates *before* the score filters, then the filters apply. ``"sentence-transformers"``: the peer's rule:
       of the first range_max + max_positives + 1 candidates of the whole ranking (positives and a document equal
       to the query included), the filters' survivors are ranked and [range_min, range_max) of *those* are kept.
-      With range_min = 0 and "top", the defaults' negatives are a prefix of the peer's; the peer finds more only
-      where the filters emptied the streammine window (it looks further down).
+      With range_min = 0 and "top" (and no same-text copy passing the filters), the defaults' negatives are a
+      prefix of the peer's; the peer finds more only where the filters thinned the streammine window out (it
+      looks further down the ranking).
     - ``seed=0``: random sampling is a pure function of (seed, query text, document text) -- the same rows on every
       call. ``seed=None``: drawn with Python's ``random`` module in the peer's order, so after the same
       ``random.seed(...)`` the same negatives as the peer.
