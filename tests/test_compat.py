@@ -286,3 +286,16 @@ def test_the_pipeline_filter_removes_only_what_the_selection_removes(given):
         assert not (selection_keeps & ~pipeline_keeps).any()
         if len([k for k in given if k != "min_score"]) <= 1:
             assert np.array_equal(selection_keeps, pipeline_keeps)
+
+
+def test_the_weakest_positive_sets_the_margin_and_a_short_query_takes_all_it_has():
+    # positives p1 0.9 and p2 0.6: s+ = 0.6, so a (0.65) is too close even though it is far below p1
+    c = QueryCandidates(["p1", "a", "p2", "b"], np.array([.9, .65, .6, .3]), np.array([1, 0, 1, 0], bool),
+                        ["p1", "p2"], np.array([.9, .6]))
+    kw = dict(num_negatives=3, range_min=0, range_max=4, pool=9, filters={"relative_margin": 0.0},
+              include_positives=False)
+    for window in ("streammine", "sentence-transformers"):
+        for seed, strategy in ((0, "top"), (0, "random"), (None, "random")):
+            picks = select_negatives(c, "q", window=window, sampling_strategy=strategy, seed=seed,
+                                     rng=random.Random(0), **kw)
+            assert [c.doc_ids[i] for i in picks] == ["b"]  # short: the one survivor, never an error
