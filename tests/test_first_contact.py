@@ -2,8 +2,8 @@
 local Ray beside another one, one reader for both output layouts, the CLI's help.
 
 The error cases run ``streammine.cli.main`` in this process with the file descriptors captured (capfd), plus one
-in a subprocess as a user runs it; ``RAY_ADDRESS`` points at a port nobody listens on, so a case that reached
-``ray.init`` would fail differently (an internal error): every error below is found before Ray starts.
+in a subprocess as a user runs it. In this process, starting Ray is replaced by a failure (``_no_ray``): a case
+that reached it would end as an internal error, so every error below is found before Ray starts.
 """
 from __future__ import annotations
 
@@ -79,10 +79,18 @@ def _assert_one_error_line(rc, err, *expected):
         assert text in lines[0], (text, lines[0])
 
 
+def _no_ray(monkeypatch):
+    from streammine import pipeline
+
+    def reached(*a, **k):
+        raise RuntimeError("ray.init reached: this error was not found before Ray")
+    monkeypatch.setattr(pipeline, "ensure_ray", reached)
+
+
 def test_user_errors_are_one_line_before_ray(tmp_path, capfd, monkeypatch, s3_env, s3_bucket):
     """Each class of user mistake: exit 2, one stderr line naming the file (and line), no traceback, no escape
-    code, before Ray (RAY_ADDRESS is unreachable); nothing is encoded and no output folder is left behind."""
-    monkeypatch.setenv("RAY_ADDRESS", UNREACHABLE_RAY)
+    code, before Ray; nothing is encoded and no output folder is left behind."""
+    _no_ray(monkeypatch)
     cache = str(tmp_path / "cache")
     good = _beir(tmp_path / "good")
     out = str(tmp_path / "out")
@@ -193,9 +201,17 @@ def test_find_error_unwraps_ray_wrappers(ray_session):
     found = find_error(excinfo.value)
     assert type(found) is InputError and str(found) == "corpus.jsonl:5: malformed JSON"
     assert find_error(RuntimeError("a bug")) is None
+    try:  # a wrapper that is not the error's own type (as Ray Data's UserCodeException chains it)
+        try:
+            raise InputError("queries.jsonl:2", "empty query text")
+        except InputError as e:
+            inner = e
+            raise RuntimeError("Exception occurred in user code") from e
+    except RuntimeError as outer:
+        assert find_error(outer) is inner
 
 
-def test_duplicate_document_found_before_encoding_in_the_api(tmp_path):
+def test_duplicate_document_found_before_encoding_in_the_api(tmp_path, monkeypatch):
     """The Python API raises the project's InputError for a conflicting duplicate id, naming both lines, with no
     embedding store written (the corpus was never encoded)."""
     dup = _beir(tmp_path / "dup", corpus_lines=[json.dumps({"_id": "d0", "text": "x"}),
@@ -203,9 +219,10 @@ def test_duplicate_document_found_before_encoding_in_the_api(tmp_path):
                                                  json.dumps({"_id": "d2", "text": "z"}),
                                                  json.dumps({"_id": "d1", "text": "Y"}),   # same text: fine
                                                  json.dumps({"_id": "d0", "text": "other"})])
+    _no_ray(monkeypatch)
     with pytest.raises(InputError) as excinfo:
         streammine.mine(overrides={"input.path": dup, "output.path": str(tmp_path / "out"),
-                                   "run.cache_dir": str(tmp_path / "cache"), "run.address": UNREACHABLE_RAY})
+                                   "run.cache_dir": str(tmp_path / "cache")})
     corpus = os.path.join(dup, "corpus.jsonl")
     assert excinfo.value.location == f"{corpus}:5" and f"than at {corpus}:1" in excinfo.value.reason
     assert not (tmp_path / "cache").exists()
@@ -342,3 +359,9 @@ def test_report_and_exporters_read_a_serve_output(mined, tmp_path):
     assert stats["queries"] == len(expected)
     counts = export_st_triplet(str(serve_out), {f"d{i}": f"doc {i}" for i in range(200)}, str(tmp_path / "t.parquet"))
     assert counts["queries_read"] == len(expected)
+
+
+def test_error_text_is_one_plain_line():
+    """No ANSI escape codes and no line breaks reach the error line, whatever a message carries."""
+    from streammine.errors import one_line
+    assert one_line("\x1b[31mcorpus.jsonl:5\x1b[0m: bad\r\n  (column 3)\n") == "corpus.jsonl:5: bad; (column 3)"
