@@ -20,8 +20,8 @@ class ConfigError(StreamMineError, ValueError):
     """An invalid configuration value."""
 
 
-class InputError(StreamMineError, ValueError):
-    """Bad input data. ``location`` is ``"<file>:<line>"`` (text files) or ``"<file>:row <n>"`` (tables)."""
+class _Located:
+    """An error at a place: ``str(e) == f"{location}: {reason}"``."""
 
     def __init__(self, location: str, reason: str):
         self.location = location
@@ -32,7 +32,11 @@ class InputError(StreamMineError, ValueError):
         return (type(self), (self.location, self.reason))
 
 
-class OutputError(InputError):
+class InputError(_Located, StreamMineError, ValueError):
+    """Bad input data. ``location`` is ``"<file>:<line>"`` (text files) or ``"<file>:row <n>"`` (tables)."""
+
+
+class OutputError(_Located, StreamMineError):
     """An output location that cannot be used (not writable, holds something else, would overwrite an input)."""
 
 
@@ -69,7 +73,7 @@ def find_error(exc: BaseException) -> Optional[StreamMineError]:
             wrapped = wrapped or e
         queue.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
     if wrapped is not None:  # a dual instance whose cause was not kept: rebuild the project's own type
-        args = (wrapped.location, wrapped.reason) if isinstance(wrapped, InputError) else (one_line(str(wrapped)),)
+        args = (wrapped.location, wrapped.reason) if isinstance(wrapped, _Located) else (one_line(str(wrapped)),)
         for base in type(wrapped).__mro__:
             if issubclass(base, StreamMineError) and not _is_ray_wrapper_type(base):
                 try:

@@ -323,7 +323,8 @@ def _within(seconds, fn):
 
 def test_feed_and_dataset_read_a_mine_output_and_end(mined, tmp_path):
     """A mine output is a finished, closed log of one version: the feed (following, the default) yields every row
-    once and ends; follow=False too; committed_dataset has every row. A folder with neither layout fails at once."""
+    once and ends; follow=False too; committed_dataset has every row. A snapshot of a URL that does not exist or
+    holds something else fails at once."""
     from streammine.consume import NegativesFeed
     from streammine.consume.ray_data import committed_dataset
     expected = read_output(mined)
@@ -331,8 +332,9 @@ def test_feed_and_dataset_read_a_mine_output_and_end(mined, tmp_path):
     assert sorted(r["query_id"] for r in rows) == sorted(expected) and {r["_seq"] for r in rows} == {1}
     assert len(_within(120, lambda: list(NegativesFeed(mined, follow=False)))) == len(expected)
     assert committed_dataset(mined).count() == len(expected)
-    (tmp_path / "empty").mkdir()
-    for url in (str(tmp_path / "empty"), str(tmp_path / "missing")):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not mined")
+    for url in (str(tmp_path / "other"), str(tmp_path / "missing")):
         with pytest.raises(InputError):
             NegativesFeed(url, follow=False)
         with pytest.raises(InputError):

@@ -463,12 +463,13 @@ def test_s3_round_trip_matches_local_run(ray_session, s3_env, s3_bucket, baselin
 
 # ---- 5. an existing output: refused without overwrite; replaced with it, the embedding store reused -------------
 
-def test_existing_output_needs_overwrite_and_keeps_the_store(baseline):
+def test_existing_output_needs_overwrite_and_keeps_the_store(baseline, streammine_cache):
     out, overrides = baseline.out, baseline.overrides
+    cache = Path(streammine_cache)  # the store lives in the cache shared by runs, not in the output
     assert baseline.summary["index"]["store_reused"] is False
     first_parts = json.loads((out / "_parts.json").read_text())
     first_summary = (out / "summary.json").read_text()
-    store_files = {p: p.stat().st_mtime_ns for p in (out / "_work").rglob("*") if p.is_file()}
+    store_files = {p: p.stat().st_mtime_ns for p in (cache / "embeddings").rglob("*") if p.is_file()}
     assert any(p.name == "_manifest.json" for p in store_files)
 
     with pytest.raises(StreamMineError) as excinfo:
@@ -485,7 +486,7 @@ def test_existing_output_needs_overwrite_and_keeps_the_store(baseline):
     assert json.loads((out / "summary.json").read_text())["index"]["store_reused"] is True
     assert not (out / "stale.txt").exists()
     assert not any((out / p["part"]).exists() for p in first_parts["parts"])  # the old parts are gone
-    assert {p: p.stat().st_mtime_ns for p in (out / "_work").rglob("*") if p.is_file()} == store_files
+    assert {p: p.stat().st_mtime_ns for p in (cache / "embeddings").rglob("*") if p.is_file()} == store_files
     assert negatives_by_query(read_output(str(out))) == baseline.negatives
 
 

@@ -108,14 +108,18 @@ class OutputLog:
 
 
 def output_log(out_url: str, require: bool = False) -> OutputLog:
-    """The log of ``out_url``; with ``require``, an :class:`InputError` at once when neither layout is there."""
+    """The log of ``out_url``. With ``require`` (a snapshot reader), an :class:`InputError` at once when neither
+    layout is there and nothing says one will come: the URL does not exist, or holds something other than a
+    streammine output. A folder a run has started (or an empty one) is an output with nothing committed yet."""
     log = OutputLog(out_url)
     if require and log.layout() is None:
-        raise not_an_output(out_url)
+        from ..preflight import output_state
+        if output_state(out_url) in ("absent", "file", "foreign"):
+            raise not_an_output(out_url)
     return log
 
 
 def committed_part_urls(out_url: str) -> List[str]:
-    """Every part the output has committed, in log order, for either layout (InputError when neither)."""
+    """Every part the output has committed, in log order, for either layout (see :func:`output_log`)."""
     log = output_log(out_url, require=True)
     return [u for entry in log.entries() for u in log.part_urls(entry)]
