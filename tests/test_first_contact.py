@@ -57,6 +57,8 @@ def _run_cli(argv, capfd):
     from streammine import cli, console
     env = dict(os.environ)
     levels = {name: logging.getLogger(name).level for name in console.NOISY_LOGGERS + ("streammine",)}
+    own = logging.getLogger("streammine")
+    handlers, propagate = list(own.handlers), own.propagate
     try:
         with warnings.catch_warnings():
             rc = cli.main(argv)
@@ -66,6 +68,7 @@ def _run_cli(argv, capfd):
         console._state.update(configured=False, verbose=True)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+        own.handlers[:], own.propagate = handlers, propagate
     out, err = capfd.readouterr()
     return rc, out, err
 
@@ -367,3 +370,19 @@ def test_error_text_is_one_plain_line():
     """No ANSI escape codes and no line breaks reach the error line, whatever a message carries."""
     from streammine.errors import one_line
     assert one_line("\x1b[31mcorpus.jsonl:5\x1b[0m: bad\r\n  (column 3)\n") == "corpus.jsonl:5: bad; (column 3)"
+
+
+def test_serve_says_what_it_waits_for(ray_session, tmp_path, caplog):
+    """serve with an empty checkpoint folder does not wait silently: it logs that it waits for a checkpoint there."""
+    import logging
+    from streammine.refresh.serve import serve
+    data = write_synthetic_beir(str(tmp_path / "data"), n_docs=60, n_queries=6)
+    (tmp_path / "checkpoints").mkdir()
+    cfg = streammine.load_config(overrides=precomputed_overrides(data, str(tmp_path / "out"), **{
+        "serve.checkpoints": str(tmp_path / "checkpoints"), "serve.idle_exit_seconds": 2, "serve.poll_seconds": 0.2,
+        "index.shards": 1}))
+    with caplog.at_level(logging.INFO, logger="streammine"):
+        summary = serve(cfg)
+    assert summary["versions_completed"] == []
+    assert any(f"waiting for a complete checkpoint under {tmp_path / 'checkpoints'}" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
