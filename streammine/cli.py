@@ -128,11 +128,12 @@ def _add_run_arguments(m) -> None:
     m.add_argument("--config", help="YAML config (local path or any fsspec URL); flags override it")
     for flag, key in FLAGS.items():
         default = _config_default(key)
-        text = HELP.get(flag, f"sets {key}")
+        parts = [HELP[flag]] if flag in HELP else []
         if flag in CHOICES:
-            text += f"; one of {', '.join(getattr(config, CHOICES[flag]))}"
+            parts.append(f"one of {', '.join(getattr(config, CHOICES[flag]))}")
         shown = ",".join(default) if isinstance(default, list) else default
-        text += f" ({key}; default: {shown if shown not in (None, '', []) else 'none'})"
+        parts.append(f"{key}, default: {shown if shown not in (None, '', []) else 'none'}")
+        text = "; ".join(parts)
         m.add_argument("--" + flag.replace("_", "-"), dest=flag, help=text.replace("%", "%%"))
     m.add_argument("--lenient", action="store_true", help="quarantine bad rows instead of failing (input.lenient)")
     m.add_argument("--overwrite", action="store_true",
@@ -220,7 +221,7 @@ def _setup_logging(verbose: bool) -> None:
     own = logging.getLogger("streammine")
     own.handlers[:] = [handler]
     own.propagate = False
-    own.setLevel(logging.INFO if verbose else logging.WARNING)
+    own.setLevel(logging.INFO)  # streammine's own lines (serve: what it does and waits for)
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 

@@ -261,7 +261,8 @@ def test_help_version_and_flags(capsys):
     for name, p in sub.choices.items():
         assert p.description, name
     help_text = sub.choices["mine"].format_help()
-    assert "one of top, random, simans" in help_text and "default: 2" in help_text  # --sampler, --shards
+    assert "one of top, random, simans" in " ".join(help_text.split())  # --sampler
+    assert "index.shards, default: 2" in " ".join(help_text.split())
     args = parser.parse_args(["mine", "--batch-size", "64", "--query-batch-size", "128"])
     overrides = cli.overrides_from_args(args)
     assert overrides["encoder.batch_size"] == "64" and overrides["run.query_batch_size"] == "128"
@@ -342,6 +343,24 @@ def test_feed_and_dataset_read_a_mine_output_and_end(mined, tmp_path):
             NegativesFeed(url, follow=False)
         with pytest.raises(InputError):
             committed_dataset(url)
+
+
+def test_cache_ls_and_prune(mined, streammine_cache, tmp_path, capfd):
+    """`cache ls` lists the store the run left in the cache (not in the output); `prune --older-than` keeps what
+    is newer; `prune` removes everything (on a copy of the module's cache)."""
+    assert not os.path.exists(os.path.join(mined, "_work"))
+    cache = str(tmp_path / "cache")
+    shutil.copytree(streammine_cache, cache)
+    stores = os.listdir(os.path.join(cache, "embeddings"))
+    assert stores
+    rc, out, _ = _run_cli(["cache", "ls", "--cache-dir", cache], capfd)
+    assert rc == 0 and all(f"embeddings/{k}" in out for k in stores) and "total" in out
+    rc, out, _ = _run_cli(["cache", "prune", "--older-than", "1d", "--cache-dir", cache], capfd)
+    assert rc == 0 and "removed 0 entries" in out and os.listdir(os.path.join(cache, "embeddings")) == stores
+    rc, out, _ = _run_cli(["cache", "prune", "--cache-dir", cache], capfd)
+    assert rc == 0 and os.listdir(os.path.join(cache, "embeddings")) == []
+    rc, out, _ = _run_cli(["cache", "ls", "--cache-dir", cache], capfd)
+    assert "(0 entries)" in out
 
 
 def test_report_and_exporters_read_a_serve_output(mined, tmp_path):
