@@ -72,10 +72,10 @@ def ray_session(s3_env):
     ray.shutdown()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def streammine_cache(tmp_path_factory):
-    """The embedding / query-vector cache of the runs of one test module: a temporary folder, never the user's
-    ~/.cache/streammine. Module-wide, so a module's runs share it (as a user's runs do)."""
+@pytest.fixture(scope="session", autouse=True)
+def streammine_session_cache(tmp_path_factory):
+    """The cache of runs made outside a test (module- and session-scoped fixtures): a temporary folder, never the
+    user's ~/.cache/streammine."""
     path = str(tmp_path_factory.mktemp("streammine-cache"))
     old = os.environ.get("STREAMMINE_CACHE")
     os.environ["STREAMMINE_CACHE"] = path
@@ -84,6 +84,15 @@ def streammine_cache(tmp_path_factory):
         os.environ.pop("STREAMMINE_CACHE", None)
     else:
         os.environ["STREAMMINE_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def streammine_cache(tmp_path_factory, monkeypatch):
+    """Each test's own empty embedding / query-vector cache (as each new output had its own store before the cache
+    outlived outputs); a fixture whose runs a test reuses sets run.cache_dir itself."""
+    path = str(tmp_path_factory.mktemp("cache"))
+    monkeypatch.setenv("STREAMMINE_CACHE", path)
+    return path
 
 
 @pytest.fixture

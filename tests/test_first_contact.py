@@ -312,7 +312,8 @@ def mined(ray_session, tmp_path_factory):
     """A finished `mine` output (precomputed vectors: no model)."""
     root = tmp_path_factory.mktemp("mined")
     data = write_synthetic_beir(str(root / "data"), n_docs=200, n_queries=30)
-    result = streammine.mine(overrides=precomputed_overrides(data, str(root / "out"), **{"index.shards": 2}))
+    result = streammine.mine(overrides=precomputed_overrides(data, str(root / "out"), **{
+        "index.shards": 2, "run.cache_dir": str(root / "cache")}))
     return result.output
 
 
@@ -345,12 +346,12 @@ def test_feed_and_dataset_read_a_mine_output_and_end(mined, tmp_path):
             committed_dataset(url)
 
 
-def test_cache_ls_and_prune(mined, streammine_cache, tmp_path, capfd):
+def test_cache_ls_and_prune(mined, tmp_path, capfd):
     """`cache ls` lists the store the run left in the cache (not in the output); `prune --older-than` keeps what
     is newer; `prune` removes everything (on a copy of the module's cache)."""
     assert not os.path.exists(os.path.join(mined, "_work"))
     cache = str(tmp_path / "cache")
-    shutil.copytree(streammine_cache, cache)
+    shutil.copytree(os.path.join(os.path.dirname(mined), "cache"), cache)
     stores = os.listdir(os.path.join(cache, "embeddings"))
     assert stores
     rc, out, _ = _run_cli(["cache", "ls", "--cache-dir", cache], capfd)

@@ -124,7 +124,7 @@ def test_real_model_scores_are_the_models(ray_session, tmp_path):
 def test_demo_command(tmp_path, streammine_cache):
     """`streammine demo` runs the whole path on the shipped slice in its own local Ray and prints a summary: at
     most 25 lines on a pipe, none of them Ray's (stderr stays empty). A second demo into another output folder
-    takes the corpus vectors from the cache (the module's temporary STREAMMINE_CACHE): 0 documents encoded."""
+    takes the corpus vectors from the cache (this test's temporary STREAMMINE_CACHE): 0 documents encoded."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", STREAMMINE_CACHE=streammine_cache)
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "demo"
