@@ -28,6 +28,16 @@ def load_config(config: Union[MineConfig, dict, str, None] = None, overrides: Op
 
 
 def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None, **kwargs):
-    """Mines hard negatives; returns a RunResult (output URL and the run summary)."""
+    """Mines hard negatives; returns a RunResult (output URL and the run summary).
+
+    A user's mistake raises the project's own exception (:class:`~streammine.errors.InputError`,
+    :class:`~streammine.errors.ConfigError`, ...), whichever Ray task or actor found it: never Ray's wrapper."""
+    from .errors import find_error
     from .pipeline import mine as run
-    return run(load_config(config, overrides, **kwargs))
+    try:
+        return run(load_config(config, overrides, **kwargs))
+    except Exception as e:
+        found = find_error(e)
+        if found is None or found is e:
+            raise
+        raise found from e

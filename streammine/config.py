@@ -162,8 +162,9 @@ class RunConfig:
     # Two: while one block is merged and mined, the next one is searched (1M-vector scale benchmark: 1,254 ->
     # 1,511 queries/s on 2 cores); a miner is a light actor (0.25 CPU) that mostly waits on the shards.
     miner_actors: int = 2
-    work_dir: Optional[str] = None      # embedding store; None -> <output>/_work
-    cache_queries: bool = True          # reuse query vectors of an unchanged model (under work_dir)
+    work_dir: Optional[str] = None      # embedding store and query vectors; None -> cache_dir
+    cache_dir: Optional[str] = None     # the cache shared by runs; None -> $STREAMMINE_CACHE, ~/.cache/streammine
+    cache_queries: bool = True          # reuse query vectors of an unchanged model (in the cache)
     progress: bool = True
 
 
@@ -349,7 +350,9 @@ def _in_range(key: str, value, low, high, low_open: bool) -> None:
 
 def load_yaml_mapping(url: str) -> dict:
     """The mapping a YAML config file holds (any fsspec URL); a clear error for bad YAML or another top level."""
-    from .io.fs import open_url
+    from .io.fs import exists, open_url
+    if not exists(url):
+        raise ConfigError(f"{url}: config file not found")
     with open_url(url, "rt") as f:
         try:
             data = yaml.safe_load(f) or {}

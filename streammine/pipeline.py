@@ -30,7 +30,9 @@ import ray
 from .config import MineConfig
 from .encode.stages import QUERY_ROW
 from .errors import StreamMineError
+from .cache import cache_root
 from .io import fs
+from . import console
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encode.plan import ClusterView, EncoderPlan
@@ -48,22 +50,33 @@ SECRET_ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TO
 # ---- Ray ----------------------------------------------------------------------------------------------------
 
 def ensure_ray(address: Optional[str] = None) -> None:
-    """Join the given cluster (or RAY_ADDRESS), else start a local Ray. One code path either way."""
+    """Join the given cluster (or RAY_ADDRESS), else start a private local Ray. One code path either way.
+
+    Without an address the run starts and owns its own local Ray (``address="local"``): it never attaches to
+    another instance that happens to run on the machine (a ``ray start --head``, another tool's). With an address
+    it joins that cluster and passes nothing that conflicts with it (no CPU or GPU counts)."""
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    from . import console
+    address = address or os.environ.get("RAY_ADDRESS") or None
     # Workers must see the same object-store endpoint as the driver. Credentials are not passed (see S3_ENV_VARS).
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
     # Inside a `ray job submit` job, Ray merges the job's runtime env into ours and refuses a variable set in
     # both: pass only what the job does not already give its workers.
     env = {k: v for k, v in env.items() if k not in _job_env_vars()}
-    # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit an
-    # encoder beside a 1-CPU read or write task (see encode/plan.py).
-    num_cpus = None if address else max(2, os.cpu_count() or 1)
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": env} if env else None)
-    if not address:
-        atexit.register(_stop_local_autoscaler)  # runs before Ray's own exit hook (atexit is last-in, first-out)
+    kwargs = dict(include_dashboard=False, log_to_driver=console.verbose(),
+                  runtime_env={"env_vars": env} if env else None)
+    if console.quiet():
+        kwargs["logging_level"] = logging.ERROR
+    with console.native_stderr_muted():  # quiet: the C++ core's start-up lines
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit
+            # an encoder beside a 1-CPU read or write task (see encode/plan.py).
+            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), **kwargs)
+            atexit.register(_stop_local_autoscaler)  # runs before Ray's exit hook (atexit is last-in, first-out)
+    console.silence_ray_loggers()
 
 
 def _stop_local_autoscaler() -> None:
@@ -385,6 +398,19 @@ def remove_previous_output(out: str) -> int:
 
 
 @contextmanager
+def _progress(label: str, metrics, stages: tuple, total: Optional[int], unit: str, enabled: bool):
+    """A progress line for one phase, counting the rows the given stages reported to the metrics actor."""
+    def count() -> int:
+        snap = ray.get(metrics.snapshot.remote(), timeout=10)
+        return sum(snap.get(s, {}).get("rows", 0) for s in stages)
+    p = console.Progress(label, count, total, unit, enabled=enabled)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@contextmanager
 def _phase(phases: dict, name: str):
     t = time.perf_counter()
     yield
@@ -397,7 +423,7 @@ def query_cache_url(cfg: MineConfig) -> Optional[str]:
         return None
     ident = dict(_model_ident(cfg), query_prompt=cfg.encoder.query_prompt)
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    return fs.join(cfg.run.work_dir or fs.join(cfg.output.path, "_work"), "query_vectors", key)
+    return fs.join(cache_root(cfg), "query_vectors", key)
 
 
 def query_cache_complete_marker(cfg: MineConfig, fingerprint: Optional[list] = None) -> Optional[str]:
@@ -474,17 +500,29 @@ def mine(cfg: MineConfig) -> RunResult:
     from .metrics import start_stage_metrics
     from .sink.summary import build_summary, write_summary
 
-    cfg.validate()
-    ensure_ray(cfg.run.address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = bool(cfg.run.progress)
-    ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
-    prepare_output(cfg)
+    from .index.store import read_manifest
+    from .preflight import check_run, scan_inputs
+
+    # Everything that can be checked without Ray is checked before it starts: config, inputs, output, and a read
+    # pass over the corpus and queries (bad rows, conflicting duplicate ids) before any document is encoded.
+    check_run(cfg)
     out = cfg.output.path
     quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
-    work = cfg.run.work_dir or fs.join(out, "_work")
+    work = cache_root(cfg)
     fingerprint = corpus_fingerprint(cfg)  # the input files' stamps, listed once: they name the store and the mark
     store_url = fs.join(work, "embeddings", store_key(cfg, fingerprint))
+    store_manifest = read_manifest(store_url)
+    totals = scan_inputs(cfg, corpus=store_manifest is None)
+    if store_manifest is not None:
+        totals["documents"] = store_manifest.get("docs")
+    ensure_ray(cfg.run.address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(cfg.run.progress) and console.verbose()
+    ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
+    if console.quiet():
+        ctx.print_on_execution_start = False
+    console.silence_ray_loggers()
+    prepare_output(cfg)
     # asks Ray once what the cluster has; the corpus and query encoders and the summary share the answer (and a
     # local run whose actors cannot fit stops here, before any actor is started)
     plan = encoder_plan(cfg)
@@ -493,7 +531,10 @@ def mine(cfg: MineConfig) -> RunResult:
     index = ShardedIndex.start(store_url, cfg.index, cfg.input.lenient, fs.join(out, "_quarantine"))
     phases = {}
     try:
-        with _phase(phases, "corpus_encode_seconds"):
+        show = bool(cfg.run.progress) and console.configured()
+        with _phase(phases, "corpus_encode_seconds"), _progress(
+                "encode", metrics, ("encode_corpus", "corpus_cached"), totals["documents"], "documents",
+                show and store_manifest is None):
             manifest = build_store(cfg, store_url, quarantine_url, metrics, plan, prefetch_queries=True)
         log.info("corpus: %d documents in the store (%s)", manifest["docs"],
                  "reused" if manifest["reused"] else "encoded")
@@ -506,7 +547,8 @@ def mine(cfg: MineConfig) -> RunResult:
         source = ("precomputed" if cfg.encoder.kind == "precomputed" else
                   "prefetched" if marker and not manifest["reused"] else
                   "cache" if marker and fs.exists(marker) else "encoder-actors")
-        with _phase(phases, "query_mining_seconds"):
+        with _phase(phases, "query_mining_seconds"), _progress(
+                "mine", metrics, ("search_and_mine",), totals["queries"], "queries", show):
             mine_queries(cfg, index, manifest, out, quarantine_url, metrics, plan, manifest["store_key"],
                          queries_cached=source in ("prefetched", "cache"))
         if marker:  # every query the input yields now has a vector in the cache

@@ -63,12 +63,36 @@ def ray_session(s3_env):
     """One local Ray for the whole test session (started after the S3 variables are set, so workers see them)."""
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        # address="local": a Ray of the tests' own, never one that happens to run on the machine
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(s3_env)})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def streammine_session_cache(tmp_path_factory):
+    """The cache of runs made outside a test (module- and session-scoped fixtures): a temporary folder, never the
+    user's ~/.cache/streammine."""
+    path = str(tmp_path_factory.mktemp("streammine-cache"))
+    old = os.environ.get("STREAMMINE_CACHE")
+    os.environ["STREAMMINE_CACHE"] = path
+    yield path
+    if old is None:
+        os.environ.pop("STREAMMINE_CACHE", None)
+    else:
+        os.environ["STREAMMINE_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def streammine_cache(tmp_path_factory, monkeypatch):
+    """Each test's own empty embedding / query-vector cache (as each new output had its own store before the cache
+    outlived outputs); a fixture whose runs a test reuses sets run.cache_dir itself."""
+    path = str(tmp_path_factory.mktemp("cache"))
+    monkeypatch.setenv("STREAMMINE_CACHE", path)
+    return path
 
 
 @pytest.fixture

@@ -148,6 +148,7 @@ def test_reads_entries_in_order_only_named_parts_then_stops(tmp_path):
 
 def test_follow_false_on_a_log_not_started_yields_nothing(tmp_path):
     start = time.monotonic()
+    (tmp_path / "nothing").mkdir()  # a run's folder before its first commit (a missing one is an error)
     feed = NegativesFeed(str(tmp_path / "nothing"), follow=False, poll_seconds=5)
     assert list(feed) == [] and feed.position == 0
     assert time.monotonic() - start < 2
@@ -458,6 +459,7 @@ def test_committed_dataset_is_the_committed_rows(tmp_path, ray_session):
     assert committed_parts(run.out) == [p["part"] for e in run.entries for p in e["parts"]]
     assert committed_dataset(run.out, last_versions=2, columns=["query_id", "model_version"]).columns() == [
         "query_id", "model_version"]
+    (tmp_path / "nothing").mkdir()
     assert committed_dataset(str(tmp_path / "nothing")).count() == 0
 
 

@@ -207,19 +207,32 @@ def test_same_text_copies_whatever_the_blocks_with_the_real_model(ray_session, t
 
 
 @pytest.mark.slow
-def test_demo_command(tmp_path):
-    """`streammine demo` runs the whole path on the shipped slice in its own local Ray and prints a summary."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled")
+def test_demo_command(tmp_path, streammine_cache):
+    """`streammine demo` runs the whole path on the shipped slice in its own local Ray and prints a summary: at
+    most 25 lines on a pipe, none of them Ray's (stderr stays empty). A second demo into another output folder
+    takes the corpus vectors from the cache (this test's temporary STREAMMINE_CACHE): 0 documents encoded."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", STREAMMINE_CACHE=streammine_cache)
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "streammine.cli", "demo", "--output", str(out)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "queries:  40 mined of 40 read" in proc.stdout
+    assert proc.stderr == "", proc.stderr[-3000:]
+    assert len(proc.stdout.splitlines()) <= 25, proc.stdout
+    assert "encode: 300/300 documents" in proc.stdout and "mine: 40/40 queries" in proc.stdout
+    assert "corpus:   300 documents; 300 encoded" in proc.stdout
     rows = read_output(str(out))
     assert len(rows) == 40 and all(len(r["negative_ids"]) == 5 for r in rows.values())
     lines = [json.loads(x) for x in open(out / "export" / "flagembedding.jsonl")]
     assert len(lines) == 40 and all(len(x["neg"]) == 5 and x["pos"] for x in lines)
+    assert not (out / "_work").exists()  # the store lives in the cache, not in the output
+
+    again = subprocess.run([sys.executable, "-m", "streammine.cli", "demo", "--output", str(tmp_path / "demo2")],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "corpus:   300 documents; 0 encoded" in again.stdout, again.stdout
+    assert read_output(str(tmp_path / "demo2")) == rows
 
 
 @pytest.mark.slow

@@ -428,7 +428,7 @@ def baseline(ray_session, tmp_path_factory) -> Baseline:
     root = tmp_path_factory.mktemp("baseline")
     b = synthetic(root / "data").write()
     out = root / "out"
-    overrides = dict(b.overrides(out), **{"index.shards": 2})
+    overrides = dict(b.overrides(out), **{"index.shards": 2, "run.cache_dir": str(root / "cache")})
     result = streammine.mine(overrides=overrides)
     return Baseline(b, out, overrides, result.summary, negatives_by_query(read_output(str(out))))
 
@@ -443,7 +443,7 @@ def test_s3_round_trip_matches_local_run(ray_session, s3_env, s3_bucket, baselin
         s3.put_file(str(path), f"{s3_bucket}/in/{path.relative_to(b.root).as_posix()}")
     overrides = dict(b.overrides(f"s3://{s3_bucket}/out", base=f"s3://{s3_bucket}/in"),
                      **{"index.shards": baseline.overrides["index.shards"], "run.work_dir": f"s3://{s3_bucket}/work"})
-    assert set(overrides) == set(baseline.overrides) | {"run.work_dir"}
+    assert set(overrides) == (set(baseline.overrides) - {"run.cache_dir"}) | {"run.work_dir"}
 
     result = streammine.mine(overrides=overrides)
 
@@ -465,10 +465,11 @@ def test_s3_round_trip_matches_local_run(ray_session, s3_env, s3_bucket, baselin
 
 def test_existing_output_needs_overwrite_and_keeps_the_store(baseline):
     out, overrides = baseline.out, baseline.overrides
+    cache = Path(overrides["run.cache_dir"])  # the store lives in the cache shared by runs, not in the output
     assert baseline.summary["index"]["store_reused"] is False
     first_parts = json.loads((out / "_parts.json").read_text())
     first_summary = (out / "summary.json").read_text()
-    store_files = {p: p.stat().st_mtime_ns for p in (out / "_work").rglob("*") if p.is_file()}
+    store_files = {p: p.stat().st_mtime_ns for p in (cache / "embeddings").rglob("*") if p.is_file()}
     assert any(p.name == "_manifest.json" for p in store_files)
 
     with pytest.raises(StreamMineError) as excinfo:
@@ -485,7 +486,7 @@ def test_existing_output_needs_overwrite_and_keeps_the_store(baseline):
     assert json.loads((out / "summary.json").read_text())["index"]["store_reused"] is True
     assert (out / "notes.txt").exists()  # overwrite deletes only what the earlier run wrote and named
     assert not any((out / p["part"]).exists() for p in first_parts["parts"])  # the old parts are gone
-    assert {p: p.stat().st_mtime_ns for p in (out / "_work").rglob("*") if p.is_file()} == store_files
+    assert {p: p.stat().st_mtime_ns for p in (cache / "embeddings").rglob("*") if p.is_file()} == store_files
     assert negatives_by_query(read_output(str(out))) == baseline.negatives
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..io import fs
-from ..sink.commit_log import CommitLog
+from ..sink.layout import output_log
 from ..sink.schema import MINED_SCHEMA
 from .rules import assigned_to, backoff_delays, stale, transient_errors
 
@@ -61,6 +61,9 @@ class NegativesFeed:
     ``"_seq"``, the log entry the row came from); :meth:`batches` yields the same rows as ``pyarrow.RecordBatch``
     (with a ``"_seq"`` column). A feed is iterated once.
 
+    - ``out_url``: a ``serve`` output (its commit log) or a ``mine`` output (read as a finished, closed log of one
+      entry: every row, then the feed ends). With ``follow=False`` an URL holding neither raises
+      :class:`~streammine.errors.InputError` at once; a follower waits for one to appear (``idle_timeout_s``).
     - ``follow``: keep polling (every ``poll_seconds``) once caught up; stop when the log is closed and all of it is
       read, when ``stop`` (a ``threading.Event``) is set, or after ``idle_timeout_s`` caught up with nothing new.
       ``follow=False`` reads what is committed when it lists the log, then stops.
@@ -113,7 +116,8 @@ class NegativesFeed:
         self.stats: Dict[str, float] = {"entries_read": 0, "rows": 0, "entries_skipped_stale": 0,
                                         "max_age_seconds": 0.0, "retries": 0}
         self.last_error: Optional[str] = None
-        self._log = CommitLog(out_url)
+        # either layout: a serve's commit log, or a finished mine output read as a closed log of one entry
+        self._log = output_log(out_url, require=not follow)
         self._listed_seq = start_after_seq   # the highest seq listed so far: later listings add only what is newer
         self._listed_at = float("-inf")
         self._max_order: Optional[int] = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from ..io import fs
-from ..sink.commit_log import CommitLog
+from ..sink.layout import output_log
 from ..sink.schema import MINED_SCHEMA
 from .rules import stale
 
@@ -12,7 +12,7 @@ from .rules import stale
 def committed_parts(out_url: str, last_versions: Optional[int] = None) -> List[str]:
     """The parts (paths relative to ``out_url``) of the entries committed now, in log order; with
     ``last_versions=k``, only those of entries mined by one of the last ``k`` versions the log lists."""
-    entries = list(CommitLog(out_url).entries())
+    entries = list(output_log(out_url, require=True).entries())  # a serve's log, or a mine output
     if last_versions is not None and entries:
         newest = max(int(e["version_order"]) for e in entries)
         entries = [e for e in entries if not stale(int(e["version_order"]), newest, last_versions)]

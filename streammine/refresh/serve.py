@@ -32,6 +32,7 @@ from .versions import ModelVersion, check_version_name
 from .watch import VersionSource, clear_stop, stop_requested
 
 log = logging.getLogger("streammine")
+WAIT_LOG_SECONDS = 180.0  # an idle serve says what it waits for this often
 
 SUMMARY_FILE = "serve_summary.json"
 USER_ERRORS = (StreamMineError,)   # bad input, config or checkpoint: retrying cannot fix these
@@ -228,6 +229,15 @@ class Server:
                                                           "mining_seconds": 0.0})
 
     # ---- versions ----
+    def waiting_for(self) -> str:
+        """What an idle serve waits for, in words (logged every WAIT_LOG_SECONDS)."""
+        cp = self.cfg.serve.checkpoints
+        if self.active is None:
+            return (f"a complete checkpoint under {cp}" if cp else "the model to load") + (
+                " (a refresh is in progress)" if self.refreshing is not None else "")
+        more = f" or a new checkpoint under {cp}" if cp else ""
+        return f"new query files under {self.cfg.input.path}{more} (version {self.active.version.name} is mined)"
+
     def poll_versions(self) -> None:
         latest = self.retrying("looking for model versions", self.source.latest)
         if latest is None:
@@ -374,17 +384,20 @@ class Server:
         cfg.validate()
         if not cfg.output.path:
             raise ConfigError("output.path is required: it is the run's identity (restart with the same URL)")
+        from ..preflight import check_output_location, input_urls
+        check_output_location(self.out, input_urls(cfg))  # before Ray: never a run inside (or above) its input
         # one writer per run: a second serve on this output fails here, at once, before starting anything
         with RunLease(self.out) as self.lease:
             return self._run()
 
     def _run(self) -> dict:
+        from .. import console
         from ..metrics import start_stage_metrics
         from ..pipeline import ensure_ray
         cfg = self.cfg
         ensure_ray(cfg.run.address)
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = bool(cfg.run.progress)
+        ctx.enable_progress_bars = bool(cfg.run.progress) and console.verbose()
         ctx.raise_original_map_exception = True
         fs.makedirs(self.out)
         self.log.reopen()
@@ -395,6 +408,7 @@ class Server:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streammine-refresh")
         previous = _install_stop_signals(self.stop_event)
         last_progress = time.monotonic()
+        last_wait_log = float("-inf")
         completed: set = set()
         planned_end = False
         try:
@@ -423,6 +437,10 @@ class Server:
                 if cfg.serve.idle_exit_seconds and time.monotonic() - last_progress > cfg.serve.idle_exit_seconds:
                     planned_end = True
                     break
+                if time.monotonic() - max(last_wait_log, last_progress) >= WAIT_LOG_SECONDS \
+                        or last_wait_log < last_progress:
+                    log.info("waiting for %s", self.waiting_for())  # what it waits for, every few minutes
+                    last_wait_log = time.monotonic()
                 self.stop_event.wait(cfg.serve.poll_seconds)
         finally:
             _restore_signals(previous)

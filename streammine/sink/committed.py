@@ -33,6 +33,9 @@ def resolve_parts(parts: PartsArg) -> List[str]:
         return [url]
     if fs.exists(fs.join(url, PARTS_MANIFEST)):
         return list_parts(url)
+    if fs.exists(fs.join(url, "_log")):  # a serve output: the parts its commit log names
+        from .layout import committed_part_urls
+        return committed_part_urls(url)
     # only files directly inside: the directory also holds _work/ (embedding store) and export/ subfolders
     base = url.rstrip("/") + "/"
     return [u for u in fs.list_files(url, suffixes=".parquet") if "/" not in u[len(base):]]
