@@ -53,7 +53,8 @@ def main() -> None:
         timed([py, os.path.join(HERE, "encode_only.py"), "--data", data, "--procs", str(os.cpu_count() or 1),
                "--out", enc_json], env)
         out = os.path.join(tmp, "out")
-        wall = timed([py, "-m", "streammine.cli", "mine", "--input", data, "--output", out, *MINE_FLAGS], env)
+        wall = timed([py, "-m", "streammine.cli", "mine", "--input", data, "--output", out, "--cache-dir",
+                      os.path.join(tmp, "cache"), *MINE_FLAGS], env)
         with open(enc_json) as f:
             enc = json.load(f)
         with open(os.path.join(out, "summary.json")) as f:
