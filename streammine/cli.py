@@ -238,7 +238,10 @@ def _main(argv=None) -> int:
         return run_cache(args)
     if args.command in ("refresh", "stop"):
         from .preflight import check_serve_output
+        from .refresh.versions import check_version_name
         from .refresh.watch import request_refresh, request_stop
+        if args.command == "refresh" and args.name is not None:
+            check_version_name(args.name, "--name")  # a syntax check first: it needs no file system
         check_serve_output(args.output, model=args.model if args.command == "refresh" else None)
         if args.command == "refresh":
             req = request_refresh(args.output, args.model, args.name)

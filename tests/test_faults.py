@@ -29,12 +29,13 @@ def test_encoder_actor_killed_mid_corpus(ray_session, tmp_path):
     overrides = {"input.path": demo_data_path(), "index.shards": 2, "run.progress": False,
                  "run.corpus_batch_size": 24, "encoder.num_actors": 2}
     clean = str(tmp_path / "clean")
-    streammine.mine(overrides=dict(overrides, **{"output.path": clean}))
+    streammine.mine(overrides=dict(overrides, **{"output.path": clean, "run.cache_dir": str(tmp_path / "cache-a")}))
     faulty = str(tmp_path / "faulty")
+    faulty_cache = str(tmp_path / "cache-b")  # its own cache: the clean run's store would leave nothing to encode
     killed = {}
 
     def store_files():
-        return [f for _, _, fs_ in os.walk(faulty) for f in fs_]
+        return [f for _, _, fs_ in os.walk(faulty_cache) for f in fs_]
 
     def kill_an_encoder():
         # the corpus encoders are the only Ray Data actors alive before mining starts; wait until both are up and
@@ -50,7 +51,7 @@ def test_encoder_actor_killed_mid_corpus(ray_session, tmp_path):
             time.sleep(0.05)
     t = threading.Thread(target=kill_an_encoder, daemon=True)
     t.start()
-    result = streammine.mine(overrides=dict(overrides, **{"output.path": faulty}))
+    result = streammine.mine(overrides=dict(overrides, **{"output.path": faulty, "run.cache_dir": faulty_cache}))
     t.join(10)
     assert killed.get("pid"), "no encoder actor was found to kill"
     assert killed["store_committed"] is False, "the kill came after the corpus was encoded"

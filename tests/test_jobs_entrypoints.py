@@ -50,11 +50,19 @@ def test_help_exits_0(script, flags):
 
 # ---- jobs/refresh.py --------------------------------------------------------------------------------------------
 
+def serve_run(path) -> str:
+    """A folder as `streammine serve` leaves it once started (its commit log exists): refresh and stop refuse
+    anything else."""
+    os.makedirs(os.path.join(path, "_log"), exist_ok=True)
+    return str(path)
+
+
 def test_refresh_writes_the_request_serve_reads(tmp_path):
     from streammine.refresh.watch import CONTROL_DIR, FORCE_FILE, VersionSource
 
-    run = str(tmp_path / "run")
+    run = serve_run(tmp_path / "run")
     model = str(tmp_path / "checkpoints" / "my-model")
+    os.makedirs(model)
     before = time.time()
     proc = run_job(REFRESH, "--output", run, "--model", model, "--name", "v7")
     assert proc.returncode == 0, proc.stderr
@@ -71,16 +79,20 @@ def test_refresh_writes_the_request_serve_reads(tmp_path):
 def test_refresh_names_the_version_when_no_name_is_given(tmp_path):
     from streammine.refresh.watch import VersionSource
 
-    proc = run_job(REFRESH, "--output", str(tmp_path), "--model", "s3://bucket/models/x/step-000000100")
+    model = str(tmp_path / "models" / "x" / "step-000000100")
+    os.makedirs(model)
+    run = serve_run(tmp_path / "run")
+    proc = run_job(REFRESH, "--output", run, "--model", model)
     assert proc.returncode == 0, proc.stderr
-    forced = VersionSource(str(tmp_path), None, None).forced()
-    assert forced.url == "s3://bucket/models/x/step-000000100" and forced.name.startswith("manual-")
+    forced = VersionSource(run, None, None).forced()
+    assert forced.url == model and forced.name.startswith("manual-")
 
 
 def test_refresh_stop_asks_serve_to_stop(tmp_path):
     from streammine.refresh.watch import stop_requested
 
     before = time.time() - 1
+    serve_run(tmp_path)
     proc = run_job(REFRESH, "--output", str(tmp_path), "--stop")
     assert proc.returncode == 0, proc.stderr
     assert stop_requested(str(tmp_path), since=before)
