@@ -11,7 +11,6 @@ import tempfile
 import time
 
 from .config import parse_set_items
-from .errors import StreamMineError
 from .evaluate import cli as eval_cli
 from .report import cli as report_cli
 

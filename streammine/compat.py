@@ -20,7 +20,7 @@ import random as _random
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 

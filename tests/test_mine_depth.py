@@ -1,7 +1,7 @@
 """Per-query search depth: a query's window, negatives and counts do not depend on the block it is mined in.
 
-Everything runs through the real mining stage (``MineQueries``) over real ``IndexShard``s, with an in-process
-fan-out in place of the Ray actors (no Ray). Same-text copies of positives (other ids, the same normalized text,
+Everything runs through the real mining stage (``MineQueries``) over real ``IndexShard``s, with the in-process
+fan-out (``index.local.LocalShardedIndex``) in place of the Ray actors (no Ray). Same-text copies of positives (other ids, the same normalized text,
 hence the same vector) take candidate slots ahead of the rank window, as boilerplate pages do in real corpora.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 
 from streammine.config import FilterConfig, IndexConfig, MineConfig, MiningConfig, SamplerConfig
 from streammine.index.factory import set_search_threads
-from streammine.index.merge import assign_shard, merge_answers, rescore_floor
-from streammine.index.shard import IndexShard, ShardDocs
-from streammine.keys import keys64, normalize_text, text_key
+from streammine.index.local import LocalShardedIndex
+from streammine.index.shard import ShardDocs
+from streammine.keys import normalize_text, text_key
 from streammine.mining import (SAME_TEXT_SLACK, CandidateBatch, PositiveBatch, first_depths, search_to_depth,
                                truncate, window_full)
 from streammine.stages import MineQueries
@@ -24,23 +24,6 @@ from streammine.vectors import to_arrow
 DIM = 32
 WORDS = ("protein binding cell tumour growth signal receptor kinase dose trial patients outcome risk gene "
          "expression pathway mouse model therapy response survival").split()
-
-
-class LocalIndex:
-    """``ShardedIndex.answer`` without Ray: the same two rounds (faiss scores, a pruning floor, certified exact
-    rescoring) over in-process shards, and the same count of certificate re-searches."""
-
-    def __init__(self, shards):
-        self.shards = shards
-        self.certificate_researches = 0
-
-    def answer(self, queries, k, positive_ids, random_ordinals=None):
-        proposals = [s.propose(queries, k) for s in self.shards]
-        floor = rescore_floor([p[0][1] for p in proposals], [p[1] for p in proposals], queries, k)
-        answers = [s.answer(queries, k, positive_ids, random_ordinals, p[0], floor)
-                   for s, p in zip(self.shards, proposals)]
-        self.certificate_researches += sum(a.researches for a in answers)
-        return merge_answers(answers, k)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,15 +83,7 @@ def make_world(seed=0, n_base=500, copies=(20, 20, 20, 20, 40, 40), n_plain=6):
 
 
 def build_index(docs, n_shards):
-    cfg = IndexConfig(kind="flat", shards=n_shards)
-    which = assign_shard(keys64(docs.doc_ids), n_shards)
-    shards = []
-    for s in range(n_shards):
-        shard = IndexShard(cfg, DIM, s)
-        shard.add(docs.take(np.flatnonzero(which == s)))
-        shard.build()
-        shards.append(shard)
-    return LocalIndex(shards)
+    return LocalShardedIndex.build(IndexConfig(kind="flat", shards=n_shards), docs)
 
 
 def block_of(qids, positives, qv, rows):

@@ -3,15 +3,13 @@ skipped (lenient); a broken compressed stream or Parquet page cannot be skipped 
 Ray."""
 from __future__ import annotations
 
-import gzip
-import json
 import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from test_io_readers import GOOD_DOC, QRELS, QUERIES, _lines, write_beir, write_text
+from test_io_readers import GOOD_DOC, QUERIES, write_beir
 
 from streammine.errors import InputError
 from streammine.io import readers

@@ -7,7 +7,6 @@ so the GPU pieces (encoder, shard kinds, mining) can be run and checked together
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 

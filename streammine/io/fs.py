@@ -145,6 +145,19 @@ def read_json(url: str):
         return json.load(f)
 
 
+def _local_temp_copy(path: str, data: str) -> str:
+    """``data`` written and synced to a new file beside ``path``; returns its name. The name is unique, so two
+    writers of one file (threads, or processes on a shared disk) never share it."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
 def write_json_atomic(url: str, obj) -> None:
     """Writes a small JSON document so that readers see all of it or none of it: a local file is written beside
     its final name and renamed (atomic on POSIX); an object store's PUT is atomic by itself."""
@@ -152,15 +165,7 @@ def write_json_atomic(url: str, obj) -> None:
     data = json.dumps(obj, indent=1, sort_keys=True)
     filesystem, path = resolve(url)
     if isinstance(filesystem, LocalFileSystem):
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        # a unique temporary name: two writers of one file (threads, or processes on a shared disk) never share it
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(_local_temp_copy(path, data), path)
         return
     with filesystem.open(path, "wt", encoding="utf-8") as f:
         f.write(data)
@@ -176,14 +181,8 @@ def write_json_create(url: str, obj) -> bool:
     data = json.dumps(obj, indent=1, sort_keys=True)
     filesystem, path = resolve(url)
     if isinstance(filesystem, LocalFileSystem):
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+        tmp = _local_temp_copy(path, data)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             try:
                 os.link(tmp, path)
             except FileExistsError:
