@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 
 def write_synthetic_beir(root: str, n_docs: int = 400, n_queries: int = 60, dim: int = 16, seed: int = 0,
@@ -61,3 +62,15 @@ def alive_actors(class_name_part: str) -> list:
     from ray._private import state
     return [{"pid": a["Pid"], "node_id": a["Address"]["NodeID"]} for a in state.actors().values()
             if class_name_part in a["ActorClassName"] and a["State"] == "ALIVE"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_faiss_thread():
+    """Import into a test module to run its faiss searches single-threaded: small indexes build and search faster
+    that way (OpenMP spinning on a busy 2-core box is slow)."""
+    import faiss
+    from streammine.index.factory import set_search_threads
+    before = faiss.omp_get_max_threads()
+    set_search_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

@@ -7,10 +7,11 @@ import faiss
 import numpy as np
 import pytest
 
+from helpers import one_faiss_thread  # noqa: F401 - autouse fixture
 from streammine.config import IndexConfig
 from streammine.errors import ConfigError, InputError
 from streammine.index import factory
-from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq, set_search_threads
+from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq
 from streammine.index.merge import assign_shard, merge_answers, merge_topk, rescore_floor
 from streammine.index.shard import IndexShard, ShardDocs, _tree_sum, exact_scores, uncertified
 from streammine.keys import keys64
@@ -63,15 +64,6 @@ def search_all(shards, queries, k):
 
 
 FLAT = IndexConfig(kind="flat", oversample=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """Small indexes build and search faster single-threaded (OpenMP spinning on a busy 2-core box is slow)."""
-    before = faiss.omp_get_max_threads()
-    set_search_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 # ---- exactness -----------------------------------------------------------------------------------------------

@@ -6,13 +6,12 @@ hence the same vector) take candidate slots ahead of the rank window, as boilerp
 """
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from helpers import one_faiss_thread  # noqa: F401 - autouse fixture
 from streammine.config import FilterConfig, IndexConfig, MineConfig, MiningConfig, SamplerConfig
-from streammine.index.factory import set_search_threads
 from streammine.index.local import LocalShardedIndex
 from streammine.index.shard import ShardDocs
 from streammine.keys import normalize_text, text_key
@@ -24,14 +23,6 @@ from streammine.vectors import to_arrow
 DIM = 32
 WORDS = ("protein binding cell tumour growth signal receptor kinase dose trial patients outcome risk gene "
          "expression pathway mouse model therapy response survival").split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    set_search_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def sentence(rng) -> str:
