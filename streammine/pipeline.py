@@ -57,7 +57,6 @@ def ensure_ray(address: Optional[str] = None) -> None:
     it joins that cluster and passes nothing that conflicts with it (no CPU or GPU counts)."""
     if ray.is_initialized():
         return
-    from . import console
     address = address or os.environ.get("RAY_ADDRESS") or None
     # Workers must see the same object-store endpoint as the driver. Credentials are not passed (see S3_ENV_VARS).
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
@@ -559,7 +558,8 @@ def mine(cfg: MineConfig) -> RunResult:
         if summary["counts"]["queries_out"] == 0:
             # nothing mined is the user's mistake (wrong split, empty queries file, every row bad), not a finished
             # run: the empty manifest goes, so the output does not look like a result (the quarantine stays)
-            fs.remove(fs.join(out, "_parts.json"))
+            from .sink.parts import PARTS_MANIFEST
+            fs.remove(fs.join(out, PARTS_MANIFEST))
             n_in = summary["counts"]["queries_in"]
             raise StreamMineError(f"{queries_source(cfg)}: no query to mine (" + (
                 f"all {n_in} queries read were quarantined: see {fs.join(out, '_quarantine')})" if n_in else
