@@ -135,6 +135,17 @@ class CrossEncoderConfig:
 
 
 @dataclass
+class NearDuplicateConfig:
+    """Near-duplicate guards on the shards' exact vectors (mining/near_duplicate.py); None: off."""
+    positive: Optional[float] = None    # drop a window candidate with cosine >= this to any of the query's positives
+    negatives: Optional[float] = None   # among the chosen negatives, skip one with cosine >= this to a kept one
+
+    @property
+    def enabled(self) -> bool:
+        return self.positive is not None or self.negatives is not None
+
+
+@dataclass
 class MiningConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -144,6 +155,7 @@ class MiningConfig:
     # A query's candidates: range_max + its positives + 16, searched again at twice the depth while its rank window
     # is not full after excluding positives and same-text copies, up to this many (mining/depth.py)
     max_search_depth: int = 1024
+    near_duplicate: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
 
 
 @dataclass
@@ -227,6 +239,8 @@ class MineConfig:
                               if k not in ("shards", "use_gpu", "cpus_per_shard", "prune_rescoring",
                                            "ivf_batch_scan", "torch_dtype", "gpus_per_shard")},
                     "mining": d["mining"]}
+        if not self.mining.near_duplicate.enabled:  # off: hashes stay what they were before the option existed
+            d["mining"] = {k: v for k, v in d["mining"].items() if k != "near_duplicate"}
         if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
             relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
         else:  # the kernels it runs on do not change its scores beyond float noise
@@ -305,6 +319,7 @@ NUMERIC_RANGES = {
     "mining.sampler.simans_b": (None, None, False), "mining.seed": (0, None, False),
     "mining.cross_encoder.threshold": (None, None, False), "mining.cross_encoder.max_length": (1, None, False),
     "mining.cross_encoder.gpus_per_actor": (0, None, False),
+    "mining.near_duplicate.positive": (0, 1, True), "mining.near_duplicate.negatives": (0, 1, True),
     "serve.max_versions": (0, None, False), "serve.idle_exit_seconds": (0, None, False),
     "serve.backoff_max_seconds": (0, None, True),
 }

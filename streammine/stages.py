@@ -62,7 +62,9 @@ class MineQueries:
                 def cross_scores(mask):
                     with self.metrics.time("cross_encoder", int(mask.sum())):
                         return self.cross_encoder.scores(queries, cands.doc_ids, mask)
-            mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs, cross_scores)
+            vectors_of = self.index.vectors_of if self.cfg.mining.near_duplicate.enabled else None
+            mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs, cross_scores,
+                               vectors_of=vectors_of)
             return self._rows(block, positives, mined)
 
     # ---- steps ----------------------------------------------------------------------------------------------
@@ -125,6 +127,8 @@ class MineQueries:
             "n_removed_filter": np.asarray(mined.n_removed_filter, np.int32),
             "n_removed_min_score": np.asarray(mined.n_removed_min_score, np.int32),
             "n_removed_cross_encoder": np.asarray(mined.n_removed_cross_encoder, np.int32),
+            "n_removed_near_duplicate_of_positive": _counts(mined.n_removed_near_duplicate_of_positive, n),
+            "n_removed_near_duplicate_negative": _counts(mined.n_removed_near_duplicate_negative, n),
             "short": np.asarray(mined.short, bool),
             "model": [self.model] * n,
             "model_version": [self.model_version] * n,
@@ -133,3 +137,9 @@ class MineQueries:
         arrays = [pa.array(columns[f.name], type=f.type) if not isinstance(columns[f.name], pa.ChunkedArray)
                   else columns[f.name].cast(f.type) for f in MINED_SCHEMA]
         return pa.Table.from_arrays(arrays, schema=MINED_SCHEMA)
+
+
+def _counts(values, n: int) -> np.ndarray:
+    """(n,) int32 per-query counts; a MinedBatch built without them (zero-length default) reads as zeros."""
+    values = np.asarray(values, np.int64)
+    return values.astype(np.int32) if len(values) == n else np.zeros(n, np.int32)

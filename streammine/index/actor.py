@@ -109,6 +109,12 @@ class ShardActor:
             floor = None
         return self.shard.answer(queries, k, positive_ids, random_ordinals, proposal, floor)
 
+    def vectors_of(self, ordinals: np.ndarray):
+        """``IndexShard.vectors_of``: the stored vectors of the ordinals this shard holds."""
+        if self.shard is None:
+            self.ready()
+        return self.shard.vectors_of(ordinals)
+
 
 class ShardedIndex:
     """The shard actors of one model version; ``answer`` fans a query batch out to all and merges."""
@@ -149,6 +155,15 @@ class ShardedIndex:
                                  unavailable_timeout_s)
         self.certificate_researches += sum(int(getattr(a, "researches", 0)) for a in answers)
         return merge_answers(answers, k)
+
+    def vectors_of(self, ordinals: np.ndarray, unavailable_timeout_s: float = 600.0) -> np.ndarray:
+        """(m, d) float32 stored vectors of corpus ``ordinals`` (m,), each shard answering those it holds (zeros
+        where none does): for the near-duplicate guards (mining/near_duplicate.py)."""
+        from .shard import assemble_vectors
+        ordinals = np.asarray(ordinals, np.int64).reshape(-1)
+        parts = self._call_all("vectors_of", (ordinals,), unavailable_timeout_s)
+        dim = max((int(v.shape[1]) for _, v in parts), default=0)
+        return assemble_vectors(parts, len(ordinals), dim)
 
     def _call_all(self, method: str, args: tuple, unavailable_timeout_s: float) -> list:
         """``method(*args)`` on every shard actor; results in shard order."""

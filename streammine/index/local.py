@@ -52,6 +52,13 @@ class LocalShardedIndex:
         self.certificate_researches += sum(int(a.researches) for a in answers)
         return merge_answers(answers, k)
 
+    def vectors_of(self, ordinals: np.ndarray) -> np.ndarray:
+        """As ``actor.ShardedIndex.vectors_of``."""
+        from .shard import assemble_vectors
+        ordinals = np.asarray(ordinals, np.int64).reshape(-1)
+        return assemble_vectors([s.vectors_of(ordinals) for s in self.shards], len(ordinals),
+                                self.shards[0].dim if self.shards else 0)
+
 
 def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
                  n_total: int) -> tuple:
@@ -88,4 +95,5 @@ def mine_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, 
     from ..mining import mine_batch
     query_keys, (cands, positives, random_docs, _missing), _, _ = search_block(
         index, queries, query_ids, positive_ids, cfg, n_total)
-    return mine_batch(query_keys, cands, positives, cfg, random_docs), cands, positives
+    vectors_of = index.vectors_of if cfg.near_duplicate.enabled else None
+    return mine_batch(query_keys, cands, positives, cfg, random_docs, vectors_of=vectors_of), cands, positives

@@ -138,6 +138,14 @@ class ShardAnswer:
     researches: int = 0                # queries searched again deeper to certify the top k (``IndexShard.search``)
 
 
+def assemble_vectors(parts: list, m: int, dim: int) -> np.ndarray:
+    """(m, dim) float32 from the shards' ``vectors_of`` answers; zeros where no shard holds the ordinal."""
+    out = np.zeros((m, dim), np.float32)
+    for positions, vectors in parts:
+        out[np.asarray(positions, np.int64)] = vectors
+    return out
+
+
 def _widen(a: np.ndarray, width: int, fill) -> np.ndarray:
     """``a`` (B, K) padded with ``fill`` to ``width`` columns (a copy)."""
     out = np.full((a.shape[0], width), fill, a.dtype)
@@ -339,6 +347,13 @@ class IndexShard:
             return np.full(ords.shape, -1, np.int64)
         pos = np.minimum(np.searchsorted(self.ordinals, ords), len(self) - 1)
         return np.where((self.ordinals[pos] == ords) & (ords >= 0), pos, -1).astype(np.int64)
+
+    def vectors_of(self, ordinals) -> tuple:
+        """The stored float32 vectors of the corpus ``ordinals`` this shard holds: ``(positions, vectors)``, the
+        positions (into ``ordinals``) it holds and their (j, d) vectors (``assemble_vectors`` joins the shards')."""
+        rows = self.lookup_ordinals(np.asarray(ordinals, np.int64).reshape(-1))
+        held = np.flatnonzero(rows >= 0)
+        return held.astype(np.int64), np.array(self.vectors[rows[held]], dtype=np.float32).reshape(-1, self._dim)
 
     def score_rows(self, queries, rows) -> np.ndarray:
         """Exact scores (B, m) float32 of ``queries`` (B, d) against local ``rows`` (B, m); -inf where row is -1."""

@@ -1,7 +1,7 @@
 """``mine_batch``: exclusion, filters and samplers composed over one batch of queries."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -10,6 +10,8 @@ from ..config import MiningConfig, SamplerConfig
 from ..keys import uniform_keys
 from .exclude import positive_masks, positive_reference, row_isin
 from .filters import filter_candidates, score_filter_masks
+from .near_duplicate import (VectorTable, distinct_fill, distinct_picks, near_positive, preference_keys,
+                             preference_order)
 from .rescore import cross_encoder_keep, rescore_pool
 from .samplers import sample_random, sample_simans, sample_top
 from .types import CandidateBatch, PositiveBatch
@@ -33,6 +35,10 @@ class MinedBatch:
     n_survivors: np.ndarray   # (B,) int64: candidates the sampler could pick from
     short: np.ndarray         # (B,) bool: fewer negatives than num_negatives
     n_removed_cross_encoder: np.ndarray  # (B,) int64: pooled survivors the cross-encoder rejected
+    # (B,) int64, mining/near_duplicate.py: window candidates (and reached random documents) near a positive; and
+    # candidates the negatives guard passed over as near-duplicates of a kept negative. Zeros when the guards are off.
+    n_removed_near_duplicate_of_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    n_removed_near_duplicate_negative: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.negative_ordinals)
@@ -89,9 +95,23 @@ def pick_random_fill(random_docs: CandidateBatch, positives: PositiveBatch, excl
     return usable & (np.cumsum(usable, axis=1) <= np.asarray(need)[:, None])
 
 
+def near_duplicate_table(cands: CandidateBatch, positives: PositiveBatch, in_play: np.ndarray,
+                         random_docs: Optional[CandidateBatch], vectors_of) -> VectorTable:
+    """The vectors the near-duplicate guards need, in one ``vectors_of`` call: the positives', the candidates
+    ``in_play`` and the random documents'."""
+    if vectors_of is None:
+        raise ValueError("mining.near_duplicate is on but the miner was given no vectors_of lookup")
+    parts = [np.concatenate([np.asarray(p, np.int64) for p in positives.ordinals] + [np.zeros(0, np.int64)]),
+             np.asarray(cands.ordinals)[np.asarray(in_play, bool)]]
+    if random_docs is not None:
+        parts.append(np.asarray(random_docs.ordinals, np.int64).ravel())
+    return VectorTable.fetch(np.concatenate(parts), vectors_of)
+
+
 def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: PositiveBatch, cfg: MiningConfig,
                random_docs: Optional[CandidateBatch] = None,
-               cross_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
+               cross_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+               vectors_of: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
     """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
 
     ``cross_scores(mask)``, when given, returns (B, K) cross-encoder scores for the candidates where ``mask`` is
@@ -100,6 +120,8 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     A query with too few qualifying documents gets fewer negatives and ``short=True``; it is never dropped.
     Random corpus documents (``random_docs``) fill at most their share ``num_random(s)`` of the n slots, so a query
     short of hard negatives is short, unless ``s.fill_with_random`` lets them take the missing hard slots too.
+    ``vectors_of(ordinals)``: (m, d) exact corpus vectors, needed only when ``cfg.near_duplicate`` is on
+    (mining/near_duplicate.py: its guards run after the ranking, before the score filter and in the sampler).
     """
     query_keys = np.asarray(query_keys, dtype=np.uint64)
     b, k = cands.ordinals.shape
@@ -117,6 +139,15 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     pos_ref = positive_reference(positives)
     out = filter_candidates(cands.scores, valid & ~is_positive & ~is_same_text, pos_ref, cfg.filter,
                             s.range_min, s.resolved_range_max())
+    nd, table = cfg.near_duplicate, None
+    n_near_pos, n_near_neg = np.zeros(b, np.int64), np.zeros(b, np.int64)
+    if nd.enabled:
+        table = near_duplicate_table(cands, positives, out.in_window if nd.positive is not None else out.survivors,
+                                     random_docs, vectors_of)
+        near = near_positive(cands.ordinals, out.in_window, positives.ordinals, table, nd.positive)
+        n_near_pos = near.sum(axis=1).astype(np.int64)
+        out = replace(out, removed_filter=out.removed_filter & ~near,
+                      removed_min_score=out.removed_min_score & ~near, survivors=out.survivors & ~near)
 
     survivors = out.survivors
     n_removed_ce = np.zeros(b, np.int64)
@@ -127,6 +158,10 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
 
     u = uniform_keys(cfg.seed, query_keys[:, None], cands.ordinals) if s.method in ("random", "simans") else None
     hard_cols = sample_hard(s, survivors, cands.scores, pos_ref, n_hard, u)  # (B, n_hard), sorted, -1 padded
+    if table is not None:  # the same picks, unless the negatives guard passes over near-duplicates of kept ones
+        keys = preference_keys(s.method, k, cands.scores, pos_ref, u, s.simans_a, s.simans_b)
+        hard_cols, n_near_neg, kept_vectors = distinct_picks(preference_order(survivors, keys), cands.ordinals,
+                                                             table, n_hard, nd.negatives)
     n_hard_got = (hard_cols >= 0).sum(axis=1)
     safe_cols = np.maximum(hard_cols, 0)
     hard_ordinals = np.where(hard_cols >= 0, np.take_along_axis(cands.ordinals, safe_cols, axis=1), -1) \
@@ -137,6 +172,13 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         need = n - n_hard_got if s.fill_with_random else np.full(b, n - n_hard, np.int64)
         fill = pick_random_fill(random_docs, positives, cfg.exclude_same_text, out.bound, cfg.filter.min_score,
                                 hard_ordinals, need)
+        if table is not None:  # all the usable draws, then the guarded fill in draw order
+            usable = pick_random_fill(random_docs, positives, cfg.exclude_same_text, out.bound, cfg.filter.min_score,
+                                      hard_ordinals, np.full(b, random_docs.ordinals.shape[1], np.int64))
+            near = near_positive(random_docs.ordinals, usable, positives.ordinals, table, nd.positive)
+            fill, r_pos, r_neg = distinct_fill(usable, random_docs.ordinals, need, table, near, nd.negatives,
+                                               kept_vectors)
+            n_near_pos, n_near_neg = n_near_pos + r_pos, n_near_neg + r_neg
     else:
         fill = None
 
@@ -168,4 +210,6 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         n_survivors=survivors.sum(axis=1).astype(np.int64),
         short=n_got < n,
         n_removed_cross_encoder=n_removed_ce,
+        n_removed_near_duplicate_of_positive=n_near_pos,
+        n_removed_near_duplicate_negative=n_near_neg,
     )

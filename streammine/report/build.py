@@ -76,7 +76,9 @@ def summary_agreement(summary: Optional[dict], stats: dict) -> Optional[dict]:
         return None
     pairs = {"queries_out": stats["queries"], "negatives": stats["negatives"],
              "queries_short_of_negatives": stats["short"],
-             "removed_probable_false_negatives": stats["counts"]["n_removed_filter"]}
+             "removed_probable_false_negatives": stats["counts"]["n_removed_filter"],
+             "removed_near_duplicate_of_positive": stats["counts"]["n_removed_near_duplicate_of_positive"],
+             "removed_near_duplicate_negative": stats["counts"]["n_removed_near_duplicate_negative"]}
     return {k: {"summary": counts.get(k), "report": v, "agree": counts.get(k) == v} for k, v in pairs.items()
             if k in counts}
 
@@ -133,6 +135,9 @@ def run_report(output_url: str, report_dir: Optional[str] = None, sample: int = 
         ("known positives skipped", f"{result.counts['n_removed_positive']:,}"),
         ("same text as a positive, skipped", f"{result.counts['n_removed_same_text']:,}"),
         ("below min_score, skipped", f"{result.counts['n_removed_min_score']:,}"),
+        ("near-duplicates of a positive, removed", f"{result.counts['n_removed_near_duplicate_of_positive']:,}"),
+        ("near-duplicates of a kept negative, passed over",
+         f"{result.counts['n_removed_near_duplicate_negative']:,}"),
         ("candidates seen", f"{result.counts['n_candidates']:,}"),
         ("positives (not found in the corpus)", f"{result.positives:,} ({result.positives_not_found:,})"),
         ("mean score: positives / kept negatives / removed",

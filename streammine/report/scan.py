@@ -21,10 +21,11 @@ BATCH_ROWS = 2048
 # what the scan reads; a part that lacks an optional column (older outputs) just leaves its figures empty
 COLUMNS = ["query_id", "query", "positive_ids", "positive_scores", "positive_ref", "negative_ids",
            "negative_scores", "negative_ranks", "removed_ids", "removed_scores", "n_candidates",
-           "n_removed_positive", "n_removed_same_text", "n_removed_filter", "n_removed_min_score", "short"]
+           "n_removed_positive", "n_removed_same_text", "n_removed_filter", "n_removed_min_score", "short",
+           "n_removed_near_duplicate_of_positive", "n_removed_near_duplicate_negative"]
 REQUIRED = ["query_id", "negative_ids", "negative_scores"]
 COUNT_COLUMNS = ["n_candidates", "n_removed_positive", "n_removed_same_text", "n_removed_filter",
-                 "n_removed_min_score"]
+                 "n_removed_min_score", "n_removed_near_duplicate_of_positive", "n_removed_near_duplicate_negative"]
 SAMPLE_COLUMNS = ["query_id", "query", "positive_ids", "positive_scores", "positive_ref", "negative_ids",
                   "negative_scores", "negative_ranks", "removed_ids", "removed_scores", "short"]
 

@@ -23,6 +23,8 @@ MINED_SCHEMA = pa.schema([
     ("n_removed_filter", pa.int32()),
     ("n_removed_min_score", pa.int32()),
     ("n_removed_cross_encoder", pa.int32()),  # survivors a cross-encoder scored at/above its threshold (RocketQA)
+    ("n_removed_near_duplicate_of_positive", pa.int32()),  # cosine >= mining.near_duplicate.positive to a positive
+    ("n_removed_near_duplicate_negative", pa.int32()),     # passed over: near-duplicate of a kept negative
     ("short", pa.bool_()),                # fewer negatives than asked for (kept, and counted)
     ("model", pa.string()),
     ("model_version", pa.string()),

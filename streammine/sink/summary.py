@@ -11,7 +11,8 @@ from ..io import fs
 from .parts import iter_rows
 
 COUNT_COLUMNS = ["n_candidates", "n_removed_positive", "n_removed_same_text", "n_removed_filter",
-                 "n_removed_min_score", "n_removed_cross_encoder"]
+                 "n_removed_min_score", "n_removed_cross_encoder", "n_removed_near_duplicate_of_positive",
+                 "n_removed_near_duplicate_negative"]
 
 
 # Counters the miners report through the stage metrics (MetricsClient.count): summary counts, not stages.
@@ -46,7 +47,9 @@ def count_output(out_url: str, random_share_n: int = 0) -> dict:
             "removed_same_text_as_positive": totals["n_removed_same_text"],
             "removed_probable_false_negatives": totals["n_removed_filter"],
             "removed_below_min_score": totals["n_removed_min_score"],
-            "removed_by_cross_encoder": totals["n_removed_cross_encoder"]}
+            "removed_by_cross_encoder": totals["n_removed_cross_encoder"],
+            "removed_near_duplicate_of_positive": totals["n_removed_near_duplicate_of_positive"],
+            "removed_near_duplicate_negative": totals["n_removed_near_duplicate_negative"]}
 
 
 def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, store: dict) -> dict:
