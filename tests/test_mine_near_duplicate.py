@@ -294,3 +294,50 @@ def test_planted_near_duplicates_removed_and_counted(ray_session, tmp_path):
             for k, r in rows.items()} == \
         {k: (r["negative_ids"], r["n_removed_near_duplicate_of_positive"], r["n_removed_near_duplicate_negative"])
          for k, r in rows_b.items()}
+
+
+def test_random_corpus_documents_are_guarded_in_draw_order():
+    """Draws near a positive or near a kept hard negative are passed over (counted) and the next draws fill the
+    slots; draws after the fill is complete are not counted."""
+    from streammine.mining import mine_batch
+    from streammine.mining.types import CandidateBatch, PositiveBatch
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((30, 8)).astype(np.float32)
+    v[20] = 2 * v[0] + 1e-3   # near the positive 0
+    v[21] = v[10] + 1e-3      # near the hard negative 10
+    v[24] = v[0]              # near the positive, but drawn after the fill is complete
+
+    def batch(ords):
+        o = np.array([ords], np.int64)
+        return CandidateBatch(o, -np.arange(len(ords), dtype=np.float32)[None, :], (o + 100).astype(np.uint64),
+                              np.array([[f"d{x}" for x in ords]], object))
+    cands, rand = batch([10, 11, 12]), batch([20, 21, 22, 23, 24])
+    positives = PositiveBatch([np.array([0])], [np.array([1.0], np.float32)], [np.array([100], np.uint64)], [["d0"]])
+    cfg = MiningConfig(filter=FilterConfig(method="none"),
+                       sampler=SamplerConfig(num_negatives=4, random_share=0.5, range_max=10),
+                       near_duplicate=NearDuplicateConfig(positive=0.99, negatives=0.99))
+    mined = mine_batch(np.array([7], np.uint64), cands, positives, cfg, rand, vectors_of=lambda o: v[o])
+    assert mined.negative_ordinals[0].tolist() == [10, 11, 22, 23]
+    assert mined.negative_ranks[0].tolist() == [0, 1, -1, -1]
+    assert (mined.n_removed_near_duplicate_of_positive[0], mined.n_removed_near_duplicate_negative[0]) == (1, 1)
+
+
+def test_near_positive_candidates_are_counted_by_the_guard_not_the_filter():
+    """With a score filter too, a window candidate near a positive is the guard's (removed_ids keeps only the
+    filter's own); everything else the filter removes is unchanged."""
+    v, q, positives = _corpus(seed=4)
+    qids = [f"q{i}" for i in range(len(q))]
+    index = _index(v, 2)
+    cfg_on, cfg_off = _mining("top", 0.97, None), _mining("top", None, None)
+    cfg_on.filter = cfg_off.filter = FilterConfig(method="topk-percpos", perc=0.9)
+    on, cands, _ = mine_block(index, q, qids, positives, cfg_on, len(v))
+    off, _, _ = mine_block(index, q, qids, positives, cfg_off, len(v))
+    both = 0
+    for i in range(len(q)):
+        pos = [int(p[1:]) for p in positives[i]]
+        near = {f"d{j}" for j in range(len(v)) if any(naive_cos(v[j], v[p]) >= 0.97 for p in pos)} - set(positives[i])
+        assert not near & set(on.removed_doc_ids[i]) and not near & set(on.negative_doc_ids[i])
+        assert set(on.removed_doc_ids[i]) == set(off.removed_doc_ids[i]) - near
+        both += len(near & set(off.removed_doc_ids[i]))
+        assert on.n_removed_filter[i] == off.n_removed_filter[i] - len(near & set(off.removed_doc_ids[i]))
+    assert both > 0  # some near-copies scored above the filter bound: counted by the guard
