@@ -32,6 +32,7 @@ FLAGS = {
     "address": "run.address", "query_batch_size": "run.query_batch_size", "cache_dir": "run.cache_dir",
     "cross_encoder": "mining.cross_encoder.model", "ce_threshold": "mining.cross_encoder.threshold",
     "ce_pool": "mining.cross_encoder.pool",
+    "near_dup_positive": "mining.near_duplicate.positive", "near_dup_negatives": "mining.near_duplicate.negatives",
 }
 SWITCHES = {"lenient": "input.lenient", "overwrite": "output.overwrite", "precomputed": None,
             "no_progress": None}
@@ -54,6 +55,8 @@ HELP = {
     "cross_encoder": "cross-encoder model for RocketQA denoising (off by default)",
     "ce_threshold": "a candidate stays a possible negative only below this cross-encoder score",
     "ce_pool": "score only the first N filter survivors (0: the whole window)",
+    "near_dup_positive": "drop candidates with cosine >= this to a positive (off by default; e.g. 0.98)",
+    "near_dup_negatives": "among the negatives, pass over one with cosine >= this to a kept one (off by default)",
 }
 CHOICES = {"format": "INPUT_FORMATS", "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
            "export": "EXPORT_FORMATS"}

@@ -136,6 +136,8 @@ def write_output(root: str, n_queries: int = 90, parts: int = 3, seed: int = 0, 
                      "negative_ranks": ranks, "removed_ids": rem_ids, "removed_scores": removed.tolist(),
                      "n_candidates": 60, "n_removed_positive": n_pos, "n_removed_same_text": int(qi % 7 == 0),
                      "n_removed_filter": n_rem, "n_removed_min_score": 0,
+                     "n_removed_near_duplicate_of_positive": int(qi % 5 == 0),
+                     "n_removed_near_duplicate_negative": 2 * int(qi % 4 == 0),
                      "short": n_hard + n_rand < NUM_NEG, "model": "m", "model_version": "v", "config_hash": "h"})
     names = []
     for i, chunk in enumerate(np.array_split(np.arange(n_queries), parts)):
@@ -155,7 +157,9 @@ def write_output(root: str, n_queries: int = 90, parts: int = 3, seed: int = 0, 
                                                "sampler": {"num_negatives": NUM_NEG, "range_max": 30}}})
         counts = {"queries_out": n_queries, "negatives": sum(len(r["negative_ids"]) for r in rows),
                   "queries_short_of_negatives": sum(r["short"] for r in rows),
-                  "removed_probable_false_negatives": sum(r["n_removed_filter"] for r in rows)}
+                  "removed_probable_false_negatives": sum(r["n_removed_filter"] for r in rows),
+                  "removed_near_duplicate_of_positive": sum(r["n_removed_near_duplicate_of_positive"] for r in rows),
+                  "removed_near_duplicate_negative": sum(r["n_removed_near_duplicate_negative"] for r in rows)}
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump({"output": out, "model": "m", "model_version": "v", "config_hash": "h", "counts": counts,
                        "config": cfg.to_dict()}, f)
@@ -177,7 +181,9 @@ def expected_from_parquet(out: str) -> dict:
             "random_negatives": int((ranks == -1).sum()),
             "positives": pos.size, "positives_not_found": int(np.isnan(pos).sum()),
             "counts": {c: sum(d[c]) for c in ("n_candidates", "n_removed_positive", "n_removed_same_text",
-                                              "n_removed_filter", "n_removed_min_score")},
+                                              "n_removed_filter", "n_removed_min_score",
+                                              "n_removed_near_duplicate_of_positive",
+                                              "n_removed_near_duplicate_negative")},
             "negatives_per_query": collections.Counter(map(len, d["negative_ids"])),
             "removed_per_query": collections.Counter(map(len, d["removed_ids"])),
             "negative_ranks": collections.Counter(ranks.tolist()),
