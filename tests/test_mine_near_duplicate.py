@@ -62,6 +62,11 @@ def test_cosines_match_the_naive_formula_and_zero_vectors_are_never_near():
     want = np.array([[naive_cos(x, y) for y in b] for x in a])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     assert (got[1] == 0).all() and (got[:, 1] == 0).all()  # the zero rows
+    # a copy, or a power-of-two multiple, of a vector has cosine exactly 1: threshold 1.0 catches exact duplicates
+    x = np.random.default_rng(1).standard_normal((200, 24)).astype(np.float32)
+    assert (np.diag(cosines(x, x)) == 1.0).all() and (np.diag(cosines(x, 4 * x)) == 1.0).all()
+    table = VectorTable(np.arange(400), np.concatenate([x, 0.5 * x]))
+    assert (table.pair_cosines(np.arange(200), np.arange(200, 400)) == 1.0).all()
     # the same bits whatever else is in the batch (fixed-order sums)
     assert np.array_equal(cosines(a[5:6], b[3:4])[0, 0], got[5, 3])
 
