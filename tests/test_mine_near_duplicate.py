@@ -25,8 +25,8 @@ from streammine.mining.samplers import gumbel, simans_log_weights
 
 def naive_cos(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    na, nb = float(np.sqrt(a @ a)), float(np.sqrt(b @ b))
-    return 0.0 if na == 0 or nb == 0 else float(a @ b) / (na * nb)
+    den = float(np.sqrt((a @ a) * (b @ b)))  # sqrt(|a|^2 |b|^2): a copy has cosine exactly 1
+    return 0.0 if den == 0 else float(a @ b) / den
 
 
 def naive_greedy(vectors, n, threshold, blocked=None):
@@ -346,3 +346,30 @@ def test_near_positive_candidates_are_counted_by_the_guard_not_the_filter():
         both += len(near & set(off.removed_doc_ids[i]))
         assert on.n_removed_filter[i] == off.n_removed_filter[i] - len(near & set(off.removed_doc_ids[i]))
     assert both > 0  # some near-copies scored above the filter bound: counted by the guard
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_distinct_picks_match_the_naive_loop_with_long_runs_of_copies(seed):
+    """Rows whose preferred candidates are many copies of one another (the pass must look past n + a few) and
+    thresholds met with equality (3-4-5 vectors: cosines 0.6 and 1 exactly)."""
+    from streammine.mining.near_duplicate import distinct_picks
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-3, 4, (12, 2)).astype(np.float32)
+    base[:4] = [[3, 4], [6, 8], [1, 0], [-4, 3]]
+    n_docs = 60
+    v = base[rng.integers(0, 12, n_docs)] * rng.choice([1.0, 2.0, 0.5], (n_docs, 1)).astype(np.float32)
+    v[:15] = [3, 4]  # fifteen copies of one direction
+    table = VectorTable(np.arange(n_docs), v)
+    b, k = 6, 30
+    ordinals = np.stack([rng.permutation(n_docs)[:k] for _ in range(b)])
+    ordinals[0, :15] = np.arange(15)  # row 0 prefers the copies first
+    survivors = rng.random((b, k)) < 0.9
+    survivors[0, :15] = True
+    order = preference_order(survivors, rng.random((b, k)) if seed else np.arange(k)[None, :].repeat(b, 0))
+    for n, thr in ((3, 1.0), (3, 0.6), (5, np.nextafter(0.6, 1.0)), (4, 0.99)):
+        cols, skipped, kept = distinct_picks(order, ordinals, table, n, thr)
+        for i in range(b):
+            walk = order[i][order[i] >= 0]
+            want, _, want_skipped = naive_greedy([v[o] for o in ordinals[i, walk]], n, thr)
+            assert sorted(walk[want].tolist()) == cols[i][cols[i] >= 0].tolist() and skipped[i] == want_skipped
+            assert np.array_equal(kept[i], v[ordinals[i, walk[want]]])
