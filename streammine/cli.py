@@ -33,9 +33,11 @@ FLAGS = {
     "cross_encoder": "mining.cross_encoder.model", "ce_threshold": "mining.cross_encoder.threshold",
     "ce_pool": "mining.cross_encoder.pool",
     "near_dup_positive": "mining.near_duplicate.positive", "near_dup_negatives": "mining.near_duplicate.negatives",
+    "ce_pool": "mining.cross_encoder.pool", "ce_margin": "mining.cross_encoder.margin",
+    "ce_relative_margin": "mining.cross_encoder.relative_margin",
 }
 SWITCHES = {"lenient": "input.lenient", "overwrite": "output.overwrite", "precomputed": None,
-            "no_progress": None}
+            "no_progress": None, "export_scores": "output.export_scores"}
 HELP = {
     "input": "a BEIR directory, or a pairs table (local path or any fsspec URL)",
     "output": "output folder URL: absent, empty, or an earlier streammine output",
@@ -57,6 +59,8 @@ HELP = {
     "ce_pool": "score only the first N filter survivors (0: the whole window)",
     "near_dup_positive": "drop candidates with cosine >= this to a positive (off by default; e.g. 0.98)",
     "near_dup_negatives": "among the negatives, pass over one with cosine >= this to a kept one (off by default)",
+    "ce_margin": "also only below c+ - M (c+: the positives' minimum cross-encoder score)",
+    "ce_relative_margin": "also only below c+ - |c+| * R",
 }
 CHOICES = {"format": "INPUT_FORMATS", "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
            "export": "EXPORT_FORMATS"}
@@ -141,6 +145,9 @@ def _add_run_arguments(m) -> None:
     m.add_argument("--overwrite", action="store_true",
                    help="replace an existing streammine output (output.overwrite)")
     m.add_argument("--precomputed", action="store_true", help="use --corpus-vectors/--query-vectors")
+    m.add_argument("--export-scores", action="store_true",
+                   help="exports carry the bi-encoder's exact scores (output.export_scores; with a cross-encoder "
+                        "they always carry its scores)")
     m.add_argument("--no-progress", action="store_true", help="no progress lines (run.progress=false)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set index.nprobe=32")
@@ -157,6 +164,8 @@ def overrides_from_args(args) -> dict:
         overrides["output.overwrite"] = True
     if args.precomputed:
         overrides["encoder.kind"] = "precomputed"
+    if getattr(args, "export_scores", False):
+        overrides["output.export_scores"] = True
     if args.no_progress:
         overrides["run.progress"] = False
     overrides.update(parse_set_items(args.set))

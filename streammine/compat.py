@@ -353,9 +353,13 @@ def mine_hard_negatives(
 
     ``cross_encoder`` (a ``CrossEncoder``): as in the peer, it rescores the candidates and the positives, and its
     scores decide the order, the filters and the output scores. That is not streammine's cross-encoder denoising
-    (``mining.cross_encoder``: a threshold on the cross-encoder score, bi-encoder order kept), so it is done here,
-    in this process, on the candidates the pipeline returned -- those the candidate window admits (in
-    "sentence-transformers" mode: the first range_max + max_positives + 1 of the ranking, as the peer).
+    (``mining.cross_encoder``: a threshold and margins on the cross-encoder score, bi-encoder order kept), so it is
+    done here, in this process, on the candidates the pipeline returned -- those the candidate window admits (in
+    "sentence-transformers" mode: the first range_max + max_positives + 1 of the ranking, as the peer). Without
+    it, ``overrides`` may turn streammine's own denoising on (``mining.cross_encoder.model`` and its
+    ``threshold`` / ``margin`` / ``relative_margin``): only the candidates it kept can then be negatives, and
+    ``output_scores`` gives its teacher scores (the output's ``positive_ce_scores`` / ``negative_ce_scores``)
+    instead of the bi-encoder's.
 
     Where streammine deliberately differs, an argument chooses (the default first):
 
@@ -504,10 +508,12 @@ def mine_hard_negatives(
                                  range_max=range_max, pool=q_pool, window=candidate_window,
                                  include_positives=include_positives, sampling_strategy=sampling_strategy,
                                  filters={k: v for k, v in filters.items() if v is not None}, seed=seed, rng=rng)
+        pos_scores, neg_scores = [float(s) for s in c.positive_scores], [float(c.scores[i]) for i in picks]
+        if cross_encoder is None and row.get("negative_ce_scores") is not None:
+            pos_scores, neg_scores = teacher_scores(row, c.positive_ids, [c.doc_ids[i] for i in picks])
         results.append(QueryResult(
-            query=q, positives=[texts[p] for p in c.positive_ids], positive_scores=[float(s) for s in
-                                                                                     c.positive_scores],
-            negatives=[texts[c.doc_ids[i]] for i in picks], negative_scores=[float(c.scores[i]) for i in picks]))
+            query=q, positives=[texts[p] for p in c.positive_ids], positive_scores=pos_scores,
+            negatives=[texts[c.doc_ids[i]] for i in picks], negative_scores=neg_scores))
 
     data = build_columns(results, anchor_column_name, positive_column_name, output_format, output_scores,
                          num_negatives, keep_short=short_queries == "keep")
@@ -569,6 +575,16 @@ def rescore(c: QueryCandidates, query: str, texts: dict, cross_encoder, batch_si
     return QueryCandidates([ids[i] for i in order], scores[order], is_pos[order], list(c.positive_ids), pos_scores)
 
 
+def teacher_scores(row: dict, positive_ids: Sequence[str], negative_ids: Sequence[str]) -> tuple:
+    """(positive scores, negative scores) from a row mined with streammine's cross-encoder denoising: its teacher
+    scores (``positive_ce_scores`` / ``negative_ce_scores``) of the given ids; NaN for an id it did not score (a
+    candidate only the bi-encoder filter saw)."""
+    by_id = dict(zip(row["negative_ids"], row["negative_ce_scores"]))
+    by_id.update(zip(row["positive_ids"], row["positive_ce_scores"]))
+    return ([float(by_id.get(d, float("nan"))) for d in positive_ids],
+            [float(by_id.get(d, float("nan"))) for d in negative_ids])
+
+
 def _model_dir(model):
     """(a directory streammine's encoders load, a temporary directory to remove afterwards or None)."""
     if isinstance(model, (str, os.PathLike)):
@@ -587,7 +603,7 @@ def _read_rows(out_url: str) -> dict:
     from .io import fs
     from .sink.committed import list_parts
     cols = ["query_id", "positive_ids", "positive_scores", "negative_ids", "negative_scores", "removed_ids",
-            "removed_scores"]
+            "removed_scores", "positive_ce_scores", "negative_ce_scores"]
     rows = {}
     for url in list_parts(out_url):
         with fs.open_url(url, "rb") as f:

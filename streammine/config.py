@@ -123,9 +123,15 @@ class SamplerConfig:
 @dataclass
 class CrossEncoderConfig:
     """RocketQA's denoising: a cross-encoder scores (query, candidate) pairs that passed the filters; a candidate
-    stays a possible negative only if its score is below ``threshold`` (a high score: probably a false negative)."""
+    stays a possible negative only if its score is below ``threshold`` (a high score: probably a false negative)
+    and, when set, below ``c+ - margin`` and ``c+ - |c+| * relative_margin``, c+ being the minimum cross-encoder
+    score of the query's positives (sentence-transformers' absolute_margin / relative_margin on cross-encoder
+    scores). Its scores of every positive and kept negative are in the output (teacher scores)."""
     model: Optional[str] = None         # a sentence-transformers CrossEncoder directory or URL; None: off
-    threshold: Optional[float] = None   # on the scale the model's predict() returns (required with a model)
+    threshold: Optional[float] = None   # on the scale the model's predict() returns (one of the three rules
+                                        # threshold / margin / relative_margin is required with a model)
+    margin: Optional[float] = None      # keep c < c+ - margin
+    relative_margin: Optional[float] = None  # keep c < c+ - |c+| * relative_margin
     pool: int = 0                       # score only the first `pool` survivors by rank (0: all in the window);
                                         # survivors past the pool are not sampled, as they were not checked
     batch_size: int = 32
@@ -162,6 +168,7 @@ class MiningConfig:
 class OutputConfig:
     path: str = "streammine-out"
     export: list = field(default_factory=list)   # any of EXPORT_FORMATS, written beside the parquet parts
+    export_scores: bool = False         # exports carry the bi-encoder's scores (always the cross-encoder's, if on)
     overwrite: bool = False
 
 
@@ -245,7 +252,8 @@ class MineConfig:
             relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
         else:  # the kernels it runs on do not change its scores beyond float noise
             relevant["mining"] = dict(d["mining"], cross_encoder={k: v for k, v in d["mining"]["cross_encoder"].items()
-                                                                  if k != "cpu_onednn"})
+                                                                  if k != "cpu_onednn" and not
+                                                                  (k in ("margin", "relative_margin") and v is None)})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -289,9 +297,10 @@ class MineConfig:
             raise ConfigError(f"mining.sampler.simans_a must be > 0, got {s.simans_a}")
         ce = self.mining.cross_encoder
         if ce.model:
-            if ce.threshold is None:
+            if ce.threshold is None and ce.margin is None and ce.relative_margin is None:
                 raise ConfigError("mining.cross_encoder.threshold is required with mining.cross_encoder.model "
-                                  "(a candidate is kept only if the cross-encoder scores it below the threshold)")
+                                  "(a candidate is kept only if the cross-encoder scores it below the threshold), "
+                                  "or mining.cross_encoder.margin / relative_margin")
             if ce.pool < 0:
                 raise ConfigError(f"mining.cross_encoder.pool must be >= 0 (0: the whole window), got {ce.pool}")
             _positive("mining.cross_encoder.batch_size", ce.batch_size)
@@ -320,6 +329,7 @@ NUMERIC_RANGES = {
     "mining.cross_encoder.threshold": (None, None, False), "mining.cross_encoder.max_length": (1, None, False),
     "mining.cross_encoder.gpus_per_actor": (0, None, False),
     "mining.near_duplicate.positive": (0, 1, True), "mining.near_duplicate.negatives": (0, 1, True),
+    "mining.cross_encoder.margin": (0, None, False), "mining.cross_encoder.relative_margin": (0, None, False),
     "serve.max_versions": (0, None, False), "serve.idle_exit_seconds": (0, None, False),
     "serve.backoff_max_seconds": (0, None, True),
 }

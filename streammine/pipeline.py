@@ -379,7 +379,7 @@ def remove_previous_output(out: str) -> int:
     manifest names may be another writer's). Returns how many files went."""
     import re
     from .io.records import QUARANTINE_SUFFIX
-    from .sink.export import EXPORT_FILES
+    from .sink.exporters import EXPORT_FILES
     from .sink.parts import PARTS_MANIFEST
     try:
         listed = [p["part"] for p in (fs.read_json(fs.join(out, PARTS_MANIFEST)) or {}).get("parts", [])]
@@ -569,7 +569,7 @@ def mine(cfg: MineConfig) -> RunResult:
             summary["encoder_plan"] = dataclasses.asdict(plan)
         write_summary(out, summary)
         if cfg.output.export:
-            from .sink.export import run_exports
+            from .sink.exporters import run_exports
             summary["exports"] = run_exports(cfg, out)
             write_summary(out, summary)
     finally:

@@ -59,9 +59,11 @@ class MineQueries:
             if self.cross_encoder is not None:
                 queries = block.column("query").to_pylist()
 
-                def cross_scores(mask):
-                    with self.metrics.time("cross_encoder", int(mask.sum())):
-                        return self.cross_encoder.scores(queries, cands.doc_ids, mask)
+                def cross_scores(doc_ids, mask, stage):
+                    # the pool is the denoising work; positives and random negatives are scored as teacher scores
+                    name = "cross_encoder" if stage == "pool" else "cross_encoder_teacher"
+                    with self.metrics.time(name, int(mask.sum())):
+                        return self.cross_encoder.scores(queries, doc_ids, mask)
             vectors_of = self.index.vectors_of if self.cfg.mining.near_duplicate.enabled else None
             mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs, cross_scores,
                                vectors_of=vectors_of)
@@ -121,6 +123,9 @@ class MineQueries:
             "negative_ranks": [np.asarray(x, np.int32) for x in mined.negative_ranks],
             "removed_ids": [list(x) for x in mined.removed_doc_ids],
             "removed_scores": [np.asarray(x, np.float32) for x in mined.removed_scores],
+            "positive_ce_scores": aligned_scores(positives.doc_ids, mined.positive_ce_scores, positive_ids),
+            "negative_ce_scores": [None] * n if mined.negative_ce_scores is None else
+            [np.asarray(x, np.float32) for x in mined.negative_ce_scores],
             "n_candidates": np.asarray(mined.n_candidates, np.int32),
             "n_removed_positive": np.asarray(mined.n_removed_positive, np.int32),
             "n_removed_same_text": np.asarray(mined.n_removed_same_text, np.int32),
@@ -143,3 +148,15 @@ def _counts(values, n: int) -> np.ndarray:
     """(n,) int32 per-query counts; a MinedBatch built without them (zero-length default) reads as zeros."""
     values = np.asarray(values, np.int64)
     return values.astype(np.int32) if len(values) == n else np.zeros(n, np.int32)
+
+
+def aligned_scores(found_ids: list, found_scores: Optional[list], wanted_ids: list) -> list:
+    """Per query, the scores of ``wanted_ids`` (the row's positive_ids) looked up among the ids the index found
+    (NaN for one it did not); all None when there are no scores (no cross-encoder)."""
+    if found_scores is None:
+        return [None] * len(wanted_ids)
+    out = []
+    for ids, scores, wanted in zip(found_ids, found_scores, wanted_ids):
+        score_of = dict(zip(ids, np.asarray(scores, np.float64).tolist()))
+        out.append([score_of.get(p, float("nan")) for p in wanted])
+    return out

@@ -205,6 +205,31 @@ def test_cross_encoder_rescoring_is_the_peers(data):
     assert bi["negative"] != peer["negative"]  # the cross-encoder did change the choice
 
 
+def test_output_scores_are_the_teacher_scores_with_streammines_denoising(data, tmp_path):
+    """``overrides`` turning streammine's cross-encoder denoising on (a margin to the weakest positive): the
+    output's scores are the cross-encoder's (the run's positive_ce_scores / negative_ce_scores), equal to an
+    independent predict on the same (anchor, text) pairs, and every negative is below the margin."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    torch.manual_seed(0)
+    CrossEncoder(data["path"], num_labels=1, device="cpu").save(str(tmp_path / "ce"))
+    ce = CrossEncoder(str(tmp_path / "ce"), device="cpu")
+    small = data["dataset"].select(range(14))
+    margin = 0.01
+    ours = _ours(data, dataset=small, num_negatives=2, range_max=30, output_format="n-tuple", output_scores=True,
+                 overrides={"mining.cross_encoder.model": str(tmp_path / "ce"),
+                            "mining.cross_encoder.margin": margin})
+    rows = ours.to_list()
+    assert len(rows) >= 7
+    c_plus = {}
+    for r in rows:
+        texts = [r[POSITIVE], r["negative_1"], r["negative_2"]]
+        want = ce.predict([(r[ANCHOR], t) for t in texts], show_progress_bar=False).tolist()
+        assert r["scores"] == pytest.approx(want, abs=1e-4)
+        c_plus[r[ANCHOR]] = min(c_plus.get(r[ANCHOR], np.inf), r["scores"][0])
+    assert all(s < c_plus[r[ANCHOR]] - margin + 1e-4 for r in rows for s in r["scores"][1:])
+
+
 # ---- streammine's defaults: each difference by its rule ----------------------------------------------------
 
 def test_defaults_follow_streammines_rules_and_are_a_prefix_of_the_peers(data):

@@ -33,16 +33,25 @@ def cross_encoder_dir(tmp_path_factory) -> str:
     return path
 
 
-@pytest.mark.slow
-def test_cross_encoder_keeps_only_negatives_scored_below_threshold(ray_session, tmp_path, cross_encoder_dir):
-    from sentence_transformers import CrossEncoder
-    data = tiny_scifact(str(tmp_path / "beir"), n_docs=60)
+@pytest.fixture(scope="module")
+def plain_run(ray_session, tmp_path_factory):
+    """The tiny set mined without a cross-encoder, asking for every survivor of the filters (in rank order), with
+    the bi-encoder's scores exported (``output.export_scores``)."""
+    tmp = tmp_path_factory.mktemp("plain")
+    data = tiny_scifact(str(tmp / "beir"), n_docs=60)
     base = dict(input={"path": data["path"]}, index={"shards": 2},
-                run={"work_dir": str(tmp_path / "work"), "progress": False})
-    # every survivor of the filters, in rank order: a run that asks for all of them and has no cross-encoder
-    survivors_out = streammine.mine(dict(base, output={"path": str(tmp_path / "all")},
-                                         mining={"sampler": {"method": "top", "num_negatives": 50}})).output
-    survivors = {q: r["negative_ids"] for q, r in rows_of(survivors_out).items()}
+                run={"work_dir": str(tmp / "work"), "progress": False})
+    result = streammine.mine(dict(base, output={"path": str(tmp / "all"), "export": ["st-ntuple", "flagembedding"],
+                                                "export_scores": True},
+                                  mining={"sampler": {"method": "top", "num_negatives": 50}}))
+    return data, base, result
+
+
+@pytest.mark.slow
+def test_cross_encoder_keeps_only_negatives_scored_below_threshold(plain_run, tmp_path, cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+    data, base, plain = plain_run
+    survivors = {q: r["negative_ids"] for q, r in rows_of(plain.output).items()}
     assert sum(len(s) > POOL for s in survivors.values()) >= 3  # the pool cuts some lists
 
     model = CrossEncoder(cross_encoder_dir, device="cpu")
@@ -72,6 +81,92 @@ def test_cross_encoder_keeps_only_negatives_scored_below_threshold(ray_session, 
         removed += len(pooled) - len(kept)
     assert 0 < removed == result.summary["counts"]["removed_by_cross_encoder"]
     assert result.summary["stages"]["cross_encoder"]["rows"] == sum(len(s[:POOL]) for s in survivors.values())
+    # teacher scores: the model's score of every positive and kept negative, aligned with the id lists
+    for q, row in rows.items():
+        assert row["negative_ce_scores"] == pytest.approx([scores[(q, d)] for d in row["negative_ids"]], abs=1e-4)
+        want = model.predict([(data["queries"][q], data["docs"][d]) for d in row["positive_ids"]],
+                             show_progress_bar=False)
+        assert row["positive_ce_scores"] == pytest.approx(want.tolist(), abs=1e-4), q
+
+
+def bi_encoder_scores(data: dict) -> dict:
+    """(query text, document text) -> the exact inner product of the normalized embeddings, brute force."""
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(default_model_path(), device="cpu")
+    qs, ds = list(data["queries"].values()), list(data["docs"].values())
+    q, d = (model.encode(t, normalize_embeddings=True, convert_to_numpy=True) for t in (qs, ds))
+    sims = q.astype(np.float64) @ d.astype(np.float64).T
+    return {(qs[i], ds[j]): sims[i, j] for i in range(len(qs)) for j in range(len(ds))}
+
+
+@pytest.mark.slow
+def test_export_scores_without_cross_encoder_are_the_bi_encoder_scores(plain_run):
+    import json
+    import pyarrow.parquet as pq
+    data, _, plain = plain_run
+    exact = bi_encoder_scores(data)
+    rows = rows_of(plain.output)
+    assert all(r["negative_ce_scores"] is None and r["positive_ce_scores"] is None for r in rows.values())
+    lines = [json.loads(line) for line in open(plain.summary["exports"]["flagembedding"]["path"])]
+    assert len(lines) == len(rows) and all("prompt" not in line for line in lines)
+    for line in lines:  # matched by text: each score is the one of the text beside it
+        assert line["pos_scores"] == pytest.approx([exact[(line["query"], t)] for t in line["pos"]], abs=1e-4)
+        assert line["neg_scores"] == pytest.approx([exact[(line["query"], t)] for t in line["neg"]], abs=1e-4)
+        assert line["neg_scores"] == sorted(line["neg_scores"], reverse=True)
+    table = pq.read_table(plain.summary["exports"]["st-ntuple"]["path"]).to_pylist()
+    assert table
+    for r in table:
+        texts = [r["positive"]] + [r[k] for k in r if k.startswith("negative_")]
+        assert r["scores"] == pytest.approx([exact[(r["anchor"], t)] for t in texts], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cross_encoder_margins_random_negatives_and_exports(plain_run, tmp_path, cross_encoder_dir):
+    """Margins relative to the positives' minimum cross-encoder score (no threshold), a random share (the random
+    negatives are scored, not denoised), and the teacher scores in the exports, matched by text."""
+    import json
+    import pyarrow.parquet as pq
+    from sentence_transformers import CrossEncoder
+    data, base, plain = plain_run
+    survivors = {q: r["negative_ids"] for q, r in rows_of(plain.output).items()}
+    model = CrossEncoder(cross_encoder_dir, device="cpu")
+
+    def ce(q, d):
+        return float(model.predict([(data["queries"][q], data["docs"][d])], show_progress_bar=False)[0])
+
+    margin, relative = 0.01, 0.02
+    result = streammine.mine(dict(base, output={"path": str(tmp_path / "ce"), "export": ["st-triplet", "flagembedding"]},
+                                  mining={"sampler": {"method": "top", "num_negatives": 3, "random_share": 0.34},
+                                          "cross_encoder": {"model": cross_encoder_dir, "margin": margin,
+                                                            "relative_margin": relative, "pool": POOL}}))
+    rows = rows_of(result.output)
+    n_random = decided = 0
+    by_text = {}
+    for q, row in rows.items():
+        c_plus = min(ce(q, p) for p in row["positive_ids"])
+        bound = min(c_plus - margin, c_plus - abs(c_plus) * relative)
+        pooled = {d: ce(q, d) for d in survivors[q][:POOL]}
+        hard = [d for d, r in zip(row["negative_ids"], row["negative_ranks"]) if r >= 0]
+        if all(abs(s - bound) > 1e-4 for s in pooled.values()):  # no score within float noise of the bound
+            decided += 1
+            assert hard == [d for d, s in pooled.items() if s < bound][:2], q
+            assert row["n_removed_cross_encoder"] == sum(s >= bound for s in pooled.values()), q
+        n_random += sum(r < 0 for r in row["negative_ranks"])
+        want = [ce(q, d) for d in row["negative_ids"]]  # random negatives included
+        assert row["negative_ce_scores"] == pytest.approx(want, abs=1e-4), q
+        assert row["positive_ce_scores"] == pytest.approx([ce(q, p) for p in row["positive_ids"]], abs=1e-4), q
+        for d, s in zip(row["positive_ids"] + row["negative_ids"], row["positive_ce_scores"] + row["negative_ce_scores"]):
+            by_text[(data["queries"][q], data["docs"][d])] = s
+    assert decided >= len(rows) - 1 and n_random > 0
+    assert result.summary["counts"]["removed_by_cross_encoder"] > 0
+    lines = [json.loads(line) for line in open(result.summary["exports"]["flagembedding"]["path"])]
+    assert lines
+    for line in lines:
+        assert line["pos_scores"] == [by_text[(line["query"], t)] for t in line["pos"]]
+        assert line["neg_scores"] == [by_text[(line["query"], t)] for t in line["neg"]]
+    triplets = pq.read_table(result.summary["exports"]["st-triplet"]["path"]).to_pylist()
+    assert triplets and all(r["scores"] == [by_text[(r["anchor"], r["positive"])], by_text[(r["anchor"], r["negative"])]]
+                            for r in triplets)
 
 
 def test_cross_encoder_config_is_checked_and_hashed_only_when_on():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streammine.sink.exporters import (MissingTextError, export_flagembedding, export_st_ntuple,
+from streammine.errors import StreamMineError
+from streammine.sink.exporters import (FORMATS, MissingTextError, export_flagembedding, export_st_ntuple,
                                        export_st_triplet, resolve_parts)
 from streammine.sink.schema import MINED_SCHEMA
 
@@ -23,17 +25,30 @@ PART_1 = [("q3", "query three", ["d4"], ["d10", "d11", "d12"]),
           ("q5", "query five", [], ["d14", "d15", "d16"])]           # no positive
 
 
-def mined_table(rows) -> pa.Table:
-    """A MINED_SCHEMA table; columns the exporters do not read get plausible filler."""
+def ce_score(doc_id: str) -> float:
+    """A stand-in teacher score per document: distinct, exact in float32."""
+    return int(doc_id[1:]) / 8 - 1.0
+
+
+def bi_score(doc_id: str) -> float:
+    return 1.0 - int(doc_id[1:]) / 32
+
+
+def mined_table(rows, with_ce: bool = False) -> pa.Table:
+    """A MINED_SCHEMA table; columns the exporters do not read get plausible filler. Scores are per document
+    (``bi_score``, and ``ce_score`` with ``with_ce``), so an export's scores can be checked by its texts."""
     def column(name):
         if name in ("query_id", "query", "positive_ids", "negative_ids"):
             return [r[("query_id", "query", "positive_ids", "negative_ids").index(name)] for r in rows]
+        if name in ("positive_ce_scores", "negative_ce_scores"):
+            ids = 2 if name.startswith("positive") else 3
+            return [[ce_score(d) for d in r[ids]] if with_ce else None for r in rows]
         if name == "positive_scores":
-            return [[0.8] * len(r[2]) for r in rows]
+            return [[bi_score(d) for d in r[2]] for r in rows]
         if name == "positive_ref":
             return [0.8 if r[2] else math.nan for r in rows]
         if name == "negative_scores":
-            return [[0.5 - 0.01 * i for i in range(len(r[3]))] for r in rows]
+            return [[bi_score(d) for d in r[3]] for r in rows]
         if name == "negative_ranks":
             return [list(range(len(r[3]))) for r in rows]
         if name in ("removed_ids", "removed_scores"):
@@ -159,3 +174,67 @@ def test_s3_output(mined_dir, s3_bucket):
     counts = export_st_triplet(str(mined_dir), TEXTS, url)
     with fsspec.open(url, "rb", client_kwargs={"endpoint_url": __import__("os").environ["AWS_ENDPOINT_URL"]}) as f:
         assert pq.read_table(f).num_rows == counts["rows_written"] == 11
+
+
+# ---- scores ----------------------------------------------------------------------------------------------------
+
+ID_OF = {text: doc_id for doc_id, text in TEXTS.items()}
+
+
+@pytest.fixture
+def mined_ce_dir(tmp_path):
+    out = tmp_path / "mined-ce"
+    out.mkdir()
+    pq.write_table(mined_table(PART_0, with_ce=True), out / "part-00000-a.parquet")
+    pq.write_table(mined_table(PART_1, with_ce=True), out / "part-00001-b.parquet")
+    return out
+
+
+@pytest.mark.parametrize("source,score", [("cross-encoder", ce_score), ("bi-encoder", bi_score)])
+def test_st_exports_carry_scores_aligned_with_texts(mined_ce_dir, tmp_path, source, score):
+    f32 = lambda x: float(np.float32(x))  # noqa: E731
+    out = tmp_path / "triplet.parquet"
+    counts = export_st_triplet(str(mined_ce_dir), TEXTS, str(out), scores=source)
+    table = pq.read_table(out)
+    assert table.column_names == ["anchor", "positive", "negative", "scores"] and counts["scores"] == source
+    rows = table.to_pylist()
+    export_st_triplet(str(mined_ce_dir), TEXTS, str(tmp_path / "plain.parquet"))
+    # the same rows as without scores (test_st_triplet checks those), one more column
+    assert [(r["anchor"], r["positive"], r["negative"]) for r in rows] == rows_of(tmp_path / "plain.parquet")
+    assert len(rows) == 11
+    for r in rows:  # each score is the one of the text beside it
+        assert r["scores"] == [f32(score(ID_OF[r["positive"]])), f32(score(ID_OF[r["negative"]]))]
+    out = tmp_path / "ntuple.parquet"
+    export_st_ntuple(str(mined_ce_dir), TEXTS, str(out), num_negatives=2, scores=source)
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 4
+    for r in rows:
+        texts = [r["positive"], r["negative_1"], r["negative_2"]]
+        assert r["scores"] == [f32(score(ID_OF[t])) for t in texts]
+
+
+def test_flagembedding_scores_and_prompt(mined_ce_dir, tmp_path):
+    out = tmp_path / "fe.jsonl"
+    export_flagembedding(str(mined_ce_dir), TEXTS, str(out), scores="cross-encoder", prompt="query: ")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["query"] for line in lines] == ["query one", "query two", "query three"]
+    for line in lines:
+        assert line["prompt"] == "query: "
+        assert line["pos_scores"] == [float(np.float32(ce_score(ID_OF[t]))) for t in line["pos"]]
+        assert line["neg_scores"] == [float(np.float32(ce_score(ID_OF[t]))) for t in line["neg"]]
+    plain = tmp_path / "plain.jsonl"
+    export_flagembedding(str(mined_ce_dir), TEXTS, str(plain))
+    assert set(json.loads(plain.read_text().splitlines()[0])) == {"query", "pos", "neg"}
+
+
+def test_cross_encoder_scores_asked_of_an_output_without_them(mined_dir, tmp_path):
+    with pytest.raises(StreamMineError, match="positive_ce_scores.*cross-encoder"):
+        export_flagembedding(str(mined_dir), TEXTS, str(tmp_path / "fe.jsonl"), scores="cross-encoder")
+    assert not (tmp_path / "fe.jsonl").exists()
+
+
+def test_registry_names_every_configurable_format_and_its_file():
+    from streammine.config import EXPORT_FORMATS
+    assert tuple(FORMATS) == EXPORT_FORMATS
+    assert {name: f.file for name, f in FORMATS.items()} == {
+        "st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet", "flagembedding": "flagembedding.jsonl"}

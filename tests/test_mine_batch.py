@@ -116,9 +116,15 @@ def reference_query(qkey, c_ords, c_scores, c_texts, c_ids, p_ords, p_scores, p_
             survivors.append(j)
     res["n_removed_cross_encoder"] = 0
     if cross is not None:
-        pool = cfg.cross_encoder.pool
+        ce = cfg.cross_encoder
+        pool = ce.pool
         pooled = survivors[:pool] if pool else survivors
-        survivors = [j for j in pooled if cross(int(c_ords[j])) < cfg.cross_encoder.threshold]
+        # the bound, brute force: threshold, and margins to the *minimum* positive cross-encoder score
+        c_plus = min(cross(int(o)) for o in p_ords)
+        ce_bound = min([math.inf] + ([ce.threshold] if ce.threshold is not None else [])
+                       + ([c_plus - ce.margin] if ce.margin is not None else [])
+                       + ([c_plus - abs(c_plus) * ce.relative_margin] if ce.relative_margin is not None else []))
+        survivors = [j for j in pooled if cross(int(c_ords[j])) < ce_bound]
         res["n_removed_cross_encoder"] = len(pooled) - len(survivors)
         res["scored"] = [int(c_ords[j]) for j in pooled]
     res["n_survivors"] = len(survivors)
@@ -234,32 +240,44 @@ def fake_cross_encoder(ordinal: int) -> float:
     return float((ordinal * 2654435761) % 1000) / 1000.0
 
 
-@pytest.mark.parametrize("sampler,pool,random_share", [
-    ("top", 0, 0.0), ("top", 3, 0.0), ("random", 6, 0.0), ("simans", 0, 0.0), ("top", 4, 0.4)])
-def test_cross_encoder_denoising_matches_reference(sampler, pool, random_share):
+@pytest.mark.parametrize("sampler,pool,random_share,threshold,margin,relative_margin", [
+    ("top", 0, 0.0, 0.6, None, None), ("top", 3, 0.0, 0.6, None, None), ("random", 6, 0.0, 0.6, None, None),
+    ("simans", 0, 0.0, 0.6, None, None), ("top", 4, 0.4, 0.6, None, None),
+    ("top", 0, 0.0, None, 0.05, None), ("top", 0, 0.4, None, None, 0.1), ("top", 0, 0.0, 0.7, 0.02, 0.2)])
+def test_cross_encoder_denoising_matches_reference(sampler, pool, random_share, threshold, margin,
+                                                   relative_margin):
     world = World(seed=11, b=24, k=24)
     cfg = MiningConfig(filter=FilterConfig(method="topk-percpos", perc=0.95),
                        sampler=SamplerConfig(method=sampler, num_negatives=4, random_share=random_share),
-                       cross_encoder=CrossEncoderConfig(model="stand-in", threshold=0.6, pool=pool), seed=5)
+                       cross_encoder=CrossEncoderConfig(model="stand-in", threshold=threshold, pool=pool,
+                                                        margin=margin, relative_margin=relative_margin), seed=5)
     ref = reference_batch(world, cfg, random_share > 0, cross=fake_cross_encoder)
-    asked = []
+    asked = {}
 
-    def cross_scores(mask):
-        asked.append(mask.copy())
-        scores = np.vectorize(fake_cross_encoder, otypes=[np.float64])(np.maximum(world.cands.ordinals, 0))
+    def cross_scores(doc_ids, mask, stage):
+        asked[stage] = (doc_ids, mask.copy())
+        ordinals = np.vectorize(lambda d: int(d[3:]) if d else 0, otypes=[np.int64])(doc_ids)
+        scores = np.vectorize(fake_cross_encoder, otypes=[np.float64])(ordinals)
         return np.where(mask, scores, np.nan)
 
     mined = mine_batch(world.query_keys, world.cands, world.positives, cfg,
                        world.random_docs if random_share > 0 else None, cross_scores)
-    assert len(asked) == 1  # one scoring call per batch: the model sees every pair at once
+    # one scoring call per kind and batch: the model sees every pair at once
+    assert set(asked) == {"positives", "pool"} | ({"random"} if random_share > 0 else set())
     for i, r in enumerate(ref):
         got = query_result(mined, i)
         # only the pooled survivors were scored
-        assert world.cands.ordinals[i, asked[0][i]].tolist() == r["scored"], i
+        assert world.cands.ordinals[i, asked["pool"][1][i]].tolist() == r["scored"], i
         assert got["negatives"] == r["negatives"], i
         assert got["counts"] == tuple(r[name] for name in COUNTS), i
         assert int(mined.n_removed_cross_encoder[i]) == r["n_removed_cross_encoder"], i
-        assert all(fake_cross_encoder(o) < 0.6 for o, _, _, rank in got["negatives"] if rank >= 0)
+        if threshold is not None:
+            assert all(fake_cross_encoder(o) < threshold for o, _, _, rank in got["negatives"] if rank >= 0)
+        # teacher scores: every kept negative (random ones too) and every positive, aligned with their lists
+        assert mined.negative_ce_scores[i].tolist() == pytest.approx(
+            [fake_cross_encoder(o) for o, *_ in got["negatives"]]), i
+        assert mined.positive_ce_scores[i].tolist() == pytest.approx(
+            [fake_cross_encoder(o) for o in world.positives.ordinals[i]]), i
     assert mined.n_removed_cross_encoder.sum() > 0 and sum(len(x) for x in mined.negative_ordinals) > 0
 
 
@@ -418,3 +436,27 @@ def test_empty_batches():
     one = PositiveBatch([np.array([4])], [np.array([0.5], np.float32)], [np.array([9], np.uint64)], [["d4"]])
     m = mine_batch(np.ones(1, np.uint64), CandidateBatch.empty(1, 0), one, cfg, CandidateBatch.empty(1, 0))
     assert m.short.tolist() == [True] and len(m.negative_ordinals[0]) == 0
+
+
+def test_cross_encoder_bound_and_positive_reference_brute_force():
+    from streammine.mining.filters import cross_encoder_bound
+    from streammine.mining.rescore import positive_ce_reference
+    rng = np.random.default_rng(4)
+    pos = rng.normal(0, 3, (30, 4))
+    mask = rng.random((30, 4)) < 0.7
+    mask[:, 0] = True
+    ref = positive_ce_reference(np.where(mask, pos, np.nan), mask)
+    assert ref.tolist() == [min(p for p, m in zip(row, mrow) if m) for row, mrow in zip(pos, mask)]
+    assert np.isnan(positive_ce_reference(np.zeros((1, 2)), np.zeros((1, 2), bool))).all()
+    assert (ref < 0).any() and (ref > 0).any()  # both signs of c+ for the relative rule
+    for threshold, margin, rel in [(0.5, None, None), (None, 0.3, None), (None, None, 0.2), (1.0, 0.1, 0.5)]:
+        got = cross_encoder_bound(ref, threshold, margin, rel)
+        want = [min([math.inf] + ([threshold] if threshold is not None else [])
+                    + ([c - margin] if margin is not None else [])
+                    + ([c - abs(c) * rel] if rel is not None else [])) for c in ref]
+        assert got.tolist() == pytest.approx(want)
+        if margin is not None or rel is not None:
+            assert (got < ref).all()  # never at or above the weakest positive
+    with pytest.raises(ValueError, match="no positive cross-encoder score"):
+        cross_encoder_bound(np.array([0.1, np.nan]), None, 0.1, None)
+    assert cross_encoder_bound(np.array([np.nan]), 0.3, None, None).tolist() == [0.3]  # threshold alone

@@ -9,10 +9,10 @@ import numpy as np
 from ..config import MiningConfig, SamplerConfig
 from ..keys import uniform_keys
 from .exclude import positive_masks, positive_reference, row_isin
-from .filters import filter_candidates, score_filter_masks
+from .filters import cross_encoder_bound, filter_candidates, score_filter_masks
 from .near_duplicate import (VectorTable, distinct_fill, distinct_picks, near_positive, preference_keys,
                              preference_order)
-from .rescore import cross_encoder_keep, rescore_pool
+from .rescore import cross_encoder_keep, padded_ids, positive_ce_reference, rescore_pool
 from .samplers import sample_random, sample_simans, sample_top
 from .types import CandidateBatch, PositiveBatch
 
@@ -39,6 +39,9 @@ class MinedBatch:
     # candidates the negatives guard passed over as near-duplicates of a kept negative. Zeros when the guards are off.
     n_removed_near_duplicate_of_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     n_removed_near_duplicate_negative: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # teacher scores, only with a cross-encoder (else None): aligned with negative_doc_ids / positives.doc_ids
+    negative_ce_scores: Optional[list] = None  # (n_i,) float32
+    positive_ce_scores: Optional[list] = None  # (P_i,) float32
 
     def __len__(self) -> int:
         return len(self.negative_ordinals)
@@ -114,9 +117,13 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
                vectors_of: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
     """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
 
-    ``cross_scores(mask)``, when given, returns (B, K) cross-encoder scores for the candidates where ``mask`` is
-    True (RocketQA denoising: the filters' survivors, up to ``cfg.cross_encoder.pool`` per query); only those it
-    scores below ``cfg.cross_encoder.threshold`` may be sampled.
+    ``cross_scores(doc_ids, mask, stage)``, when given, returns cross-encoder scores shaped like ``doc_ids``
+    where ``mask`` is True (NaN elsewhere), for the query of each row. It scores the positives (stage
+    "positives"), then the candidates of the pool (stage "pool": the filters' survivors, up to
+    ``cfg.cross_encoder.pool`` per query): only those scored below ``filters.cross_encoder_bound`` (threshold and
+    margins to the positives' minimum score) may be sampled; then the random corpus negatives taken (stage
+    "random"), which are scored but not denoised. The scores of the positives and kept negatives are returned
+    (``positive_ce_scores``, ``negative_ce_scores``).
     A query with too few qualifying documents gets fewer negatives and ``short=True``; it is never dropped.
     Random corpus documents (``random_docs``) fill at most their share ``num_random(s)`` of the n slots, so a query
     short of hard negatives is short, unless ``s.fill_with_random`` lets them take the missing hard slots too.
@@ -151,9 +158,16 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
 
     survivors = out.survivors
     n_removed_ce = np.zeros(b, np.int64)
+    ce_cands = ce_pos = None
     if cross_scores is not None:
-        pool = rescore_pool(survivors, cfg.cross_encoder.pool)
-        survivors = cross_encoder_keep(cross_scores(pool), pool, cfg.cross_encoder.threshold)
+        ce = cfg.cross_encoder
+        pos_ids, pos_mask = padded_ids(positives.doc_ids)
+        ce_pos = cross_scores(pos_ids, pos_mask, "positives")
+        pool = rescore_pool(survivors, ce.pool)
+        ce_cands = cross_scores(cands.doc_ids, pool, "pool")
+        bound = cross_encoder_bound(positive_ce_reference(ce_pos, pos_mask), ce.threshold, ce.margin,
+                                    ce.relative_margin)
+        survivors = cross_encoder_keep(ce_cands, pool, bound)
         n_removed_ce = (pool & ~survivors).sum(axis=1).astype(np.int64)
 
     u = uniform_keys(cfg.seed, query_keys[:, None], cands.ordinals) if s.method in ("random", "simans") else None
@@ -181,8 +195,11 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
             n_near_pos, n_near_neg = n_near_pos + r_pos, n_near_neg + r_neg
     else:
         fill = None
+    ce_random = cross_scores(random_docs.doc_ids, fill, "random") if ce_cands is not None and fill is not None \
+        else None
 
     neg_ordinals, neg_scores, neg_ids, neg_ranks, removed_ids, removed_scores = [], [], [], [], [], []
+    neg_ce, pos_ce = [], []
     for i in range(b):
         h = hard_cols[i][hard_cols[i] >= 0]
         r = np.flatnonzero(fill[i]) if fill is not None else np.zeros(0, np.int64)
@@ -196,6 +213,10 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         gone = np.flatnonzero(out.removed_filter[i])
         removed_ids.append([str(x) for x in cands.doc_ids[i, gone]])
         removed_scores.append(np.asarray(cands.scores[i, gone], np.float32))
+        if ce_cands is not None:
+            neg_ce.append(np.concatenate([ce_cands[i, h], ce_random[i, r] if ce_random is not None
+                                          else np.zeros(0, np.float32)]).astype(np.float32))
+            pos_ce.append(np.asarray(ce_pos[i, :len(positives.doc_ids[i])], np.float32))
 
     n_got = np.fromiter((len(x) for x in neg_ordinals), dtype=np.int64, count=b)
     return MinedBatch(
@@ -212,4 +233,6 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         n_removed_cross_encoder=n_removed_ce,
         n_removed_near_duplicate_of_positive=n_near_pos,
         n_removed_near_duplicate_negative=n_near_neg,
+        negative_ce_scores=neg_ce if ce_cands is not None else None,
+        positive_ce_scores=pos_ce if ce_cands is not None else None,
     )

@@ -91,3 +91,27 @@ def filter_candidates(scores: np.ndarray, eligible: np.ndarray, pos_ref: np.ndar
                          removed_filter=in_window & ~below_bound,
                          removed_min_score=in_window & below_bound & ~meets_min,
                          survivors=in_window & below_bound & meets_min)
+
+
+def cross_encoder_bound(pos_ce_ref: np.ndarray, threshold: Optional[float], margin: Optional[float],
+                        relative_margin: Optional[float]) -> np.ndarray:
+    """(B,) float64 bound on cross-encoder scores: a candidate stays a possible negative only if its score is
+    strictly below it. The tightest of: ``threshold``; ``c+ - margin``; ``c+ - |c+| * relative_margin`` (the
+    subtraction keeps the bound below a negative c+ too), c+ = ``pos_ce_ref``, the minimum cross-encoder score of
+    the query's positives -- sentence-transformers' absolute_margin / relative_margin on cross-encoder scores
+    (which keeps ties at the bound; here, as in every streammine filter, a tie is removed). Unset rules: +inf."""
+    ref = np.asarray(pos_ce_ref, dtype=np.float64)
+    bound = np.full(ref.shape, np.inf)
+    if threshold is not None:
+        bound = np.minimum(bound, float(threshold))
+    if margin is None and relative_margin is None:
+        return bound
+    if np.isnan(ref).any():
+        bad = np.flatnonzero(np.isnan(ref)).tolist()
+        raise ValueError(f"cross-encoder margins are relative to the positive's score, but batch rows {bad[:10]} "
+                         f"have no positive cross-encoder score")
+    if margin is not None:
+        bound = np.minimum(bound, ref - float(margin))
+    if relative_margin is not None:
+        bound = np.minimum(bound, ref - np.abs(ref) * float(relative_margin))
+    return bound

@@ -1,15 +1,25 @@
-"""Exporters: the mined Parquet output -> files that trainers load unchanged.
+"""Exporters: the mined Parquet output -> files that trainers load unchanged. Every export format is in
+``FORMATS`` (name -> file name under ``<output>/export/`` and writer); ``run_exports`` writes a run's configured
+ones (``output.export``).
 
-* ``export_st_triplet``  -> Parquet ``anchor, positive, negative``: one row per (query, positive, negative), in the
-  order sentence-transformers' ``mine_hard_negatives(output_format="triplet")`` writes them (per query: for each
-  positive, every negative in rank order).
-* ``export_st_ntuple``   -> Parquet ``anchor, positive, negative_1 .. negative_n``: one row per (query, positive)
-  with exactly ``n`` negatives, like ``output_format="n-tuple"``.
-* ``export_flagembedding`` -> JSONL ``{"query", "pos": [...], "neg": [...]}``: one line per query
-  (FlagEmbedding's ``hn_mine.py`` output / finetune input).
+* ``export_st_triplet``  -> Parquet ``anchor, positive, negative[, scores]``: one row per (query, positive,
+  negative), in the order sentence-transformers' ``mine_hard_negatives(output_format="triplet")`` writes them (per
+  query: for each positive, every negative in rank order); ``scores`` = [s(positive), s(negative)].
+* ``export_st_ntuple``   -> Parquet ``anchor, positive, negative_1 .. negative_n[, scores]``: one row per (query,
+  positive) with exactly ``n`` negatives, like ``output_format="n-tuple"``; ``scores`` = [s(positive),
+  s(negative_1) .. s(negative_n)] (the peer's ``output_scores=True``; MarginMSE / DistillKLDiv labels).
+* ``export_flagembedding`` -> JSONL ``{"query", "pos": [...], "neg": [...][, "pos_scores", "neg_scores"][,
+  "prompt"]}``: one line per query (FlagEmbedding's ``hn_mine.py`` output / finetune input; its distillation
+  reads ``pos_scores`` / ``neg_scores``, and ``prompt`` is the run's query prompt when it has one).
+
+Scores (``scores=``): "cross-encoder" writes the teacher scores (``positive_ce_scores`` / ``negative_ce_scores``),
+"bi-encoder" the exact embedding scores (``positive_scores`` / ``negative_scores``), None none. A run exports the
+cross-encoder's when it has one, else the bi-encoder's with ``output.export_scores`` (``export_score_source``).
+Each score is aligned with the text beside it.
 
 The ST files load with ``datasets.load_dataset("parquet", data_files=...)`` and feed
-``MultipleNegativesRankingLoss`` directly (column order anchor, positive, negatives...).
+``MultipleNegativesRankingLoss`` directly (column order anchor, positive, negatives...; a ``scores`` column is
+the label sentence-transformers hands to the loss).
 
 All exporters stream: they read the parts one record batch at a time (``ParquetFile.iter_batches``, only the
 columns they need) and append to the output as they go, so memory is one batch plus the caller's ``texts``
@@ -19,6 +29,7 @@ nothing is dropped silently.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
@@ -32,6 +43,9 @@ from .committed import resolve_parts  # noqa: F401  (part of this module's API: 
 PartsArg = Union[str, Sequence[str]]
 READ_COLUMNS = ["query_id", "query", "positive_ids", "negative_ids"]
 BATCH_ROWS = 1024
+# where each kind of score is in the mined output: (positive column, negative column)
+SCORE_COLUMNS = {"cross-encoder": ("positive_ce_scores", "negative_ce_scores"),
+                 "bi-encoder": ("positive_scores", "negative_scores")}
 
 
 class MissingTextError(StreamMineError, KeyError):
@@ -60,19 +74,36 @@ def iter_mined_batches(part_urls: Iterable[str], columns: List[str]) -> Iterator
 
 
 class QueryRow:
-    """One mined query with its texts resolved; ``negative_ids`` keep the output's order (by rank)."""
-    __slots__ = ("query_id", "query", "positive_ids", "negative_ids")
+    """One mined query; ``negative_ids`` keep the output's order (by rank). ``positive_scores`` /
+    ``negative_scores``: the scores asked for (aligned with the ids), else None."""
+    __slots__ = ("query_id", "query", "positive_ids", "negative_ids", "positive_scores", "negative_scores")
 
-    def __init__(self, query_id, query, positive_ids, negative_ids):
+    def __init__(self, query_id, query, positive_ids, negative_ids, positive_scores=None, negative_scores=None):
         self.query_id, self.query = query_id, query
         self.positive_ids, self.negative_ids = positive_ids or [], negative_ids or []
+        self.positive_scores, self.negative_scores = positive_scores, negative_scores
 
 
-def iter_query_rows(part_urls: Iterable[str]) -> Iterator[Tuple[str, QueryRow]]:
-    for url, batch in iter_mined_batches(part_urls, READ_COLUMNS):
-        columns = [batch.column(name).to_pylist() for name in READ_COLUMNS]
+def iter_query_rows(part_urls: Iterable[str], scores: Optional[str] = None) -> Iterator[Tuple[str, QueryRow]]:
+    """(part URL, QueryRow) over every mined row; ``scores``: a key of SCORE_COLUMNS, or None."""
+    names = READ_COLUMNS + (list(SCORE_COLUMNS[scores]) if scores else [])
+    for url, batch in iter_mined_batches(part_urls, names):
+        columns = [batch.column(name).to_pylist() for name in names]
         for values in zip(*columns):
-            yield url, QueryRow(*values)
+            row = QueryRow(*values)
+            if scores:
+                check_scores(row, scores, url)
+            yield url, row
+
+
+def check_scores(row: QueryRow, scores: str, part_url: str) -> None:
+    """Scores exist and are aligned with the ids: else the output was not mined with them (a cross-encoder)."""
+    pos, neg = SCORE_COLUMNS[scores]
+    if row.positive_scores is None or row.negative_scores is None:
+        raise StreamMineError(f"{part_url}: query {row.query_id!r} has no {pos}/{neg}: was the output mined with "
+                              f"{'a cross-encoder (mining.cross_encoder.model)' if scores == 'cross-encoder' else 'a streammine version that writes them'}?")
+    if len(row.positive_scores) != len(row.positive_ids) or len(row.negative_scores) != len(row.negative_ids):
+        raise StreamMineError(f"{part_url}: query {row.query_id!r}: {pos}/{neg} are not aligned with its ids")
 
 
 def text_lookup(texts: Mapping[str, str]) -> Callable[[str, str, str], str]:
@@ -131,8 +162,10 @@ class ParquetRowWriter:
             self.writer.close()  # before the file handle closes, else pyarrow writes to a closed file on GC
 
 
-def string_schema(names: List[str]) -> pa.Schema:
-    return pa.schema([(name, pa.string()) for name in names])
+def string_schema(names: List[str], scores: bool = False) -> pa.Schema:
+    """Text columns, and with ``scores`` a last ``scores`` column (list of float32)."""
+    return pa.schema([(name, pa.string()) for name in names] + ([("scores", pa.list_(pa.float32()))] if scores
+                                                                else []))
 
 
 def ntuple_columns(num_negatives: int) -> List[str]:
@@ -174,10 +207,10 @@ RowsOrSkip = Tuple[List[dict], Optional[str]]
 
 
 def _export_parquet(part_urls: List[str], out_url: str, columns: List[str], counts: dict,
-                    rows_for: Callable[[str, QueryRow], RowsOrSkip]) -> dict:
+                    rows_for: Callable[[str, QueryRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
     def write(f) -> dict:
-        with ParquetRowWriter(f, string_schema(columns)) as out:
-            for url, row in iter_query_rows(part_urls):
+        with ParquetRowWriter(f, string_schema(columns, bool(scores))) as out:
+            for url, row in iter_query_rows(part_urls, scores):
                 for record in _count_query(counts, rows_for(url, row)):
                     out.add(record)
         counts["rows_written"] = out.rows
@@ -186,9 +219,9 @@ def _export_parquet(part_urls: List[str], out_url: str, columns: List[str], coun
 
 
 def _export_jsonl(part_urls: List[str], out_url: str, counts: dict,
-                  rows_for: Callable[[str, QueryRow], RowsOrSkip]) -> dict:
+                  rows_for: Callable[[str, QueryRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
     def write(f) -> dict:
-        for url, row in iter_query_rows(part_urls):
+        for url, row in iter_query_rows(part_urls, scores):
             for record in _count_query(counts, rows_for(url, row)):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["rows_written"] += 1
@@ -215,8 +248,14 @@ def unpairable(row: QueryRow) -> Optional[str]:
     return None
 
 
-def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str) -> dict:
-    """Parquet (anchor, positive, negative): every positive paired with every negative of its query.
+def _with_scores(counts: dict, scores: Optional[str]) -> dict:
+    return dict(counts, scores=scores) if scores else counts
+
+
+def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str,
+                      scores: Optional[str] = None) -> dict:
+    """Parquet (anchor, positive, negative[, scores]): every positive paired with every negative of its query;
+    with ``scores`` a ``scores`` column [s(positive), s(negative)].
 
     Skipped (and counted): queries with no positive, queries with no negative (no triplet can be formed)."""
     lookup = text_lookup(texts)
@@ -226,16 +265,24 @@ def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], ou
         if reason:
             return [], reason
         negatives = [lookup(d, url, row.query_id) for d in row.negative_ids]
-        return [{"anchor": row.query, "positive": lookup(pid, url, row.query_id), "negative": negative}
-                for pid in row.positive_ids for negative in negatives], None
+        out = []
+        for p, pid in enumerate(row.positive_ids):
+            positive = lookup(pid, url, row.query_id)
+            for j, negative in enumerate(negatives):
+                record = {"anchor": row.query, "positive": positive, "negative": negative}
+                if scores:
+                    record["scores"] = [row.positive_scores[p], row.negative_scores[j]]
+                out.append(record)
+        return out, None
 
     return _export_parquet(resolve_parts(parts_url_or_paths), out_url, ["anchor", "positive", "negative"],
-                           _new_counts("st-triplet"), rows_for)
+                           _with_scores(_new_counts("st-triplet"), scores), rows_for, scores)
 
 
 def export_st_ntuple(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str,
-                     num_negatives: Optional[int] = None) -> dict:
-    """Parquet (anchor, positive, negative_1 .. negative_n): one row per (query, positive), exactly n negatives.
+                     num_negatives: Optional[int] = None, scores: Optional[str] = None) -> dict:
+    """Parquet (anchor, positive, negative_1 .. negative_n[, scores]): one row per (query, positive), exactly n
+    negatives; with ``scores`` a ``scores`` column [s(positive), s(negative_1) .. s(negative_n)].
 
     ``num_negatives`` None: n = the widest negative list in the output (the mined ``num_negatives`` unless every
     query came up short). The format is fixed-width, so queries with fewer than n negatives are skipped and counted
@@ -255,14 +302,23 @@ def export_st_ntuple(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out
         if len(row.negative_ids) < n:
             return [], "short_of_negatives"
         negatives = [lookup(d, url, row.query_id) for d in row.negative_ids[:n]]
-        return [dict(zip(columns, [row.query, lookup(pid, url, row.query_id)] + negatives))
-                for pid in row.positive_ids], None
+        out = []
+        for p, pid in enumerate(row.positive_ids):
+            record = dict(zip(columns, [row.query, lookup(pid, url, row.query_id)] + negatives))
+            if scores:
+                record["scores"] = [row.positive_scores[p]] + list(row.negative_scores[:n])
+            out.append(record)
+        return out, None
 
-    return _export_parquet(part_urls, out_url, columns, dict(_new_counts("st-ntuple"), num_negatives=n), rows_for)
+    return _export_parquet(part_urls, out_url, columns,
+                           _with_scores(dict(_new_counts("st-ntuple"), num_negatives=n), scores), rows_for, scores)
 
 
-def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str) -> dict:
-    """JSONL ``{"query": str, "pos": [texts], "neg": [texts]}``, one line per query.
+def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str,
+                         scores: Optional[str] = None, prompt: str = "") -> dict:
+    """JSONL ``{"query": str, "pos": [texts], "neg": [texts]}``, one line per query; with ``scores`` also
+    ``"pos_scores"`` / ``"neg_scores"`` (aligned with pos / neg: what FlagEmbedding's distillation reads), with a
+    ``prompt`` also ``"prompt"`` (the query instruction its trainer prepends).
 
     Queries short of negatives are kept (FlagEmbedding's trainer repeats negatives up to train_group_size); skipped
     and counted: no positive (it needs pos[0]), no negatives at all (its sampler divides by len(neg))."""
@@ -272,11 +328,69 @@ def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str],
         reason = unpairable(row)
         if reason:
             return [], reason
-        return [{"query": row.query,
-                 "pos": [lookup(d, url, row.query_id) for d in row.positive_ids],
-                 "neg": [lookup(d, url, row.query_id) for d in row.negative_ids]}], None
+        record = {"query": row.query,
+                  "pos": [lookup(d, url, row.query_id) for d in row.positive_ids],
+                  "neg": [lookup(d, url, row.query_id) for d in row.negative_ids]}
+        if scores:
+            record["pos_scores"] = list(row.positive_scores)
+            record["neg_scores"] = list(row.negative_scores)
+        if prompt:
+            record["prompt"] = prompt
+        return [record], None
 
-    return _export_jsonl(resolve_parts(parts_url_or_paths), out_url, _new_counts("flagembedding"), rows_for)
+    return _export_jsonl(resolve_parts(parts_url_or_paths), out_url,
+                         _with_scores(_new_counts("flagembedding"), scores), rows_for, scores)
 
 
+# ---- the registry and a run's exports ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its file under ``<output>/export/`` and ``write(parts, texts, out_url, cfg, scores)``."""
+    file: str
+    write: Callable[..., dict]
+
+
+FORMATS: Dict[str, ExportFormat] = {
+    "st-triplet": ExportFormat("st-triplet.parquet",
+                               lambda parts, texts, out, cfg, scores: export_st_triplet(parts, texts, out, scores)),
+    "st-ntuple": ExportFormat("st-ntuple.parquet",
+                              lambda parts, texts, out, cfg, scores: export_st_ntuple(parts, texts, out,
+                                                                                      scores=scores)),
+    "flagembedding": ExportFormat("flagembedding.jsonl",
+                                  lambda parts, texts, out, cfg, scores: export_flagembedding(
+                                      parts, texts, out, scores, cfg.encoder.query_prompt)),
+}
+EXPORT_FILES = {name: f.file for name, f in FORMATS.items()}
 EXPORTERS = {"st-triplet": export_st_triplet, "st-ntuple": export_st_ntuple, "flagembedding": export_flagembedding}
+
+
+def export_score_source(cfg) -> Optional[str]:
+    """The scores a run's exports carry: the cross-encoder's (teacher scores) when the run has one, else the
+    bi-encoder's with ``output.export_scores``, else none."""
+    if cfg.mining.cross_encoder.model:
+        return "cross-encoder"
+    return "bi-encoder" if cfg.output.export_scores else None
+
+
+def write_exports(cfg, out_url: str) -> dict:
+    """Writes every format of ``cfg.output.export`` under ``<out_url>/export/``; format -> counts and path."""
+    from ..io.readers import corpus_texts
+    texts = corpus_texts(cfg.input)  # doc id -> text, for the exporters that write texts (memory: the corpus text)
+    from .committed import list_parts
+    parts = list_parts(out_url)  # a finished run: the parts its manifest commits
+    scores = export_score_source(cfg)
+    results = {}
+    for fmt in cfg.output.export:
+        target = fs.join(out_url, "export", FORMATS[fmt].file)
+        fs.makedirs(fs.join(out_url, "export"))
+        results[fmt] = dict(FORMATS[fmt].write(parts, texts, target, cfg, scores), path=target)
+    return results
+
+
+def run_exports(cfg, out_url: str) -> dict:
+    """``write_exports`` in a Ray task (the id -> text map stays off the driver)."""
+    if cfg.encoder.kind == "precomputed":
+        return {"skipped": "precomputed vectors carry no texts to export"}
+    import ray
+    return ray.get(ray.remote(num_cpus=0.25)(write_exports).remote(cfg, out_url))

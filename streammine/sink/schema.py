@@ -17,6 +17,9 @@ MINED_SCHEMA = pa.schema([
     ("negative_ranks", pa.list_(pa.int32())),  # rank among non-positive candidates; -1: random corpus negative
     ("removed_ids", _str_list),           # probable false negatives removed by the positive-aware filter
     ("removed_scores", _f32_list),
+    # teacher scores: the cross-encoder's, aligned with positive_ids / negative_ids; null without a cross-encoder
+    ("positive_ce_scores", _f32_list),
+    ("negative_ce_scores", _f32_list),
     ("n_candidates", pa.int32()),
     ("n_removed_positive", pa.int32()),
     ("n_removed_same_text", pa.int32()),
