@@ -34,7 +34,8 @@ def input_format(cfg) -> InputFormat:
     corpus when ``encoder.kind`` is ``precomputed``."""
     fmt = format_of(cfg.input)
     if cfg.encoder.kind == "precomputed":
-        fmt.vectors = PrecomputedVectors(cfg.encoder.corpus_vectors, check_finite=not cfg.input.lenient)
+        fmt.vectors = PrecomputedVectors(cfg.encoder.corpus_vectors, check_finite=not cfg.input.lenient,
+                                         query_url=cfg.encoder.query_vectors)
     return fmt
 
 

@@ -14,12 +14,13 @@ into runs of row groups. A split's records are the same whichever read task read
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import fsspec
 import pyarrow as pa
 
 from ...config import InputConfig
+from ...errors import StreamMineError
 from .. import fs
 from ..records import Quarantine, document_text
 from .rows import DEFAULT_BLOCK_ROWS, PARQUET_SUFFIXES, Split, _open_parquet, count_newlines
@@ -62,6 +63,11 @@ class InputFormat:
         """The records of ``splits``, in order; each split's last block is flushed at its end (so a split's
         blocks do not depend on which splits a task reads before it)."""
         raise NotImplementedError
+
+    def require_text_corpus(self) -> None:
+        """Raises (naming the path) when the text corpus is plainly absent, before a read is attempted."""
+        if not fs.exists(self.input.path):
+            raise StreamMineError(f"{self.input.path}: not found")
 
     def corpus_reader(self) -> tuple:
         """(reader function, its keyword arguments): the whole text corpus in one pass, in file order (the
@@ -145,16 +151,16 @@ class InputFormat:
         i = self.input
         return {"format": i.format, "split": i.split, "max_queries": i.max_queries, "columns": None}
 
-    def check_files(self, access) -> List[Tuple[str, str]]:
-        """(url, what) of every input file preflight must be able to read (raises InputError for a bad
-        layout). ``access(url)``: a context that turns a storage failure into an InputError naming ``url``."""
+    def check_files(self, access) -> Iterable[Tuple[str, str]]:
+        """(url, what) of every input file preflight must be able to read, in the order it checks them (raises
+        InputError for a bad layout). ``access(url)``: a context that turns a storage failure into an InputError naming ``url``."""
         raise NotImplementedError
 
 
 # ---- splitting files ----------------------------------------------------------------------------------------
 
 def split_bytes_of(input_cfg: InputConfig) -> int:
-    mb = getattr(input_cfg, "read_split_mb", None) or DEFAULT_SPLIT_MB
+    mb = input_cfg.read_split_mb if input_cfg is not None else DEFAULT_SPLIT_MB
     return max(1, int(mb * (1 << 20)))
 
 

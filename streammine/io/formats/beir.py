@@ -199,6 +199,9 @@ class BeirFormat(InputFormat):
     def text_corpus_files(self) -> List[str]:
         return [self.input.path]
 
+    def require_text_corpus(self) -> None:
+        beir_corpus_url(self.input.path)  # raises InputError when the directory has no corpus file
+
     def text_corpus_splits(self, split_bytes: int) -> List[Split]:
         return plan_file_splits([beir_corpus_url(self.input.path)], split_bytes)
 

@@ -243,10 +243,9 @@ class PairsFormat(InputFormat):
     def query_identity(self) -> dict:
         return dict(super().query_identity(), columns=self.input.columns.__dict__)
 
-    def check_files(self, access) -> List[Tuple[str, str]]:
-        out = []
+    def check_files(self, access) -> Iterator[Tuple[str, str]]:
         for url in [self.input.path] + ([self.input.corpus] if self.input.corpus else []):
             with access(url):
                 files = table_files(url)
-            out += [(f, "table") for f in files]
-        return out
+            for f in files:
+                yield f, "table"

@@ -228,12 +228,17 @@ def _file_layout(url: str, split_bytes: int) -> Tuple[int, Optional[int], List[S
 class PrecomputedVectors:
     """The corpus as precomputed vectors at ``url`` (a file or a directory of them). Picklable."""
 
-    def __init__(self, url: str, check_finite: bool = True):
+    def __init__(self, url: str, check_finite: bool = True, query_url: Optional[str] = None):
         self.url = url
         self.check_finite = check_finite
+        self.query_url = query_url
 
     def source(self) -> str:
         return self.url
+
+    def urls(self) -> List[str]:
+        """The corpus and query vectors as the user named them (what preflight checks)."""
+        return [self.url, self.query_url]
 
     def files(self) -> List[str]:
         urls = [self.url]
