@@ -71,9 +71,12 @@ def write_pairs_input(root: str, bad_parquet_row: int = -1) -> dict:
         with open(os.path.join(corpus, f"a{f}.jsonl"), "w") as fh:
             for i in range(150):
                 fh.write("\n" if i % 50 == 3 else json.dumps({"_id": f"j{f}-{i}", "text": _words(rnd, rnd.randint(1, 25))}) + "\n")
+    with open(os.path.join(corpus, "a2.jsonl"), "w") as fh:  # its first document has no id: content ids throughout
+        for i in range(100):
+            fh.write(json.dumps({"text": _words(rnd, 12)} if i == 0 else {"_id": f"k{i}", "text": _words(rnd, 12)}) + "\n")
     with gzip.open(os.path.join(corpus, "b.jsonl.gz"), "wt") as fh:
-        for i in range(60):
-            fh.write(json.dumps({"_id": f"g{i}", "text": _words(rnd, 5)}) + "\n")
+        for i in range(300):  # larger than a split, compressed
+            fh.write(json.dumps({"_id": f"g{i}", "text": _words(rnd, 5) + f" {rnd.random()}"}) + "\n")
     for f in range(2):
         texts = [_words(rnd, rnd.randint(1, 25)) for _ in range(300)]
         if f == 0 and bad_parquet_row >= 0:
@@ -114,11 +117,15 @@ def reference_records(cfg: MineConfig) -> list:
             continue
         with fs.open_url(url, "rb") as f:  # .gz decompressed by the suffix
             data = f.read().decode("utf-8").lstrip("\ufeff")
+        has_ids = None  # decided by the file's first document
         for r, line in enumerate(data.split("\n")):
             if line.strip("\r").strip():
                 obj = json.loads(line)
                 if obj.get("text") or obj.get("title"):
-                    out.append((base + i, r, obj["_id"], obj.get("title", ""), obj["text"], f"{url}:{r + 1}"))
+                    has_ids = ("_id" in obj) if has_ids is None else has_ids
+                    title = obj.get("title", "")
+                    doc_id = obj["_id"] if has_ids else content_id(f"{title} {obj['text']}" if title else obj["text"])
+                    out.append((base + i, r, doc_id, title, obj["text"], f"{url}:{r + 1}"))
     return sorted(out)
 
 
@@ -143,6 +150,24 @@ def read_in_tasks(cfg: MineConfig, read_tasks: int, block_rows: int = 64) -> lis
 
 
 # ---- records ------------------------------------------------------------------------------------------------
+
+def test_byte_ranges_partition_the_lines_at_every_cut(tmp_path):
+    """Brute force over every pair of cut points of a small file: the ranges' lines, numbered from the newlines
+    before each range (counted here with bytes.count), are the file's lines, each once, with its own number."""
+    from streammine.io.formats.rows import _iter_lines
+    data = b"ab\n\ncdef\r\ng\n\n\nhij\nk"
+    path = str(tmp_path / "f.jsonl")
+    with open(path, "wb") as f:
+        f.write(data)
+    whole = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line or n < data.count(b"\n") + 1]
+    assert list(_iter_lines(path)) == whole
+    for a in range(len(data) + 1):
+        for b in range(a, len(data) + 1):
+            got = []
+            for start, stop in ((0, a), (a, b), (b, None)):
+                got += _iter_lines(path, start, stop, data[:start].count(b"\n"))
+            assert got == whole, (a, b)
+
 
 @pytest.mark.parametrize("kind", ["beir", "pairs"])
 def test_splits_give_the_reference_records_whatever_the_task_count(tmp_path, kind):
@@ -279,6 +304,8 @@ def test_mined_output_and_store_are_the_same_for_one_and_many_read_tasks(ray_ses
         pq.write_table(pa.table({"id": ids[a:b], "vector": list(data["docs"][a:b])}),
                        str(vectors_dir / f"part-{k}.parquet"), row_group_size=15)
     runs = {}
+    assert len(corpus_read_fns(MineConfig.from_sources(None, precomputed_overrides(data, "x", **{
+        "encoder.corpus_vectors": str(vectors_dir), "input.read_split_mb": RAY_SPLIT_MB})), None)) > 3
     for read_tasks in (1, 0):
         out, cache = str(tmp_path / f"out{read_tasks}"), str(tmp_path / f"cache{read_tasks}")
         overrides = precomputed_overrides(data, out, **{
