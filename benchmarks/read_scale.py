@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import platform
 import sys
@@ -101,20 +102,21 @@ def profile_split(cfg, block_rows: int) -> dict:
     from streammine.io.formats import input_format
     from streammine.io.formats.base import split_bytes_of
     fmt = input_format(cfg)
-    split = fmt.corpus_splits(split_bytes_of(cfg.input))[-1]
+    split = fmt.corpus_splits(split_bytes_of(cfg.input))[0]
     out = {"split": {"url": split.url, "start": split.start, "stop": split.stop}}
     t = time.perf_counter()
     with fs.open_url(split.url, "rb") as f:
-        f.seek(split.start if not split.url.endswith(".parquet") else 0)
-        data = f.read() if split.stop is None or split.url.endswith(".parquet") else f.read(split.stop - split.start)
+        data = f.read() if split.stop is None or split.url.endswith(".parquet") else f.read(split.stop)
     out["bytes"] = len(data)
+    if split.stop is not None and not split.url.endswith(".parquet"):
+        data = data[: data.rfind(b"\n") + 1]  # whole lines (the reader also reads the last one past the range)
     out["io_seconds"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     if split.url.endswith(".parquet"):
         n = sum(len(b.to_pylist()) for b in pq.ParquetFile(pa.BufferReader(data)).iter_batches(block_rows))
         out["decode_rows_seconds"] = round(time.perf_counter() - t, 3)
     else:
-        n = sum(1 for line in data.split(b"\n") if line.strip() and json.loads(line))
+        n = sum(1 for line in data.split(b"\n") if line.strip() and json.loads(line)) + 1
         out["json_seconds"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     rows = sum(b.num_rows for b in fmt.read_corpus([split], block_rows))
@@ -145,7 +147,10 @@ def main() -> None:
     paths = make_data(args.work, args.docs, args.files)
     make_seconds = time.perf_counter() - t
     ensure_ray(None)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     size = sum(os.path.getsize(os.path.join(paths["jsonl"], f)) for f in os.listdir(paths["jsonl"]))
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version(), "ray": ray.__version__,
