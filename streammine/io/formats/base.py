@@ -234,16 +234,19 @@ def text_range_splits(url: str, file_idx: int, size: int, split_bytes: int) -> L
 
 
 def count_ranges(url: str, ranges: List[Tuple[int, int]]) -> List[int]:
+    """The newlines of each byte range: in this process for a local file (page cache, memchr speed); for an
+    object store in parallel (one Ray task per range when Ray runs, else threads), since the bytes cross the
+    network."""
     if not ranges:
         return []
-    try:
-        import ray
-        if ray.is_initialized() and len(ranges) > 1:
-            count = ray.remote(num_cpus=0.25, max_retries=3)(count_newlines)
-            return ray.get([count.remote(url, a, b) for a, b in ranges])
-    except ImportError:  # pragma: no cover - Ray is a dependency; the local path stands alone
-        pass
-    return [count_newlines(url, a, b) for a, b in ranges]
+    if fs.is_local(url) or len(ranges) == 1:
+        return [count_newlines(url, a, b) for a, b in ranges]
+    import ray
+    if ray.is_initialized():
+        count = ray.remote(num_cpus=0.25, max_retries=3)(count_newlines)
+        return ray.get([count.remote(url, a, b) for a, b in ranges])
+    with concurrent.futures.ThreadPoolExecutor(min(16, len(ranges))) as pool:
+        return list(pool.map(lambda r: count_newlines(url, *r), ranges))
 
 
 def group_splits(splits: List[Split], read_tasks: int) -> List[List[Split]]:
