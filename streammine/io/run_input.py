@@ -25,7 +25,7 @@ from .formats import input_format
 from .formats.base import group_splits, split_bytes_of
 from .formats.rows import DEFAULT_BLOCK_ROWS
 from .formats.vectors import PrecomputedVectors
-from .records import Quarantine
+from .records import CORPUS_SCHEMA, Quarantine
 
 
 def corpus_read_fns(cfg: MineConfig, quarantine_url: Optional[str], block_rows: int = 4096) -> list:
@@ -98,8 +98,9 @@ def encoder_input_blocks(corpus_fn, block_rows: int, cfg: Optional[MineConfig] =
     for block in length_sorted_blocks(corpus_fn, block_rows):
         schema = block.schema
         yield block.append_column(QUERY_ROW, pa.array(np.zeros(block.num_rows, bool)))
-    if cfg is not None and schema is not None:
-        yield from prefetch_query_blocks(cfg, schema)
+    if cfg is not None:
+        # the task's splits may hold no document (a range inside one long line, bad rows): the records' schema
+        yield from prefetch_query_blocks(cfg, schema or CORPUS_SCHEMA)
 
 
 def read_dataset(fns: list, name: str) -> "ray.data.Dataset":
