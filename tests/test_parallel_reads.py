@@ -326,3 +326,19 @@ def test_load_texts_keeps_the_first_row_of_an_id(tmp_path):
                                        + json.dumps({"_id": "b", "text": "other"}) + "\n"
                                        + json.dumps({"_id": "a", "title": "T", "text": "second"}) + "\n")
     assert load_texts(str(root)) == {"a": "first", "b": "other"}
+
+
+def test_ragged_vector_in_a_later_split_names_the_first_row_of_the_input(tmp_path):
+    root = tmp_path / "vectors"
+    root.mkdir()
+    vectors = np.ones((60, 4), np.float32)
+    pq.write_table(pa.table({"id": [f"a{i}" for i in range(60)], "vector": list(vectors)}), str(root / "a.parquet"),
+                   row_group_size=10)
+    later = [np.ones(4, np.float32)] * 50 + [np.ones(3, np.float32)] + [np.ones(4, np.float32)] * 9
+    pq.write_table(pa.table({"id": [f"b{i}" for i in range(60)], "vector": later}), str(root / "b.parquet"),
+                   row_group_size=10)
+    data = write_synthetic_beir(str(tmp_path / "q"), n_docs=10, n_queries=3)
+    cfg = config(precomputed_overrides(data, str(tmp_path / "out"), **{"encoder.corpus_vectors": str(root)}))
+    with pytest.raises(InputError, match=rf"b\.parquet:row 50: ragged vectors: vector has 3 values, the first row "
+                                         rf"\({root}/a\.parquet:row 0\) has 4"):
+        read_in_tasks(cfg, 0)
