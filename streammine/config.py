@@ -45,6 +45,9 @@ class InputConfig:
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     lenient: bool = False               # bad rows go to the quarantine instead of failing the run
     max_queries: Optional[int] = None   # mine only the first N queries (smoke runs)
+    read_tasks: int = 0                 # corpus read tasks: 0 -> one per split; N -> N tasks (1: a single task)
+    read_split_mb: float = 64.0         # a larger file is read as splits of about this size (JSONL: byte ranges,
+                                        # Parquet: row groups); read_tasks never changes the output
 
 
 @dataclass
@@ -238,7 +241,8 @@ class MineConfig:
     def config_hash(self) -> str:
         """A hash of what determines the negatives (not where they are written or how parallel the run is)."""
         d = self.to_dict()
-        relevant = {"input": {k: v for k, v in d["input"].items() if k != "lenient"},
+        relevant = {"input": {k: v for k, v in d["input"].items()
+                              if k not in ("lenient", "read_tasks", "read_split_mb")},
                     "encoder": {k: d["encoder"][k] for k in ("kind", "model", "query_prompt", "document_prompt",
                                                              "max_length", "normalize", "corpus_vectors",
                                                              "query_vectors")},
@@ -316,7 +320,8 @@ class MineConfig:
 # key -> (low, high, low is exclusive); None: unbounded on that side. A None value (an Optional key left unset)
 # is not checked. Every numeric key is listed here or checked in validate() (tests/test_config.py checks that).
 NUMERIC_RANGES = {
-    "input.max_queries": (1, None, False),
+    "input.max_queries": (1, None, False), "input.read_tasks": (0, None, False),
+    "input.read_split_mb": (0, None, True),
     "encoder.max_length": (1, None, False), "encoder.cpus_per_actor": (0, None, True),
     "encoder.gpus_per_actor": (0, None, False),
     "index.nlist": (1, None, False), "index.nprobe": (1, None, False), "index.hnsw_m": (2, None, False),

@@ -23,6 +23,7 @@ import numpy as np
 from .config import MineConfig
 from .errors import InputError, OutputError, StreamMineError
 from .io import fs
+from .io.formats import input_format
 
 # names a streammine run writes at the top of its output (mine and serve layouts); a folder holding only these is
 # a streammine output, which a run may replace (with --overwrite when a run finished there)
@@ -87,10 +88,10 @@ def _check_readable(url: str, what: str) -> None:
 
 def input_urls(cfg: MineConfig) -> List[str]:
     """Every URL the run reads (the output must not be any of them, nor inside or above one)."""
-    e = cfg.encoder
+    fmt = input_format(cfg)
     urls = [cfg.input.path, cfg.input.corpus]
-    if e.kind == "precomputed":
-        urls += [e.corpus_vectors, e.query_vectors]
+    if fmt.precomputed:
+        urls += fmt.vectors.urls()
     return [u for u in urls if u]
 
 
@@ -99,29 +100,14 @@ def _looks_like_path(name: str) -> bool:
 
 
 def check_inputs(cfg: MineConfig) -> None:
-    from .io.readers import beir_corpus_url, beir_qrels_url, beir_queries_url, table_files
-    i, e = cfg.input, cfg.encoder
-    if i.format == "beir":
-        with _access(i.path):
-            if not fs.exists(i.path):
-                raise InputError(i.path, "input directory not found")
-            if not fs.isdir(i.path):
-                raise InputError(i.path, "a BEIR input must be a directory (corpus.jsonl, queries.jsonl, "
-                                         "qrels/<split>.tsv)")
-            files = ([beir_corpus_url(i.path)] if e.kind != "precomputed" else []) + [
-                beir_queries_url(i.path), beir_qrels_url(i.path, i.split)]
-        for url in files:
-            _check_readable(url, "file")
-    else:
-        for url in [i.path] + ([i.corpus] if i.corpus else []):
-            with _access(url):
-                files = table_files(url)
-            for f in files:
-                _check_readable(f, "table")
-    if e.kind == "precomputed":
-        for url in (e.corpus_vectors, e.query_vectors):
+    e = cfg.encoder
+    fmt = input_format(cfg)
+    for url, what in fmt.check_files(_access):  # the format's files (its layout checked on the way)
+        _check_readable(url, what)
+    if fmt.precomputed:
+        for url in fmt.vectors.urls():
             _check_readable(url, "vectors file")
-    for key, model in (("encoder.model", e.model if e.kind != "precomputed" else None),
+    for key, model in (("encoder.model", e.model if not fmt.precomputed else None),
                        ("mining.cross_encoder.model", cfg.mining.cross_encoder.model)):
         if model and _looks_like_path(model):
             local = os.path.expanduser(model) if fs.is_local(model) else model
@@ -219,9 +205,7 @@ def check_output(cfg: MineConfig) -> str:
 # ---- the read pass --------------------------------------------------------------------------------------------
 
 def _corpus_blocks(cfg: MineConfig):
-    from .io.readers import corpus_reader
-    reader, kwargs = corpus_reader(cfg.input)
-    return reader(quarantine=None, **kwargs)
+    return input_format(cfg).corpus_blocks(quarantine=None)
 
 
 def first_id_conflict(id_keys: np.ndarray, text_keys: np.ndarray) -> Optional[tuple]:
@@ -276,9 +260,7 @@ def scan_corpus(cfg: MineConfig) -> int:
 def scan_queries(cfg: MineConfig) -> int:
     """Reads the queries (strict: bad rows, duplicate query ids, qrels naming unknown queries raise); returns how
     many the run will mine."""
-    from .io.readers import query_reader
-    reader, kwargs = query_reader(cfg.input, cfg.run.query_batch_size)
-    return sum(t.num_rows for t in reader(quarantine=None, **kwargs))
+    return sum(t.num_rows for t in input_format(cfg).query_blocks(cfg.run.query_batch_size, quarantine=None))
 
 
 def scan_inputs(cfg: MineConfig, corpus: bool = True) -> dict:
@@ -287,7 +269,7 @@ def scan_inputs(cfg: MineConfig, corpus: bool = True) -> dict:
     counts = {"documents": None, "queries": None}
     if cfg.input.lenient:
         return counts
-    if corpus and cfg.encoder.kind != "precomputed":
+    if corpus and not input_format(cfg).precomputed:
         with _access(cfg.input.path):
             counts["documents"] = scan_corpus(cfg)
     with _access(cfg.input.path):

@@ -505,7 +505,7 @@ def test_store_key_changes_when_precomputed_ids_change(tmp_path):
 
 
 def test_length_sorted_blocks_sorts_each_window_and_keeps_every_row():
-    from streammine.pipeline import length_sorted_blocks
+    from streammine.io.run_input import length_sorted_blocks
     rng = np.random.default_rng(0)
     windows = []
     for w in range(3):  # windows of 10, 10 and 3 rows, as a reader yields them
@@ -531,7 +531,7 @@ def test_encoder_input_blocks_put_the_queries_after_the_corpus(tmp_path):
     from streammine.encode.stages import QUERY_ROW
     from streammine.io import readers
     from streammine.api import demo_data_path
-    from streammine.pipeline import corpus_read_fns, encoder_input_blocks
+    from streammine.io.run_input import corpus_read_fns, encoder_input_blocks
     data = demo_data_path()
     cfg = streammine.load_config(overrides={"input.path": data, "output.path": str(tmp_path / "o"),
                                             "run.query_batch_size": 16})

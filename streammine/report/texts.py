@@ -14,21 +14,18 @@ from ..errors import StreamMineError
 def corpus_blocks(input_cfg: dict):
     """The corpus of a run's ``input`` config section as CORPUS_SCHEMA blocks (raises if it cannot be read)."""
     from ..config import InputConfig
-    from ..io import fs, readers
+    from ..io.formats import format_of
     from ..io.records import Quarantine
-    fmt, path = input_cfg.get("format", "beir"), input_cfg.get("path")
+    path = input_cfg.get("path")
     if not path:
         raise StreamMineError("the run config names no input path")
-    if fmt == "beir":
-        readers.beir_corpus_url(path)  # raises InputError when the directory has no corpus file
-    elif not fs.exists(path):
-        raise StreamMineError(f"{path}: not found")
     columns = ColumnsConfig(**{k: v for k, v in (input_cfg.get("columns") or {}).items()
                                if k in ColumnsConfig.__dataclass_fields__})
-    reader, kwargs = readers.corpus_reader(InputConfig(format=fmt, path=path, corpus=input_cfg.get("corpus"),
-                                                       columns=columns))
+    fmt = format_of(InputConfig(format=input_cfg.get("format", "beir"), path=path, corpus=input_cfg.get("corpus"),
+                                columns=columns))
+    fmt.require_text_corpus()
     # bad rows were reported (or quarantined) when mining; here they are only skipped
-    return reader(quarantine=Quarantine(), **kwargs)
+    return fmt.corpus_blocks(quarantine=Quarantine())
 
 
 def fetch_texts(input_cfg: Optional[dict], wanted: Iterable[str]) -> Tuple[Dict[str, str], Optional[str]]:

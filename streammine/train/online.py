@@ -137,15 +137,11 @@ class OnlineTrainerConfig:
 # ---- texts and examples --------------------------------------------------------------------------------------
 
 def load_texts(corpus_url: str) -> Dict[str, str]:
-    """doc id -> the text the miner encodes for it (``document_text(title, text)``), from a BEIR directory."""
-    from ..io.readers import iter_beir_corpus
-    from ..io.records import document_text
-    texts: Dict[str, str] = {}
-    for table in iter_beir_corpus(corpus_url):
-        cols = table.select(["doc_id", "title", "text"]).to_pydict()
-        for doc_id, title, text in zip(cols["doc_id"], cols["title"], cols["text"]):
-            texts[doc_id] = document_text(title, text)
-    return texts
+    """doc id -> the text the miner encodes for it (``document_text(title, text)``), from a BEIR directory, read
+    through the input format (strict: a bad row raises); the first row of an id wins, as in the index."""
+    from ..config import InputConfig
+    from ..io.formats import format_of
+    return format_of(InputConfig(format="beir", path=corpus_url)).corpus_texts(lenient=False)
 
 
 class Example(NamedTuple):
