@@ -6,15 +6,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..config import EncoderConfig
+from ..device import pick_device
 from .base import resolve_model_dir
 from .batching import estimated_token_counts, token_budget_batches
 
 GPU_AUTO_BATCH_SIZE = 32  # sentence-transformers' default; batch_size 0 on a GPU
-
-
-def pick_device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SentenceTransformerEncoder:
