@@ -15,7 +15,9 @@ from typing import Iterator, List, Optional
 from ..errors import InputError
 from ..io import fs
 from .commit_log import LOG_DIR, CommitLog
-from .committed import PARTS_MANIFEST
+
+# a finished ``mine`` output's manifest: the parts it names, written last (streammine.sink.parts.MinedPartsSink)
+PARTS_MANIFEST = "_parts.json"
 
 
 class MineOutputLog:
