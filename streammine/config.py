@@ -90,7 +90,7 @@ class IndexConfig:
     # rounds per query block; the same result, far fewer vectors rescored). Off: every candidate, one round.
     prune_rescoring: bool = True
     # IVF-Flat on a CPU: score each probed list once per query batch with a matrix product (index/ivf_scan.py)
-    # instead of faiss's query-by-query scan; the same candidates, about 4x faster on batches of thousands.
+    # instead of faiss's query-by-query scan; the same candidates, much faster on large batches (README).
     ivf_batch_scan: bool = True
     # Logical CPUs reserved per shard actor. 0 by default: shards mostly hold memory and search in short bursts,
     # and reserving cores for them would starve the encoders on small machines. Raise it on a cluster.
@@ -167,8 +167,8 @@ class RunConfig:
     query_batch_size: int = 256         # queries per block through encode -> search -> mine
     corpus_batch_size: int = 0          # documents per encoder call (sorted by length inside: less padding);
                                         # 0 -> 256 on CPU (keeps actors evenly busy), 4096 on GPU
-    # Two: while one block is merged and mined, the next one is searched (1M-vector scale benchmark: 1,254 ->
-    # 1,511 queries/s on 2 cores); a miner is a light actor (0.25 CPU) that mostly waits on the shards.
+    # Two: while one block is merged and mined, the next one is searched (the shards idle less; README, 1M-vector
+    # scale benchmark); a miner is a light actor (0.25 CPU) that mostly waits on the shards.
     miner_actors: int = 2
     work_dir: Optional[str] = None      # embedding store and query vectors; None -> cache_dir
     cache_dir: Optional[str] = None     # the cache shared by runs; None -> $STREAMMINE_CACHE, ~/.cache/streammine

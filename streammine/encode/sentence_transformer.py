@@ -39,7 +39,7 @@ class SentenceTransformerEncoder:
             self.model.to(torch.bfloat16)
         else:  # float32 means float32, also for a checkpoint saved in half precision
             self.model.float()
-        # fp32 on a CPU: oneDNN linear layers, about 1.75x the throughput on SciFact (encode/cpu_kernels.py)
+        # fp32 on a CPU: oneDNN linear layers, faster than the stock ones (encode/cpu_kernels.py)
         self.onednn_layers = 0
         if cfg.cpu_onednn and not self.fp16 and self.device == "cpu":
             from .cpu_kernels import accelerate_linears
