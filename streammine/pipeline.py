@@ -141,9 +141,8 @@ def _precomputed_corpus_blocks(url: str, check_finite: bool = True) -> Iterator[
 
 # Documents are sorted by length within windows of this many encoder blocks before they are cut into blocks: a
 # block of similar lengths pads less (sentence-transformers sorts within one encode call, i.e. within a block).
-# Longest first also puts the cheap blocks at the end, where they shorten the tail. Measured on SciFact's token
-# lengths, in a padded-token cost model: 256-document blocks in file order cost 3.8 % more than one global sort,
-# 16-block windows 0.25 % more.
+# Longest first also puts the cheap blocks at the end, where they shorten the tail. 16-block windows pad almost
+# as little as one global sort (README, "How it is built").
 LENGTH_SORT_WINDOW_BLOCKS = 16
 
 
@@ -344,7 +343,7 @@ def _encoder_map_args(cfg: MineConfig, plan, metrics) -> dict:
     """map_batches arguments for an encoder stage: the actor pool, its resources and its environment."""
     # Ray starts workers with OMP_NUM_THREADS=<their CPU request>; torch's OpenMP kernels follow that variable
     # even after torch.set_num_threads, so an encoder given more threads must be given the variable too
-    # (measured here: 27.6 s -> 20.2 s for 300 SciFact abstracts on 2 cores).
+    # (otherwise they run single-threaded whatever the plan says; README, SciFact benchmark).
     threads = str(plan.torch_threads)
     env = {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -470,8 +469,7 @@ def mine_queries(cfg: MineConfig, index, manifest: dict, out_url: str, quarantin
 
     ``queries_cached``: every query's vector is in the query-vector cache (put there by this run's corpus
     encoders, see build_store, or by an earlier pass: query_cache_complete_marker), so the miners look the vectors
-    up themselves and no encoder actor is started for the pass
-    (on a 1,024-document slice on 2 cores, the query pass took 2.7 s instead of 4.6 s)."""
+    up themselves and no encoder actor is started for the pass (a shorter query pass: README, SciFact benchmark)."""
     from .index.store import total_rows
     from .sink.parts import MinedPartsSink
     from .encode.plan import MINER_CPUS
