@@ -9,6 +9,7 @@ from ..config import EncoderConfig
 from ..device import pick_device
 from .base import resolve_model_dir
 from .batching import estimated_token_counts, token_budget_batches
+from .cpu_kernels import accelerate_linears
 
 GPU_AUTO_BATCH_SIZE = 32  # sentence-transformers' default; batch_size 0 on a GPU
 
@@ -42,7 +43,6 @@ class SentenceTransformerEncoder:
         # fp32 on a CPU: oneDNN linear layers, faster than the stock ones (encode/cpu_kernels.py)
         self.onednn_layers = 0
         if cfg.cpu_onednn and not self.fp16 and self.device == "cpu":
-            from .cpu_kernels import accelerate_linears
             self.onednn_layers = accelerate_linears(self.model)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())

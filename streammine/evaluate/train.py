@@ -23,6 +23,7 @@ import numpy as np
 
 from ..device import pick_device, set_seed
 from ..errors import StreamMineError
+from ..sink.exporters import iter_query_rows, ntuple_columns, resolve_parts
 
 
 @dataclass
@@ -65,7 +66,6 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
     """(anchor, positive, negative_1 .. negative_n) from a mining output: the first n negatives (best-ranked) of
     each query; queries with fewer than n are skipped and counted. A query id in ``forbidden_query_ids`` (the
     held-out queries) in the output is an error: they must never have been mined."""
-    from ..sink.exporters import iter_query_rows, ntuple_columns, resolve_parts
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
     found, skipped, mined = [], {"short_of_negatives": 0, "no_positive": 0}, []
