@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional, Tuple
@@ -416,8 +417,8 @@ def _hints(cls) -> dict:
 
 
 def _unwrap_optional(hint) -> Tuple[Any, bool]:
-    """``Optional[X]`` -> (X, True); any other hint -> (hint, False)."""
-    if typing.get_origin(hint) is typing.Union:
+    """``Optional[X]`` (or ``X | None``) -> (X, True); any other hint -> (hint, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1 and len(typing.get_args(hint)) == 2:
             return args[0], True
