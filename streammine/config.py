@@ -33,6 +33,56 @@ ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
 
 
+class ConfigBase:
+    """Loading for a top-level config dataclass (nested sections are plain dataclasses).
+
+    Values are read as their field's type hint says (``typing.get_type_hints``): a nested dataclass from a
+    mapping; from a string (a ``--set`` flag), a ``bool`` (true/false, yes/no, on/off, 1/0), an ``int``, a
+    ``float`` or a comma-separated ``list``; ``none``/``null``/empty for an ``Optional`` field is None (except an
+    ``Optional[str]`` whose default is not None, where it stays a name). An ``int`` for a ``float`` field becomes a
+    float; for an ``Optional[float]`` it stays an int (so config hashes stay what they were). Unknown keys, a
+    section that is not a mapping or an unreadable value raise a one-line :class:`ConfigError` naming the key.
+    """
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping]):
+        return _build(cls, data or {}, "")
+
+    @classmethod
+    def from_yaml(cls, url: str):
+        return cls.from_dict(load_yaml_mapping(url))
+
+    @classmethod
+    def from_sources(cls, source: Any = None, overrides: Optional[dict] = None, validate: bool = True):
+        """``source`` (a YAML URL, a mapping, an instance, or None for the defaults) with dotted overrides on top,
+        e.g. ``{"index.shards": 4}``; validated unless ``validate`` is False."""
+        if isinstance(source, cls):
+            data = source.to_dict()
+        elif isinstance(source, Mapping):
+            data = copy.deepcopy(dict(source))
+        elif source:
+            data = cls.from_yaml(source).to_dict()
+        else:
+            data = {}
+        for dotted, value in (overrides or {}).items():
+            set_dotted(data, dotted, value)
+        cfg = cls.from_dict(data)
+        if validate:
+            cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raises a one-line ConfigError for an invalid value; each class states its own rules."""
+
+    def check_types(self) -> None:
+        """Numbers are numbers: an int key takes an int (not a bool, not 2.5), a float key a finite int or float
+        (not a bool, NaN or inf), a bool key a bool. One line naming the key otherwise."""
+        _check_types(self, "")
+
+
 @dataclass
 class ColumnsConfig:
     """Column names of user tables (pairs input and corpus tables)."""
@@ -191,56 +241,6 @@ class ServeConfig:
     backoff_max_seconds: float = 30.0
 
 
-class ConfigBase:
-    """Loading for a top-level config dataclass (nested sections are plain dataclasses).
-
-    Values are read as their field's type hint says (``typing.get_type_hints``): a nested dataclass from a
-    mapping; from a string (a ``--set`` flag), a ``bool`` (true/false, yes/no, on/off, 1/0), an ``int``, a
-    ``float`` or a comma-separated ``list``; ``none``/``null``/empty for an ``Optional`` field is None (except an
-    ``Optional[str]`` whose default is not None, where it stays a name). An ``int`` for a ``float`` field becomes a
-    float; for an ``Optional[float]`` it stays an int (so config hashes stay what they were). Unknown keys, a
-    section that is not a mapping or an unreadable value raise a one-line :class:`ConfigError` naming the key.
-    """
-
-    @classmethod
-    def from_dict(cls, data: Optional[Mapping]):
-        return _build(cls, data or {}, "")
-
-    @classmethod
-    def from_yaml(cls, url: str):
-        return cls.from_dict(load_yaml_mapping(url))
-
-    @classmethod
-    def from_sources(cls, source: Any = None, overrides: Optional[dict] = None, validate: bool = True):
-        """``source`` (a YAML URL, a mapping, an instance, or None for the defaults) with dotted overrides on top,
-        e.g. ``{"index.shards": 4}``; validated unless ``validate`` is False."""
-        if isinstance(source, cls):
-            data = source.to_dict()
-        elif isinstance(source, Mapping):
-            data = copy.deepcopy(dict(source))
-        elif source:
-            data = cls.from_yaml(source).to_dict()
-        else:
-            data = {}
-        for dotted, value in (overrides or {}).items():
-            set_dotted(data, dotted, value)
-        cfg = cls.from_dict(data)
-        if validate:
-            cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def validate(self) -> None:
-        """Raises a one-line ConfigError for an invalid value; each class states its own rules."""
-
-    def check_types(self) -> None:
-        """Numbers are numbers: an int key takes an int (not a bool, not 2.5), a float key a finite int or float
-        (not a bool, NaN or inf), a bool key a bool. One line naming the key otherwise."""
-        _check_types(self, "")
-
-
 @dataclass
 class MineConfig(ConfigBase):
     input: InputConfig = field(default_factory=InputConfig)
@@ -251,7 +251,8 @@ class MineConfig(ConfigBase):
     run: RunConfig = field(default_factory=RunConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
-    # construction (from_dict, from_yaml, from_sources, to_dict): ConfigBase
+    # ---- construction -------------------------------------------------------------------------------------
+    # from_dict, from_yaml, from_sources (a YAML file with dotted overrides on top), to_dict: ConfigBase
 
     def config_hash(self) -> str:
         """A hash of what determines the negatives (not where they are written or how parallel the run is)."""
