@@ -61,7 +61,7 @@ def subset(src: str, dst: str, n_docs: int, extra_docs: int = 0) -> str:
 
 
 def rows_by_query(out: str) -> dict:
-    from streammine.sink.committed import iter_rows
+    from streammine.consume.committed import iter_rows
     rows = {}
     for batch in iter_rows(out, columns=["query_id", "negative_ids", "negative_scores"]):
         for r in batch.to_pylist():

@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="streammine-train: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # imported once the environment above is set: the Hugging Face libraries read it when they are imported
     from streammine.config import parse_set_items
     from streammine.errors import StreamMineError
     from streammine.train import OnlineTrainerConfig, train_online

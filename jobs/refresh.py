@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from streammine.cli import main as streammine_main
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobs/refresh.py", description=__doc__,
@@ -36,7 +38,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.stop and args.name:
         parser.error("--name goes with --model")
-    from streammine.cli import main as streammine_main
     if args.stop:
         return streammine_main(["stop", "--output", args.output])
     return streammine_main(["refresh", "--output", args.output, "--model", args.model]

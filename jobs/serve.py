@@ -96,6 +96,7 @@ def main(argv=None) -> int:
         print("jobs/serve.py: --restarts and --restart-delay must be >= 0", file=sys.stderr)
         return 2
     if sup.restarts == 0 or "-h" in rest or "--help" in rest:
+        # imported only here: the supervisor process itself never loads streammine (nor Ray)
         from streammine.cli import main as streammine_main
         return streammine_main(["serve", *rest])
     return supervise([sys.executable, os.path.abspath(__file__), *rest], sup.restarts, sup.restart_delay)

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     entrypoint = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
     if not entrypoint:
         p.error("give the job's command after --")
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus, JobSubmissionClient  # Ray: loaded only when a job is submitted
     client = JobSubmissionClient(args.address)
     job_id = submit_with_retry(client, entrypoint_command(entrypoint), runtime_env(args.runtime_env, args.working_dir))
     print(f"submitted {job_id} to {args.address}", flush=True)

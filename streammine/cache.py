@@ -15,6 +15,8 @@ import os
 import time
 from typing import List, Optional
 
+from .errors import ConfigError
+from .index.store import read_manifest
 from .io import fs
 
 CACHE_ENV = "STREAMMINE_CACHE"
@@ -68,7 +70,6 @@ def entries(root: str) -> List[dict]:
             size, modified = _size_and_mtime(filesystem, child)
             entry = {"kind": kind, "key": key, "url": url, "bytes": size, "modified": modified}
             if kind == "embeddings":
-                from .index.store import read_manifest
                 m = read_manifest(url) or {}
                 entry.update(model=m.get("model"), docs=m.get("docs"))
             out.append(entry)
@@ -90,7 +91,6 @@ def prune(root: str, older_than_s: Optional[float] = None, now: Optional[float] 
 
 def parse_age(text: str) -> float:
     """``"30d"``, ``"12h"``, ``"45m"``, ``"90s"`` or a number of days -> seconds."""
-    from .errors import ConfigError
     units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
     t = str(text).strip().lower()
     try:

@@ -9,9 +9,16 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
-from .config import parse_set_items
+from . import __version__, cache, config, console
+from .api import demo_data_path, load_config, mine
+from .config import MineConfig, parse_set_items
+from .errors import find_error, one_line
 from .evaluate import cli as eval_cli
+from .preflight import check_serve_output
+from .refresh.versions import check_version_name
+from .refresh.watch import request_refresh, request_stop
 from .report import cli as report_cli
 
 # flag -> dotted config key; every other setting is reachable through --set KEY=VALUE. One flag per key, named
@@ -78,7 +85,6 @@ DESCRIPTIONS = {
 
 
 def _config_default(key: str):
-    from .config import MineConfig
     node = MineConfig()
     for part in key.split("."):
         node = getattr(node, part)
@@ -86,7 +92,6 @@ def _config_default(key: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
     parser = argparse.ArgumentParser(prog="streammine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"streammine {__version__}")
@@ -130,7 +135,6 @@ def _add_console_arguments(m) -> None:
 
 
 def _add_run_arguments(m) -> None:
-    from . import config
     m.add_argument("--config", help="YAML config (local path or any fsspec URL); flags override it")
     for flag, key in FLAGS.items():
         default = _config_default(key)
@@ -203,8 +207,6 @@ def main(argv=None) -> int:
     """Runs a command. A user's mistake (a :class:`StreamMineError` raised anywhere, Ray tasks included) ends it
     with exit code 2 and one stderr line ``streammine: error: <where>: <reason>``; ``--debug`` (or
     ``STREAMMINE_DEBUG=1``) adds the traceback. Anything else is a bug: its traceback, and a line saying so."""
-    import traceback
-    from .errors import find_error, one_line
     debug = _debug_requested(argv)
     try:
         return _main(argv)
@@ -225,7 +227,6 @@ def main(argv=None) -> int:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from . import console
     console.configure(verbose)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("streammine: %(message)s"))
@@ -248,9 +249,6 @@ def _main(argv=None) -> int:
     if args.command == "cache":
         return run_cache(args)
     if args.command in ("refresh", "stop"):
-        from .preflight import check_serve_output
-        from .refresh.versions import check_version_name
-        from .refresh.watch import request_refresh, request_stop
         if args.command == "refresh" and args.name is not None:
             check_version_name(args.name, "--name")  # a syntax check first: it needs no file system
         check_serve_output(args.output, model=args.model if args.command == "refresh" else None)
@@ -261,9 +259,8 @@ def _main(argv=None) -> int:
             request_stop(args.output)
             print(f"streammine: asked the serve of {args.output} to stop")
         return 0
-    from .api import demo_data_path, load_config, mine
     if args.command == "serve":
-        from .refresh.serve import serve
+        from .refresh.serve import serve  # imports Ray: only serve needs it here
         summary = serve(load_config(args.config, overrides_from_args(args)))
         print(json.dumps({k: summary.get(k) for k in ("run", "units_committed", "versions_completed")}))
         return 0
@@ -281,7 +278,7 @@ def _main(argv=None) -> int:
     print_summary(result)
     if args.command == "demo":
         print("\nfirst mined row:")
-        from .sink.parts import iter_rows
+        from .sink.parts import iter_rows  # imports Ray Data (the parts Datasink lives there)
         batch = next(iter_rows(result.output, columns=["query", "positive_ids", "negative_ids", "negative_scores"]))
         row = batch.slice(0, 1).to_pylist()[0]
         print(json.dumps({"query": row["query"], "positive_ids": row["positive_ids"],
@@ -291,7 +288,6 @@ def _main(argv=None) -> int:
 
 
 def run_cache(args) -> int:
-    from . import cache
     root = args.cache_dir or cache.default_cache_dir()
     if args.action == "ls":
         entries = cache.entries(root)

@@ -601,7 +601,7 @@ def _read_rows(out_url: str) -> dict:
     """query id -> mined row (dict of lists) from a run's committed parts."""
     import pyarrow.parquet as pq
     from .io import fs
-    from .sink.committed import list_parts
+    from .consume.committed import list_parts
     cols = ["query_id", "positive_ids", "positive_scores", "negative_ids", "negative_scores", "removed_ids",
             "removed_scores", "positive_ce_scores", "negative_ce_scores"]
     rows = {}

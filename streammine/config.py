@@ -2,18 +2,27 @@
 
 ``MineConfig.from_sources(yaml_path, overrides)`` is what the CLI and the Python API both use, so a YAML file and
 its command-line equivalent resolve to the same config (and the same ``config_hash``).
+
+:class:`ConfigBase` is the one loader every top-level config class shares (``MineConfig`` here,
+``OnlineTrainerConfig`` in ``train/online.py``, ``EvalConfig`` in ``evaluate/runner.py``): ``from_dict``,
+``from_yaml``, ``from_sources`` with dotted overrides, values read as the type their field's type hint names.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, StreamMineError
+from .io.fs import exists, open_url
 
 FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 SAMPLERS = ("top", "random", "simans")
@@ -22,6 +31,56 @@ TORCH_DTYPES = ("float16", "bfloat16", "float32")
 INPUT_FORMATS = ("beir", "pairs")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
+
+
+class ConfigBase:
+    """Loading for a top-level config dataclass (nested sections are plain dataclasses).
+
+    Values are read as their field's type hint says (``typing.get_type_hints``): a nested dataclass from a
+    mapping; from a string (a ``--set`` flag), a ``bool`` (true/false, yes/no, on/off, 1/0), an ``int``, a
+    ``float`` or a comma-separated ``list``; ``none``/``null``/empty for an ``Optional`` field is None (except an
+    ``Optional[str]`` whose default is not None, where it stays a name). An ``int`` for a ``float`` field becomes a
+    float; for an ``Optional[float]`` it stays an int (so config hashes stay what they were). Unknown keys, a
+    section that is not a mapping or an unreadable value raise a one-line :class:`ConfigError` naming the key.
+    """
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping]):
+        return _build(cls, data or {}, "")
+
+    @classmethod
+    def from_yaml(cls, url: str):
+        return cls.from_dict(load_yaml_mapping(url))
+
+    @classmethod
+    def from_sources(cls, source: Any = None, overrides: Optional[dict] = None, validate: bool = True):
+        """``source`` (a YAML URL, a mapping, an instance, or None for the defaults) with dotted overrides on top,
+        e.g. ``{"index.shards": 4}``; validated unless ``validate`` is False."""
+        if isinstance(source, cls):
+            data = source.to_dict()
+        elif isinstance(source, Mapping):
+            data = copy.deepcopy(dict(source))
+        elif source:
+            data = cls.from_yaml(source).to_dict()
+        else:
+            data = {}
+        for dotted, value in (overrides or {}).items():
+            set_dotted(data, dotted, value)
+        cfg = cls.from_dict(data)
+        if validate:
+            cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raises a one-line ConfigError for an invalid value; each class states its own rules."""
+
+    def check_types(self) -> None:
+        """Numbers are numbers: an int key takes an int (not a bool, not 2.5), a float key a finite int or float
+        (not a bool, NaN or inf), a bool key a bool. One line naming the key otherwise."""
+        _check_types(self, "")
 
 
 @dataclass
@@ -85,7 +144,7 @@ class IndexConfig:
     # rounds per query block; the same result, far fewer vectors rescored). Off: every candidate, one round.
     prune_rescoring: bool = True
     # IVF-Flat on a CPU: score each probed list once per query batch with a matrix product (index/ivf_scan.py)
-    # instead of faiss's query-by-query scan; the same candidates, about 4x faster on batches of thousands.
+    # instead of faiss's query-by-query scan; the same candidates, much faster on large batches (README).
     ivf_batch_scan: bool = True
     # Logical CPUs reserved per shard actor. 0 by default: shards mostly hold memory and search in short bursts,
     # and reserving cores for them would starve the encoders on small machines. Raise it on a cluster.
@@ -181,8 +240,8 @@ class RunConfig:
     query_batch_size: int = 256         # queries per block through encode -> search -> mine
     corpus_batch_size: int = 0          # documents per encoder call (sorted by length inside: less padding);
                                         # 0 -> 256 on CPU (keeps actors evenly busy), 4096 on GPU
-    # Two: while one block is merged and mined, the next one is searched (1M-vector scale benchmark: 1,254 ->
-    # 1,511 queries/s on 2 cores); a miner is a light actor (0.25 CPU) that mostly waits on the shards.
+    # Two: while one block is merged and mined, the next one is searched (the shards idle less; README, 1M-vector
+    # scale benchmark); a miner is a light actor (0.25 CPU) that mostly waits on the shards.
     miner_actors: int = 2
     work_dir: Optional[str] = None      # embedding store and query vectors; None -> cache_dir
     cache_dir: Optional[str] = None     # the cache shared by runs; None -> $STREAMMINE_CACHE, ~/.cache/streammine
@@ -205,7 +264,7 @@ class ServeConfig:
 
 
 @dataclass
-class MineConfig:
+class MineConfig(ConfigBase):
     input: InputConfig = field(default_factory=InputConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -215,28 +274,7 @@ class MineConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     # ---- construction -------------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: dict) -> "MineConfig":
-        return _build(cls, data or {}, "")
-
-    @classmethod
-    def from_yaml(cls, url: str) -> "MineConfig":
-        return cls.from_dict(load_yaml_mapping(url))
-
-    @classmethod
-    def from_sources(cls, yaml_url: Optional[str] = None, overrides: Optional[dict] = None) -> "MineConfig":
-        """A YAML file (optional) with dotted overrides on top, e.g. ``{"index.shards": 4}``."""
-        data = {}
-        if yaml_url:
-            data = cls.from_yaml(yaml_url).to_dict()
-        for dotted, value in (overrides or {}).items():
-            _set_dotted(data, dotted, value)
-        cfg = cls.from_dict(data)
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    # from_dict, from_yaml, from_sources (a YAML file with dotted overrides on top), to_dict: ConfigBase
 
     def config_hash(self) -> str:
         """A hash of what determines the negatives (not where they are written or how parallel the run is)."""
@@ -261,7 +299,7 @@ class MineConfig:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
-        _check_types(self, "")
+        self.check_types()
         for key, (low, high, low_open) in NUMERIC_RANGES.items():
             _in_range(key, _get_dotted(self, key), low, high, low_open)
         _choice("input.format", self.input.format, INPUT_FORMATS)
@@ -348,22 +386,20 @@ def _get_dotted(cfg, dotted: str):
 
 
 def _check_types(node, prefix: str) -> None:
-    """Numbers are numbers: an int key takes an int (not a bool, not 2.5), a float key a finite int or float (not
-    a bool, NaN or inf), a bool key a bool. One line naming the key otherwise."""
-    import math
+    hints = _hints(type(node))
     for f in fields(node):
-        value, key, annotation = getattr(node, f.name), prefix + f.name, str(f.type)
+        value, key = getattr(node, f.name), prefix + f.name
         if dataclasses.is_dataclass(value):
             _check_types(value, key + ".")
             continue
         if value is None:
             continue
-        kind = annotation.replace("Optional[", "").rstrip("]")
-        if kind == "bool" and not isinstance(value, bool):
+        kind = _unwrap_optional(hints[f.name])[0]
+        if kind is bool and not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
-        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
-        if kind == "float":
+        if kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{key} must be a number, got {value!r}")
             if not math.isfinite(value):
@@ -380,7 +416,6 @@ def _in_range(key: str, value, low, high, low_open: bool) -> None:
 
 def load_yaml_mapping(url: str) -> dict:
     """The mapping a YAML config file holds (any fsspec URL); a clear error for bad YAML or another top level."""
-    from .io.fs import exists, open_url
     if not exists(url):
         raise ConfigError(f"{url}: config file not found")
     with open_url(url, "rt") as f:
@@ -403,6 +438,24 @@ def _positive(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+NONE_WORDS = ("none", "null", "")
+
+
+def _hints(cls) -> dict:
+    """Field name -> its resolved type hint (the annotations are strings under ``from __future__ import
+    annotations``; ``get_type_hints`` evaluates them in the class's module)."""
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(hint) -> Tuple[Any, bool]:
+    """``Optional[X]`` (or ``X | None``) -> (X, True); any other hint -> (hint, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0], True
+    return hint, False
+
+
 def _build(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
@@ -410,52 +463,50 @@ def _build(cls, data: dict, prefix: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    hints = _hints(cls)
     kwargs = {}
     for name, value in data.items():
-        f = known[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value or {}, f"{prefix}{name}.")
+        f, hint = known[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(f"{prefix}{name}", value, default, str(f.type))
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            kwargs[name] = _coerce(f"{prefix}{name}", value, hint, default)
     return cls(**kwargs)
 
 
-def _coerce(name: str, value: Any, default: Any, annotation: str = "") -> Any:
-    """Values from flags arrive as strings: convert them to the field's type."""
-    if default is None and isinstance(value, str):
-        # Optional fields: take the type from the annotation ("Optional[int]" etc.)
-        if value.lower() in ("none", "null", ""):
-            return None
-        for typ in (bool, int, float):
-            if f"[{typ.__name__}]" in annotation:
-                return _coerce(name, value, typ(), "")
-        return value
-    if value is None or default is None or not isinstance(value, str):
-        if isinstance(default, list) and isinstance(value, str):
-            return [v for v in value.split(",") if v]
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+def _coerce(name: str, value: Any, hint: Any, default: Any = None) -> Any:
+    """A value as the type ``hint`` names. Values from flags arrive as strings; YAML values keep their type
+    (an int for a float field becomes a float)."""
+    kind, optional = _unwrap_optional(hint)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        if kind is float and not optional and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         return value
+    if optional and value.strip().lower() in NONE_WORDS and (kind is not str or default is None):
+        return None
     try:
-        if isinstance(default, bool):
+        if kind is bool:
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
-        if isinstance(default, int):
+        if kind is int:
             return int(value)
-        if isinstance(default, float):
+        if kind is float:
             return float(value)
-        if isinstance(default, list):
+        if kind is list or typing.get_origin(kind) is list:
             return [v for v in value.split(",") if v]
     except ValueError:
-        raise ConfigError(f"{name}: cannot read {value!r} as {type(default).__name__}") from None
+        raise ConfigError(f"{name}: cannot read {value!r} as {getattr(kind, '__name__', kind)}") from None
     return value
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """``data[a][b][c] = value`` for ``dotted == "a.b.c"``, creating the sections on the way."""
     parts = dotted.split(".")
     node = data
     for p in parts[:-1]:
@@ -468,7 +519,6 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
 def parse_set_items(items) -> dict:
     """``["a.b=1", "c=x"]`` (repeated ``--set KEY=VALUE`` flags) -> ``{"a.b": "1", "c": "x"}``; values are coerced
     later, against the field they set."""
-    from .errors import StreamMineError
     out = {}
     for item in items or []:
         if "=" not in item:

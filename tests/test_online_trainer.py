@@ -329,3 +329,19 @@ def test_job_config_and_resume(trained, capsys):
     # a missing required key is reported, not raised
     assert _job_main()(["--set", "corpus=x"]) == 2
     assert "feed is required" in capsys.readouterr().err
+
+
+def test_train_online_publishes_what_it_trained_when_the_feed_ends(trained):
+    """The recipe's last step: steps trained since the last publication are published when the feed ends."""
+    cfg = trained["cfg"]
+    root = str(trained["tmp"] / "to-the-end")
+    shutil.copytree(list_versions(cfg.checkpoints)[-1].url, os.path.join(root, "step-000000004"))
+    rest = OnlineTrainerConfig(feed=cfg.feed, corpus=cfg.corpus, checkpoints=root, batch_size=8, lr=1e-4,
+                               publish_every=100, max_steps=None, device="cpu", max_seq_length=32, poll_seconds=0.1,
+                               idle_timeout_s=30, start_after_seq=0)
+    summary = train_online(rest)
+    assert summary["stopped"] == "feed_end" and summary["steps"] == 4 + summary["steps_trained"] > 4
+    assert summary["steps_trained"] < rest.publish_every
+    assert [c["step"] for c in summary["checkpoints"]] == [summary["steps"]]
+    assert [v.step for v in list_versions(root)] == [4, summary["steps"]]
+    assert summary["resume_after_seq"] == summary["feed_position"] == len(trained["entries"])

@@ -1,8 +1,7 @@
 """Forward-pass batches cut by a token budget instead of a fixed number of texts.
 
-On a CPU a transformer runs faster when a batch's activations stay in the core's cache: measured with
-all-MiniLM-L6-v2 on this project's 2-core machine, 384 SciFact abstracts (74 % at the 256-token limit) took
-28.8 s in batches of 32 and 26.1 s in batches of 4, two processes at once. A fixed small batch would slow short
+On a CPU a transformer runs faster when a batch's activations stay in the core's cache: small batches of long
+texts beat batches of 32 (README, "How it is built"). A fixed small batch would slow short
 texts (queries) down with per-call overhead, so the batch size follows the texts' length: about
 ``budget // tokens`` texts per batch, longest first (sentence-transformers sorts by length too).
 """

@@ -2,10 +2,9 @@
 
 PyTorch runs an fp32 ``nn.Linear`` on a CPU through its BLAS (MKL in the official wheels); oneDNN, which PyTorch
 also ships, multiplies the same fp32 numbers with weights reordered once into its blocked layout, and can apply
-an exact (erf) GELU inside the same kernel. Measured with all-MiniLM-L6-v2 on an AMD EPYC (AVX-512): 80 SciFact
-abstracts on one thread 5.8 s -> 2.9 s, the whole SciFact corpus in two single-threaded processes 199.9 s ->
-113.6 s; vectors within 2e-7 of the stock ones (the size of the differences a different batch composition makes).
-Nothing changes on a GPU or in fp16.
+an exact (erf) GELU inside the same kernel: about half the time of the stock layers for MiniLM on an AVX-512
+CPU (figures in the README), with vectors within 2e-7 of the stock ones (the size of the differences a different
+batch composition makes). Nothing changes on a GPU or in fp16.
 
 The op used (``torch.ops.mkldnn._linear_pointwise``, the one torch.compile's CPU backend emits) is not a public
 API: every replaced layer is checked against the layer it replaces on a random input, and a build of PyTorch

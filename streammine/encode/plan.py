@@ -2,9 +2,8 @@
 
 A pure function of the encoder config and what the cluster has, so the choice is testable without Ray.
 
-Why several single-threaded encoders on a CPU: on the 2-core machine this was built on, two processes with one
-torch thread each encoded 600 SciFact abstracts in 36.5 s; one process with two threads took 45.9 s (intra-op
-threading of a small transformer's matmuls scales worse than independent processes). Small blocks keep the
+Why several single-threaded encoders on a CPU: intra-op threading of a small transformer's matmuls scales worse
+than independent processes with one torch thread each (README, "How it is built"). Small blocks keep the
 actors evenly loaded: one actor call holds its block to the end, so a big last block leaves the others idle.
 """
 from __future__ import annotations
@@ -22,7 +21,7 @@ LOCAL_TASK_CPUS = 1.0      # one 1-CPU Ray Data task (read, repartition, write) 
 MINER_CPUS = 0.25          # each miner actor's request (pipeline.mine_queries)
 LOOKUP_CPUS = 0.25         # the precomputed query-vector lookup actor's request
 MIN_CPU_REQUEST = 0.05
-CPU_BLOCK_ROWS = 256      # about 30 s of MiniLM work on one core: small tail, many blocks to balance
+CPU_BLOCK_ROWS = 256      # tens of seconds of MiniLM work on one core: small tail, many blocks to balance
 GPU_BLOCK_ROWS = 4096     # a GPU encodes this in about a second: bigger blocks amortize per-call overhead
 
 

@@ -8,6 +8,7 @@ import sys
 
 from ..config import parse_set_items
 from ..errors import StreamMineError
+from . import runner
 
 HELP = ("fine-tune a copy of the model with the negatives of several mining configurations and score each on "
         "held-out queries (nDCG@10, MRR@10, Recall@100)")
@@ -34,9 +35,8 @@ def overrides_from_args(args) -> dict:
 
 
 def run(args) -> int:
-    from .runner import run_eval
     try:
-        result = run_eval(args.config, overrides_from_args(args))
+        result = runner.run_eval(args.config, overrides_from_args(args))
     except StreamMineError as e:
         print(f"streammine: error: {e}", file=sys.stderr)
         return 2
@@ -44,8 +44,7 @@ def run(args) -> int:
     m = r["machine"]
     print()
     print(result.table)
-    from .runner import TABLE_NOTE
-    print(TABLE_NOTE)
+    print(runner.TABLE_NOTE)
     print(f"\n{r['split']['heldout_queries']} held-out queries, {r['split']['train_queries']} training queries, "
           f"{r['split']['docs']} documents; {m['cpus']} CPUs, device {m['device']}; {r['total_seconds']:.0f} s")
     print(f"written: {result.json_path}")

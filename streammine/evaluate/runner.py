@@ -13,12 +13,14 @@ mining:
 4. per variant: fine-tune a fresh copy of the base model (``train.py``) on its (query, positive[, negatives])
    rows, fixed seed and budget, and score it on the held-out queries against the whole corpus (``metrics.py``).
 
+:class:`EvalRunner` does these as named steps (``split``, ``mine_variants``, ``score_base``, ``train`` and
+``score`` per variant, ``report``); :func:`run_eval` runs them in that order.
+
 The result is a list of rows (one per model), printed as a markdown table and written to ``<output>/eval.json``
 with the timings, the split, the resolved configs and the machine.
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -27,12 +29,16 @@ import platform
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..config import _build, _set_dotted, flatten_keys
+from .. import api
+from ..config import ConfigBase, flatten_keys
+from ..encode.base import default_model_path
 from ..errors import ConfigError, StreamMineError
+from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
+from ..vectors import from_arrow
 from . import metrics as M
 from .split import HELDOUT_SPLIT, TRAIN_SPLIT, carve_heldout, read_corpus, read_queries
 from .train import TrainConfig, fine_tune, load_model, pairs_from_split, pick_device, tuples_from_mined
@@ -70,12 +76,21 @@ class Variant:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConfigBase):
     base: BaseConfig = field(default_factory=BaseConfig)
     variants: list = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    @classmethod
+    def from_dict(cls, data: Optional[dict]) -> "EvalConfig":
+        """ConfigBase's loading for ``base``; ``variants`` entries read by :func:`_variant`."""
+        data = dict(data or {})
+        variants = data.pop("variants", None) or []
+        cfg = super().from_dict(data)
+        cfg.variants = [_variant(v, i) for i, v in enumerate(variants)]
+        return cfg
+
+    def validate(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -92,26 +107,7 @@ def load_eval_config(config: Union[EvalConfig, dict, str, None] = None,
                      overrides: Optional[Dict[str, Any]] = None) -> EvalConfig:
     """An EvalConfig from a YAML path, a dict or an EvalConfig, with dotted overrides (``base.train.max_steps``)
     on top. Values given as strings (from ``--set``) are converted to the field's type."""
-    if isinstance(config, EvalConfig):
-        data = config.to_dict()
-    elif isinstance(config, dict):
-        data = json.loads(json.dumps(config))
-    elif config:
-        import yaml
-        from ..io.fs import open_url
-        with open_url(config, "rt") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{config}: the top level must be a mapping")
-    else:
-        data = {}
-    for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value)
-    variants = data.pop("variants", None) or []
-    cfg = _build(EvalConfig, data, "")
-    cfg.variants = [_variant(v, i) for i, v in enumerate(variants)]
-    validate(cfg)
-    return cfg
+    return EvalConfig.from_sources(config, overrides)
 
 
 def _variant(v: Any, i: int) -> Variant:
@@ -180,89 +176,127 @@ def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, 
 
 def run_eval(config: Union[EvalConfig, dict, str, None] = None,
              overrides: Optional[Dict[str, Any]] = None) -> EvalResult:
-    import ray
-    from .. import api
-    from ..encode.base import default_model_path
+    """Loads the config (:func:`load_eval_config`) and runs an :class:`EvalRunner` on it."""
+    return EvalRunner(load_eval_config(config, overrides)).run()
 
-    cfg = load_eval_config(config, overrides)
-    b = cfg.base
-    out = os.path.abspath(b.output)
-    os.makedirs(out, exist_ok=True)
-    started = time.time()
-    t_run = time.perf_counter()
-    model_path = str(b.model or default_model_path())
-    model_name = b.model or "all-MiniLM-L6-v2 (packaged)"
-    device = pick_device(b.device)
 
-    split = carve_heldout(b.data, os.path.join(out, "data"), float(b.heldout_fraction), b.seed, b.split,
-                          b.max_queries, b.max_docs)
-    heldout_ids, train_ids = set(split.heldout_ids), set(split.train_ids)
-    doc_ids, doc_texts = read_corpus(split.path)
-    texts = dict(zip(doc_ids, doc_texts))
-    train_q, train_pos = read_queries(split.path, TRAIN_SPLIT)
-    held_q, held_pos = read_queries(split.path, HELDOUT_SPLIT)
-    if set(train_q) & set(held_q) or set(held_q) != heldout_ids or set(train_q) != train_ids:
-        raise StreamMineError(f"{split.path}: the carved splits overlap or do not match split.json")
-    log.info("eval: %d training queries, %d held-out queries, %d documents (%s)", len(train_q), len(held_q),
-             len(doc_ids), split.path)
+class EvalRunner:
+    """The evaluation as named steps, run in this order by :meth:`run`: :meth:`split` (carve and read),
+    :meth:`mine_variants`, :meth:`score_base`, then per variant :meth:`train` and :meth:`score`, and
+    :meth:`report`. Invariant: held-out queries reach neither mining nor training (checked after the split and
+    after every mining run)."""
 
-    phases = {"carve_and_read_seconds": round(time.perf_counter() - t_run, 1)}
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        b = cfg.base
+        self.out = os.path.abspath(b.output)
+        os.makedirs(self.out, exist_ok=True)
+        self.started = time.time()
+        self.t_run = time.perf_counter()
+        self.model_path = str(b.model or default_model_path())
+        self.model_name = b.model or "all-MiniLM-L6-v2 (packaged)"
+        self.device = pick_device(b.device)
+        self.phases: Dict[str, float] = {}
+        self.mined: Dict[str, dict] = {}
+        self.rows: List[dict] = []
+        self.base_per_query: Optional[Dict[str, Dict[str, float]]] = None
 
-    # 2. mining: every variant with hard negatives, one embedding store
-    t_mining = time.perf_counter()
-    mined: Dict[str, dict] = {}
-    ray_was_up = ray.is_initialized()
-    try:
-        for v in cfg.variants:
-            if v.mine is None:
-                continue
-            mcfg = api.load_config(None, mine_overrides(cfg, v, split.path, out, model_path))
-            log.info("eval: mining %r", v.name)
-            t = time.perf_counter()
-            result = api.mine(mcfg)
-            seconds = time.perf_counter() - t
-            examples = tuples_from_mined(result.output, texts, mcfg.mining.sampler.num_negatives, heldout_ids)
-            mined_ids = set(examples.mined_query_ids)
-            if mined_ids - train_ids:
-                raise StreamMineError(f"{result.output}: mined queries outside the training split")
-            mined[v.name] = {"examples": examples, "seconds": seconds, "cfg": mcfg, "summary": result.summary,
-                             "queries_mined": len(mined_ids)}
-    finally:
-        if not ray_was_up and ray.is_initialized():
-            ray.shutdown()  # frees the cores (and a GPU) for training
-    phases["mining_seconds"] = round(time.perf_counter() - t_mining, 1)
+    def run(self) -> EvalResult:
+        self.split()
+        self.mine_variants()
+        if self.cfg.base.include_base:
+            self.score_base()
+        for v in self.cfg.variants:
+            self.train_and_score(v)
+        return self.report()
 
-    rows: List[dict] = []
-    base_per_query: Optional[Dict[str, Dict[str, float]]] = None
+    # ---- 1. split ---------------------------------------------------------------------------------------------
+    def split(self) -> None:
+        b = self.cfg.base
+        split = carve_heldout(b.data, os.path.join(self.out, "data"), float(b.heldout_fraction), b.seed, b.split,
+                              b.max_queries, b.max_docs)
+        heldout_ids, train_ids = set(split.heldout_ids), set(split.train_ids)
+        self.doc_ids, self.doc_texts = read_corpus(split.path)
+        self.texts = dict(zip(self.doc_ids, self.doc_texts))
+        self.train_q, self.train_pos = read_queries(split.path, TRAIN_SPLIT)
+        self.held_q, self.held_pos = read_queries(split.path, HELDOUT_SPLIT)
+        if set(self.train_q) & set(self.held_q) or set(self.held_q) != heldout_ids or set(self.train_q) != train_ids:
+            raise StreamMineError(f"{split.path}: the carved splits overlap or do not match split.json")
+        log.info("eval: %d training queries, %d held-out queries, %d documents (%s)", len(self.train_q),
+                 len(self.held_q), len(self.doc_ids), split.path)
+        self.carved, self.heldout_ids, self.train_ids = split, heldout_ids, train_ids
+        self.phases["carve_and_read_seconds"] = round(time.perf_counter() - self.t_run, 1)
 
-    # 3. the model before fine-tuning
-    if b.include_base:
+    # ---- 2. mining: every variant with hard negatives, one embedding store ------------------------------------
+    def mine_variants(self) -> None:
+        import ray  # the Ray boundary: only mining needs it, and it is shut down before training
+        t_mining = time.perf_counter()
+        ray_was_up = ray.is_initialized()
+        try:
+            for v in self.cfg.variants:
+                if v.mine is not None:
+                    self.mined[v.name] = self.mine(v)
+        finally:
+            if not ray_was_up and ray.is_initialized():
+                ray.shutdown()  # frees the cores (and a GPU) for training
+        self.phases["mining_seconds"] = round(time.perf_counter() - t_mining, 1)
+
+    def mine(self, v: Variant) -> dict:
+        mcfg = api.load_config(None, mine_overrides(self.cfg, v, self.carved.path, self.out, self.model_path))
+        log.info("eval: mining %r", v.name)
         t = time.perf_counter()
-        model = load_model(model_path, device, b.max_seq_length)
-        vectors, source = _store_vectors(mined, doc_ids, model_path, b.max_seq_length)
-        means, base_per_query = M.evaluate_model(model, held_q, held_pos, doc_ids, doc_texts, vectors,
-                                                 b.eval_batch_size)
-        rows.append(_row(BASE_ROW, means, None, None, None, time.perf_counter() - t, None, None,
-                         extra={"corpus_vectors": source}))
-        phases["base_eval_seconds"] = round(time.perf_counter() - t, 1)
+        result = api.mine(mcfg)
+        seconds = time.perf_counter() - t
+        examples = tuples_from_mined(result.output, self.texts, mcfg.mining.sampler.num_negatives,
+                                     self.heldout_ids)
+        mined_ids = set(examples.mined_query_ids)
+        if mined_ids - self.train_ids:
+            raise StreamMineError(f"{result.output}: mined queries outside the training split")
+        return {"examples": examples, "seconds": seconds, "cfg": mcfg, "summary": result.summary,
+                "queries_mined": len(mined_ids)}
+
+    # ---- 3. the model before fine-tuning ----------------------------------------------------------------------
+    def score_base(self) -> None:
+        b = self.cfg.base
+        t = time.perf_counter()
+        model = load_model(self.model_path, self.device, b.max_seq_length)
+        vectors, source = _store_vectors(self.mined, self.doc_ids, self.model_path, b.max_seq_length)
+        means, self.base_per_query = self.score(model, vectors)
+        self.rows.append(_row(BASE_ROW, means, None, None, None, time.perf_counter() - t, None, None,
+                              extra={"corpus_vectors": source}))
+        self.phases["base_eval_seconds"] = round(time.perf_counter() - t, 1)
         del model
         gc.collect()
 
-    # 4. fine-tune and score every variant
-    for v in cfg.variants:
-        info = mined.get(v.name)
-        examples = info["examples"] if info else pairs_from_split(train_q, train_pos, texts)
+    # ---- 4. fine-tune and score every variant -----------------------------------------------------------------
+    def train(self, v: Variant):
+        """A fresh copy of the base model fine-tuned on the variant's rows: (model, stats, examples)."""
+        b = self.cfg.base
+        info = self.mined.get(v.name)
+        examples = info["examples"] if info else pairs_from_split(self.train_q, self.train_pos, self.texts)
         log.info("eval: fine-tuning for %r on %d rows (%d negatives each)", v.name, len(examples.rows),
                  len(examples.columns) - 2)
-        model, stats = fine_tune(model_path, examples, b.train, b.seed, device, b.max_seq_length)
+        model, stats = fine_tune(self.model_path, examples, b.train, b.seed, self.device, b.max_seq_length)
+        return model, stats, examples
+
+    def score(self, model, vectors: Optional[np.ndarray] = None) -> Tuple[dict, Dict[str, Dict[str, float]]]:
+        """(mean metrics, per-query metrics) of ``model`` on the held-out queries against the whole corpus."""
+        return M.evaluate_model(model, self.held_q, self.held_pos, self.doc_ids, self.doc_texts, vectors,
+                                self.cfg.base.eval_batch_size)
+
+    def train_and_score(self, v: Variant) -> None:
+        b = self.cfg.base
+        info = self.mined.get(v.name)
+        model, stats, examples = self.train(v)
         t = time.perf_counter()
-        means, per_query = M.evaluate_model(model, held_q, held_pos, doc_ids, doc_texts, None, b.eval_batch_size)
+        means, per_query = self.score(model)
         eval_seconds = time.perf_counter() - t
         log.info("eval: %r trained in %.1f s, scored in %.1f s: nDCG@10 %.4f", v.name, stats["train_seconds"],
                  eval_seconds, means["ndcg@10"])
-        delta = (M.paired_bootstrap({q: m["ndcg@10"] for q, m in base_per_query.items()},
+        base = self.base_per_query
+        delta = (M.paired_bootstrap({q: m["ndcg@10"] for q, m in base.items()},
                                     {q: m["ndcg@10"] for q, m in per_query.items()}, b.bootstrap_samples, b.seed)
-                 if base_per_query else None)
+                 if base else None)
         extra = {"training": stats, "examples": examples.counts}
         if info:
             s = info["summary"]
@@ -270,34 +304,37 @@ def run_eval(config: Union[EvalConfig, dict, str, None] = None,
                                "counts": s.get("counts"), "store_reused": s.get("index", {}).get("store_reused"),
                                "seconds": s.get("seconds"), "output": s.get("output"),
                                "mining_config": info["cfg"].to_dict()["mining"]}
-        rows.append(_row(v.name, means, delta, len(examples.rows), info["seconds"] if info else None, eval_seconds,
-                         stats["train_seconds"], len(examples.columns) - 2, extra))
+        self.rows.append(_row(v.name, means, delta, len(examples.rows), info["seconds"] if info else None,
+                              eval_seconds, stats["train_seconds"], len(examples.columns) - 2, extra))
         del model
         gc.collect()
 
-    phases["training_seconds"] = round(sum(r["train_seconds"] or 0 for r in rows), 1)
-    phases["fine_tuned_eval_seconds"] = round(sum(r["eval_seconds"] or 0 for r in rows if r["model"] != BASE_ROW), 1)
-    report = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "total_seconds": round(time.perf_counter() - t_run, 1), "phases": phases,
-              "machine": machine_info(device),
-              "model": model_name, "split": {k: v for k, v in split.to_dict().items() if k != "train_ids"},
-              "metrics_library": "sentence-transformers InformationRetrievalEvaluator.compute_metrics",
-              "rows": rows, "config": cfg.to_dict()}
-    table = format_table(rows)
-    report["table"] = table
-    json_path = os.path.join(out, "eval.json")
-    with open(json_path, "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    with open(os.path.join(out, "eval.md"), "w") as f:
-        f.write(table + "\n")
-    return EvalResult(rows, table, json_path, report)
+    # ---- 5. report --------------------------------------------------------------------------------------------
+    def report(self) -> EvalResult:
+        rows, phases = self.rows, self.phases
+        phases["training_seconds"] = round(sum(r["train_seconds"] or 0 for r in rows), 1)
+        phases["fine_tuned_eval_seconds"] = round(sum(r["eval_seconds"] or 0 for r in rows
+                                                      if r["model"] != BASE_ROW), 1)
+        report = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                  "total_seconds": round(time.perf_counter() - self.t_run, 1), "phases": phases,
+                  "machine": machine_info(self.device),
+                  "model": self.model_name,
+                  "split": {k: v for k, v in self.carved.to_dict().items() if k != "train_ids"},
+                  "metrics_library": "sentence-transformers InformationRetrievalEvaluator.compute_metrics",
+                  "rows": rows, "config": self.cfg.to_dict()}
+        table = format_table(rows)
+        report["table"] = table
+        json_path = os.path.join(self.out, "eval.json")
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        with open(os.path.join(self.out, "eval.md"), "w") as f:
+            f.write(table + "\n")
+        return EvalResult(rows, table, json_path, report)
 
 
 def _store_vectors(mined: Dict[str, dict], doc_ids, model_path: str, max_len: Optional[int]):
     """The base model's corpus vectors from a mining run's embedding store, when that run encoded exactly as the
     evaluation does (same model, max length, no prompts, normalized, fp32); else (None, "encoded")."""
-    from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
-    from ..vectors import from_arrow
     for info in mined.values():
         e = info["cfg"].encoder
         if (e.kind != "sentence-transformers" or str(e.model) != model_path or e.max_length != max_len

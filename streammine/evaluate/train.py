@@ -15,14 +15,15 @@ number of optimizer steps. Seeded: the same seed gives the same batches and the 
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from ..device import pick_device, set_seed
 from ..errors import StreamMineError
+from ..sink.exporters import iter_query_rows, ntuple_columns, resolve_parts
 
 
 @dataclass
@@ -65,7 +66,6 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
     """(anchor, positive, negative_1 .. negative_n) from a mining output: the first n negatives (best-ranked) of
     each query; queries with fewer than n are skipped and counted. A query id in ``forbidden_query_ids`` (the
     held-out queries) in the output is an error: they must never have been mined."""
-    from ..sink.exporters import iter_query_rows, ntuple_columns, resolve_parts
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
     found, skipped, mined = [], {"short_of_negatives": 0, "no_positive": 0}, []
@@ -127,22 +127,6 @@ def resolve_steps(cfg: TrainConfig, examples: Examples, seed: int) -> int:
     if not cfg.epochs:
         raise StreamMineError("set train.max_steps or train.epochs")
     return max(1, math.ceil(cfg.epochs * batches_per_epoch(examples.rows, cfg.batch_size, seed)))
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-    if device and device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def set_seed(seed: int) -> None:
-    import torch
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def load_model(model_path: str, device: str, max_seq_length: Optional[int] = None):

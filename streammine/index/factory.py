@@ -27,6 +27,7 @@ except ImportError:  # torch-flat needs no faiss (index/torch_flat.py); the fais
 
 from ..config import INDEX_KINDS, IndexConfig
 from ..errors import ConfigError
+from . import torch_flat
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,17 @@ def torch_flat_device(cfg: IndexConfig):
     the same exact search. The approximate kinds stay with faiss on the CPU (they exist to save memory or time
     in ways torch-flat does not).
     """
-    from .torch_flat import cuda_available
     mode = _gpu_mode(cfg.use_gpu)
     if cfg.kind == "torch-flat":
         if mode == "false":
             return "cpu"
-        if cuda_available():
+        if torch_flat.cuda_available():
             return "cuda"
         if mode == "true":
             raise ConfigError("index.use_gpu=true, but torch sees no GPU (is a CUDA build of torch installed and a "
                               "GPU visible to this process?); use index.use_gpu=auto or false to search on CPU")
         return "cpu"
-    if cfg.kind == "flat" and mode != "false" and num_gpus() == 0 and cuda_available():
+    if cfg.kind == "flat" and mode != "false" and num_gpus() == 0 and torch_flat.cuda_available():
         log.info("faiss has no GPU support here (faiss-gpu absent); index.kind=flat searches with torch-flat on "
                  "the GPU")
         return "cuda"
@@ -83,8 +83,7 @@ def make_index(cfg: IndexConfig, dim: int, n: int):
         raise ConfigError(f"index.kind must be one of {', '.join(INDEX_KINDS)}; got {kind!r}")
     device = torch_flat_device(cfg)
     if device is not None:
-        from .torch_flat import TorchFlatIndex
-        return TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype)
+        return torch_flat.TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype)
     if faiss is None:
         raise ConfigError(f"index.kind={kind} needs faiss (pip install faiss-cpu); index.kind=torch-flat does not")
     if kind == "flat":

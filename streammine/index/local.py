@@ -12,6 +12,7 @@ import numpy as np
 
 from ..config import IndexConfig, MiningConfig
 from ..keys import keys64
+from ..mining import first_depths, mine_batch, num_random, random_corpus_ordinals, search_to_depth
 from .merge import assign_shard, merge_answers, rescore_floor
 from .shard import IndexShard, ShardDocs
 
@@ -68,7 +69,6 @@ def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list
 
     Returns ``(query_keys, (candidates, positives, random_docs, missing), n_deeper, n_certificate_researches)``.
     """
-    from ..mining import first_depths, num_random, random_corpus_ordinals, search_to_depth
     s = cfg.sampler
     query_keys = keys64(list(query_ids))
     depths = first_depths(s.resolved_range_max(), [len(p) for p in positive_ids], n_total)
@@ -92,7 +92,6 @@ def mine_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, 
                n_total: int):
     """Mine one block of encoded queries as ``stages.MineQueries`` does (``search_block``, then the mining):
     returns ``(MinedBatch, candidates, positives)``."""
-    from ..mining import mine_batch
     query_keys, (cands, positives, random_docs, _missing), _, _ = search_block(
         index, queries, query_ids, positive_ids, cfg, n_total)
     vectors_of = index.vectors_of if cfg.near_duplicate.enabled else None

@@ -37,7 +37,7 @@ def _tree_sum(p: np.ndarray, overwrite: bool = False) -> np.ndarray:
 
     Only elementwise IEEE additions are used (no BLAS, no numpy reduction whose blocking or SIMD path could
     depend on the array's shape), so each output is the same bits whatever else is in the array. In place: the
-    sums are memory-bound, and not allocating a new array per level saved 16 % of the rescoring time.
+    sums are memory-bound, and a new array per level costs rescoring time (README, "How it is built").
     """
     n = p.shape[-1]
     if n == 0:

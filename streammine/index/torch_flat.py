@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import sys
 from typing import Optional
 
 import numpy as np
 
 from ..config import TORCH_DTYPES
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ _ROUNDING = {"float16": (2.0 ** -11, 2.0 ** -25), "bfloat16": (2.0 ** -8, 2.0 **
 def cuda_possible() -> bool:
     """Cheap check before importing torch (seconds in every shard actor): torch already loaded, or signs of an
     NVIDIA driver on this machine."""
-    import shutil
-    import sys
     return ("torch" in sys.modules or os.path.exists("/proc/driver/nvidia/version")
             or shutil.which("nvidia-smi") is not None)
 
@@ -92,7 +93,6 @@ class TorchFlatIndex:
                  chunk_bytes: Optional[int] = None):
         import torch
         if dtype not in TORCH_DTYPES:
-            from ..errors import ConfigError
             raise ConfigError(f"index.torch_dtype must be one of {', '.join(TORCH_DTYPES)}; got {dtype!r}")
         self.d = int(dim)
         self.device = torch.device(device)

@@ -7,16 +7,18 @@ versions are ordered by step, then name. A marker that is not valid JSON counts 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import List, Optional
 
-from ..errors import StreamMineError
+from ..errors import ConfigError, StreamMineError
 from ..io import fs
 
 MARKER = "_STREAMMINE_COMPLETE"
@@ -26,7 +28,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 def check_version_name(name: str, where: str = "version name") -> str:
     """A version name becomes a directory (``data/<name>/``): one path component of safe characters, never
     ``..`` or a ``/``. Raises ConfigError naming it otherwise."""
-    from ..errors import ConfigError
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 200:
         raise ConfigError(f"{where} {name!r}: use letters, digits, '.', '_', '=', '-' (starting with a letter or "
                           f"digit, at most 200 characters)")
@@ -119,7 +120,6 @@ def local_model_dir(url: str, cache_root: Optional[str] = None) -> str:
     """A local directory holding the model at ``url`` (downloaded once per URL when it is remote)."""
     if fs.is_local(url):
         return fs.resolve(url)[1]
-    import hashlib
     cache_root = cache_root or private_cache_dir("models")
     local = os.path.join(cache_root, hashlib.sha256(url.encode()).hexdigest()[:16])
     if os.path.exists(os.path.join(local, MARKER)) or os.path.exists(os.path.join(local, ".complete")):
@@ -152,7 +152,6 @@ def private_cache_dir(name: str) -> str:
     root = os.path.join(tempfile.gettempdir(), f"streammine-{os.getuid()}")
     os.makedirs(root, mode=0o700, exist_ok=True)
     st = os.lstat(root)
-    import stat
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise StreamMineError(f"{root}: the model cache must be a directory of this user, mode 0700 "
                               f"(it is not: remove it or fix its mode)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import StreamMineError
 from ..io import fs
-from ..sink.committed import PARTS_MANIFEST, resolve_parts
+from ..consume.committed import PARTS_MANIFEST, resolve_parts
 from .figures import FilterInfo, all_figures
 from .html import SHOWN_PER_COLUMN, render_page
 from .scan import scan_output

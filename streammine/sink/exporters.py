@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from ..errors import StreamMineError
 from ..io import fs
-from .committed import resolve_parts  # noqa: F401  (part of this module's API: exporters take what it takes)
+from ..consume.committed import resolve_parts  # noqa: F401  (part of this module's API: exporters take what it takes)
 
 PartsArg = Union[str, Sequence[str]]
 READ_COLUMNS = ["query_id", "query", "positive_ids", "negative_ids"]

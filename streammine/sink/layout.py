@@ -14,8 +14,11 @@ from typing import Iterator, List, Optional
 
 from ..errors import InputError
 from ..io import fs
+from ..preflight import output_state
 from .commit_log import LOG_DIR, CommitLog
-from .committed import PARTS_MANIFEST
+
+# a finished ``mine`` output's manifest: the parts it names, written last (streammine.sink.parts.MinedPartsSink)
+PARTS_MANIFEST = "_parts.json"
 
 
 class MineOutputLog:
@@ -113,7 +116,6 @@ def output_log(out_url: str, require: bool = False) -> OutputLog:
     streammine output. A folder a run has started (or an empty one) is an output with nothing committed yet."""
     log = OutputLog(out_url)
     if require and log.layout() is None:
-        from ..preflight import output_state
         if output_state(out_url) in ("absent", "file", "foreign"):
             raise not_an_output(out_url)
     return log

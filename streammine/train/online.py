@@ -20,8 +20,9 @@ Pieces:
   than asked for are skipped and counted.
 * :func:`pack_batches`: examples -> batches in which no text appears twice (an in-batch negative that is in fact
   the anchor's positive would teach the wrong thing); a colliding example waits for the next batch.
-* :func:`train_online`: the loop; a plain torch loop (AdamW, constant learning rate, fp32, gradient clipping)
-  over sentence-transformers' own loss.
+* :class:`OnlineTrainer`: the loop as a recipe with named steps (``setup`` -> ``train`` -> ``save_checkpoint``
+  -> ``cleanup``); a plain torch loop (AdamW, constant learning rate, fp32, gradient clipping) over
+  sentence-transformers' own loss. :func:`train_online` runs it.
 
 Steps are global: a trainer started on a root that already holds versions resumes from the latest one (its
 weights and its step; not its optimizer state) and ``max_steps`` caps the global step, so a restarted job neither
@@ -42,12 +43,13 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
-
-from ..config import load_yaml_mapping
+from ..config import ConfigBase
+from ..consume import NegativesFeed
+from ..device import pick_device, set_seed
 from ..encode.base import resolve_model_dir
 from ..errors import ConfigError, StreamMineError
-from ..evaluate.train import pick_device, set_seed  # noqa: F401  (one copy of the device and seed rules)
 from ..io import fs
+from ..refresh.versions import latest_version, local_model_dir, publish_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ TRAINER_STATE = "streammine_trainer.json"
 # ---- config --------------------------------------------------------------------------------------------------
 
 @dataclass
-class OnlineTrainerConfig:
+class OnlineTrainerConfig(ConfigBase):
     feed: Optional[str] = None            # the continuous run's output URL (the one holding _log/)
     corpus: Optional[str] = None          # BEIR directory (corpus.jsonl) the run mines over: the document texts
     checkpoints: Optional[str] = None     # the versions root the run follows (<root>/step-XXXXXXXXX/)
@@ -86,33 +88,7 @@ class OnlineTrainerConfig:
     seed: int = 0
     device: str = "auto"                  # auto: cuda when available, else cpu; or cpu / cuda / cuda:N
 
-    @classmethod
-    def from_dict(cls, data: Optional[dict]) -> "OnlineTrainerConfig":
-        from ..config import _build
-        data = dict(data or {})
-        optional = {f.name for f in dataclasses.fields(cls) if "Optional" in str(f.type)}
-        for key, value in data.items():  # "--set last_versions=none" on a field whose default is not None
-            if key in optional and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
-                data[key] = None
-        return _build(cls, data, "")
-
-    @classmethod
-    def from_yaml(cls, url: str) -> "OnlineTrainerConfig":
-        return cls.from_dict(load_yaml_mapping(url))
-
-    @classmethod
-    def from_sources(cls, yaml_url: Optional[str] = None, overrides: Optional[dict] = None,
-                     validate: bool = True) -> "OnlineTrainerConfig":
-        """A YAML file (optional) with ``key: value`` overrides on top (strings are read as the field's type)."""
-        data = cls.from_yaml(yaml_url).to_dict() if yaml_url else {}
-        data.update(overrides or {})
-        cfg = cls.from_dict(data)
-        if validate:
-            cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    # from_dict, from_yaml, from_sources (a YAML file with ``key: value`` overrides on top), to_dict: ConfigBase
 
     def validate(self) -> None:
         for name in ("feed", "corpus", "checkpoints"):
@@ -309,115 +285,161 @@ def train_online(cfg: OnlineTrainerConfig, stop: Optional[threading.Event] = Non
     ``stop`` is handed to the feed (so a follower waiting for commits ends when it is set) and is set when the
     trainer returns.
     """
-    from ..refresh.versions import latest_version, local_model_dir
+    trainer = OnlineTrainer(cfg, stop)
+    trainer.setup()
+    try:
+        trainer.train()
+        if trainer.step > trainer.last_published:
+            trainer.save_checkpoint()
+    finally:
+        trainer.cleanup()
+    return trainer.summary()
 
-    cfg.validate()
-    stop = stop if stop is not None else threading.Event()
-    t0 = time.time()
-    device = pick_device(cfg.device)
-    set_seed(cfg.seed)
-    summary = {"device": device, "base_published": False, "checkpoints": [], "losses": []}
 
-    # where the trainer starts: the latest published version, or the base model (published first, as step 0)
-    latest = latest_version(cfg.checkpoints)
-    start_after_seq = cfg.start_after_seq
-    if latest is None:
-        model = load_model(resolve_model_dir(cfg.base_model), device)
-        start_step = 0
-        start_after_seq = start_after_seq or 0
-        summary["checkpoints"].append(publish_trained(model, cfg, 0, start_after_seq))
-        summary["base_published"] = True
-    else:
-        log.info("resuming from %s (step %d)", latest.name, latest.step)
-        model = load_model(local_model_dir(latest.url), device)
-        start_step = latest.step
-        if start_after_seq is None:
-            state = read_trainer_state(latest.url) or {}
-            same_feed = state.get("feed") == cfg.feed
-            start_after_seq = int(state.get("resume_after_seq") or 0) if same_feed else 0
-    summary.update(start_step=start_step, start_after_seq=start_after_seq)
-    own_length = model.max_seq_length  # what checkpoints are saved with: what the miner encodes with
-    if cfg.max_seq_length:  # for training only
-        model.max_seq_length = int(cfg.max_seq_length)
+class OnlineTrainer:
+    """The online trainer as a recipe with named steps, run in this order by :func:`train_online`:
 
-    texts = load_texts(cfg.corpus)
-    loss_fn = make_loss(model, cfg.scale)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    counts: Counter = Counter()
-    rows_per_version: Counter = Counter()
-    examples_per_version: Counter = Counter()
-    pending: Counter = Counter()  # seq -> examples read from the feed but not trained yet
+    * :meth:`setup`: device and seed; the starting point (the latest published version, or the base model,
+      published first as step 0); the document texts, loss, optimizer and the consumed-examples log;
+    * :meth:`train`: feed rows -> examples -> batches -> optimizer steps, publishing every ``publish_every``
+      steps, until ``max_steps``, the end of the feed or ``stop``;
+    * :meth:`save_checkpoint`: publishes the current weights as ``step-<step>`` with the trainer's state;
+    * :meth:`cleanup`: sets ``stop`` (a feed still polling ends) and closes the consumed log;
+    * :meth:`summary`: what :func:`train_online` returns.
 
-    feed = None
+    Invariant: ``resume_after_seq()`` never passes a log entry with an example read but not trained yet
+    (``pending``), so a trainer restarted there loses no example (at-least-once).
+    """
 
-    def resume_after_seq() -> int:
-        done = feed.position if feed is not None else start_after_seq
-        waiting = [seq for seq, n in pending.items() if n > 0 and seq is not None]
+    def __init__(self, cfg: OnlineTrainerConfig, stop: Optional[threading.Event] = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.stop = stop if stop is not None else threading.Event()
+        self.t0 = time.time()
+        self.counts: Counter = Counter()
+        self.rows_per_version: Counter = Counter()
+        self.examples_per_version: Counter = Counter()
+        self.pending: Counter = Counter()  # seq -> examples read from the feed but not trained yet
+        self.feed = None
+        self.consumed = None
+        self.stopped = "feed_end"
+
+    # ---- setup ------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.device = pick_device(cfg.device)
+        set_seed(cfg.seed)
+        self.checkpoints: List[dict] = []
+        self.losses: List[float] = []
+        self.base_published = False
+        # where the trainer starts: the latest published version, or the base model (published first, as step 0)
+        latest = latest_version(cfg.checkpoints)
+        start_after_seq = cfg.start_after_seq
+        if latest is None:
+            self.model = load_model(resolve_model_dir(cfg.base_model), self.device)
+            self.start_step = 0
+            start_after_seq = start_after_seq or 0
+            self.checkpoints.append(publish_trained(self.model, cfg, 0, start_after_seq))
+            self.base_published = True
+        else:
+            log.info("resuming from %s (step %d)", latest.name, latest.step)
+            self.model = load_model(local_model_dir(latest.url), self.device)
+            self.start_step = latest.step
+            if start_after_seq is None:
+                state = read_trainer_state(latest.url) or {}
+                same_feed = state.get("feed") == cfg.feed
+                start_after_seq = int(state.get("resume_after_seq") or 0) if same_feed else 0
+        self.start_after_seq = start_after_seq
+        self.step = self.last_published = self.start_step
+        self.own_length = self.model.max_seq_length  # what checkpoints are saved with: what the miner encodes with
+        if cfg.max_seq_length:  # for training only
+            self.model.max_seq_length = int(cfg.max_seq_length)
+
+        self.texts = load_texts(cfg.corpus)
+        self.loss_fn = make_loss(self.model, cfg.scale)
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        self.consumed = _open_consumed_log(cfg.consumed_log)
+
+    # ---- train ------------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        cfg = self.cfg
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            self.stopped = "max_steps"
+            return
+        self.feed = open_feed(cfg, self.stop, self.start_after_seq)
+        for batch in pack_batches(self._examples(), cfg.batch_size):
+            if self.stop.is_set():
+                self.stopped = "stop"
+                return
+            self._train_batch(batch)
+            if self.step % cfg.publish_every == 0:
+                self.save_checkpoint()
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                self.stopped = "max_steps"
+                return
+        if self.stop.is_set():
+            self.stopped = "stop"
+
+    def _rows(self) -> Iterator[dict]:
+        for row in self.feed:
+            self.rows_per_version[row.get("model_version")] += 1
+            yield row
+
+    def _examples(self) -> Iterator[Example]:
+        for ex in training_examples(self._rows(), self.texts, self.cfg.negatives_per_query, self.cfg.seed,
+                                    self.counts):
+            self.pending[ex.seq] += 1
+            yield ex
+
+    def _train_batch(self, batch: List[Example]) -> None:
+        loss = train_step(self.model, self.loss_fn, self.optimizer, batch, self.device, self.cfg.max_grad_norm)
+        if not math.isfinite(loss):
+            raise StreamMineError(f"step {self.step + 1}: the loss is {loss}; lower lr?")
+        self.step += 1
+        self.losses.append(loss)
+        for ex in batch:
+            self.pending[ex.seq] -= 1
+            self.examples_per_version[ex.model_version] += 1
+            if self.consumed is not None:
+                self.consumed.write(json.dumps({"query_id": ex.query_id, "model_version": ex.model_version,
+                                                "_seq": ex.seq, "step": self.step}) + "\n")
+        if self.consumed is not None:
+            self.consumed.flush()
+        log.info("step %d: loss %.4f (%d examples)", self.step, loss, len(batch))
+
+    def resume_after_seq(self) -> int:
+        done = self.feed.position if self.feed is not None else self.start_after_seq
+        waiting = [seq for seq, n in self.pending.items() if n > 0 and seq is not None]
         return min([done] + [seq - 1 for seq in waiting])
 
-    step, last_published, stopped = start_step, start_step, "feed_end"
-    consumed = _open_consumed_log(cfg.consumed_log)
-    try:
-        if cfg.max_steps is not None and step >= cfg.max_steps:
-            stopped = "max_steps"
-        else:
-            feed = open_feed(cfg, stop, start_after_seq)
+    # ---- save_checkpoint --------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> dict:
+        entry = publish_trained(self.model, self.cfg, self.step, self.resume_after_seq(), self.own_length)
+        self.checkpoints.append(entry)
+        self.last_published = self.step
+        return entry
 
-            def rows():
-                for row in feed:
-                    rows_per_version[row.get("model_version")] += 1
-                    yield row
+    # ---- cleanup ----------------------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        self.stop.set()  # lets a feed that is still polling end
+        if self.consumed is not None:
+            self.consumed.close()
 
-            def examples():
-                for ex in training_examples(rows(), texts, cfg.negatives_per_query, cfg.seed, counts):
-                    pending[ex.seq] += 1
-                    yield ex
-
-            for batch in pack_batches(examples(), cfg.batch_size):
-                if stop.is_set():
-                    stopped = "stop"
-                    break
-                loss = train_step(model, loss_fn, optimizer, batch, device, cfg.max_grad_norm)
-                if not math.isfinite(loss):
-                    raise StreamMineError(f"step {step + 1}: the loss is {loss}; lower lr?")
-                step += 1
-                summary["losses"].append(loss)
-                for ex in batch:
-                    pending[ex.seq] -= 1
-                    examples_per_version[ex.model_version] += 1
-                    if consumed is not None:
-                        consumed.write(json.dumps({"query_id": ex.query_id, "model_version": ex.model_version,
-                                                   "_seq": ex.seq, "step": step}) + "\n")
-                if consumed is not None:
-                    consumed.flush()
-                log.info("step %d: loss %.4f (%d examples)", step, loss, len(batch))
-                if step % cfg.publish_every == 0:
-                    summary["checkpoints"].append(publish_trained(model, cfg, step, resume_after_seq(), own_length))
-                    last_published = step
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    stopped = "max_steps"
-                    break
-            else:
-                if stop.is_set():
-                    stopped = "stop"
-        if step > last_published:
-            summary["checkpoints"].append(publish_trained(model, cfg, step, resume_after_seq(), own_length))
-    finally:
-        stop.set()  # lets a feed that is still polling end
-        if consumed is not None:
-            consumed.close()
-
-    summary.update(steps=step, steps_trained=step - start_step, stopped=stopped,
-                   rows_consumed=sum(rows_per_version.values()), rows_per_version=dict(rows_per_version),
-                   examples_per_version=dict(examples_per_version), counts=dict(counts),
-                   resume_after_seq=resume_after_seq(),
-                   feed_position=getattr(feed, "position", None), feed_stats=_jsonable(getattr(feed, "stats", None)),
-                   seconds=round(time.time() - t0, 3))
-    return summary
+    def summary(self) -> dict:
+        feed = self.feed
+        return {"device": self.device, "base_published": self.base_published, "checkpoints": self.checkpoints,
+                "losses": self.losses, "start_step": self.start_step, "start_after_seq": self.start_after_seq,
+                "steps": self.step, "steps_trained": self.step - self.start_step, "stopped": self.stopped,
+                "rows_consumed": sum(self.rows_per_version.values()),
+                "rows_per_version": dict(self.rows_per_version),
+                "examples_per_version": dict(self.examples_per_version), "counts": dict(self.counts),
+                "resume_after_seq": self.resume_after_seq(),
+                "feed_position": getattr(feed, "position", None),
+                "feed_stats": _jsonable(getattr(feed, "stats", None)),
+                "seconds": round(time.time() - self.t0, 3)}
 
 
 def open_feed(cfg: OnlineTrainerConfig, stop: threading.Event, start_after_seq: int):
-    from ..consume import NegativesFeed
     return NegativesFeed(cfg.feed, follow=cfg.follow, last_versions=cfg.last_versions,
                          poll_seconds=cfg.poll_seconds, idle_timeout_s=cfg.idle_timeout_s, stop=stop,
                          columns=FEED_COLUMNS, start_after_seq=start_after_seq, batch_rows=cfg.feed_batch_rows)
@@ -427,7 +449,6 @@ def publish_trained(model, cfg: OnlineTrainerConfig, step: int, resume_after_seq
                     max_seq_length: Optional[int] = None) -> dict:
     """Publishes ``model`` as version ``step-<step>`` (marker last), with the trainer's state beside the weights;
     saved with ``max_seq_length`` when given (the model's own, when it trains with a shorter one)."""
-    from ..refresh.versions import publish_checkpoint
     with tempfile.TemporaryDirectory(prefix="streammine-train-") as tmp:
         training_length = model.max_seq_length
         if max_seq_length:
