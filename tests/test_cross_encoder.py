@@ -184,3 +184,24 @@ def test_cross_encoder_config_is_checked_and_hashed_only_when_on():
                                                   "mining.cross_encoder.threshold": 0.4})
     assert plain.config_hash() == unused.config_hash()  # off: the option leaves existing hashes alone
     assert len({plain.config_hash(), on.config_hash(), stricter.config_hash()}) == 3
+
+
+def test_margins_alone_are_enough_and_the_flags_reach_the_config():
+    from streammine.cli import build_parser, overrides_from_args
+    from streammine.config import MineConfig
+    from streammine.errors import ConfigError
+    args = build_parser().parse_args(["mine", "--input", "x", "--cross-encoder", "d", "--ce-margin", "0.1",
+                                      "--ce-relative-margin", "0.05", "--export-scores"])
+    cfg = MineConfig.from_sources(overrides=overrides_from_args(args))
+    assert (cfg.mining.cross_encoder.threshold, cfg.mining.cross_encoder.margin,
+            cfg.mining.cross_encoder.relative_margin, cfg.output.export_scores) == (None, 0.1, 0.05, True)
+    with pytest.raises(ConfigError, match=r"mining.cross_encoder.margin must be >= 0") as e:
+        MineConfig.from_sources(overrides={"input.path": "x", "mining.cross_encoder.model": "d",
+                                           "mining.cross_encoder.margin": "-0.1"})
+    assert "\n" not in str(e.value)
+    plain = MineConfig.from_sources(overrides={"input.path": "x", "mining.cross_encoder.model": "d",
+                                               "mining.cross_encoder.threshold": 0.5})
+    with_margin = MineConfig.from_sources(overrides={"input.path": "x", "mining.cross_encoder.model": "d",
+                                                     "mining.cross_encoder.threshold": 0.5,
+                                                     "mining.cross_encoder.margin": 0.0})
+    assert plain.config_hash() != with_margin.config_hash()
