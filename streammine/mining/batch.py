@@ -94,7 +94,7 @@ def pick_random_fill(random_docs: CandidateBatch, positives: PositiveBatch, excl
 
 def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: PositiveBatch, cfg: MiningConfig,
                random_docs: Optional[CandidateBatch] = None,
-               cross_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
+               cross_scores: Optional[Callable[..., np.ndarray]] = None) -> MinedBatch:
     """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
 
     ``cross_scores(doc_ids, mask, stage)``, when given, returns cross-encoder scores shaped like ``doc_ids``
