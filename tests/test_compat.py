@@ -215,19 +215,19 @@ def test_output_scores_are_the_teacher_scores_with_streammines_denoising(data, t
     CrossEncoder(data["path"], num_labels=1, device="cpu").save(str(tmp_path / "ce"))
     ce = CrossEncoder(str(tmp_path / "ce"), device="cpu")
     small = data["dataset"].select(range(14))
-    margin = 0.01
+    margin = 0.0005  # the seeded head's scores sit within about 0.01 of 0.5
     ours = _ours(data, dataset=small, num_negatives=2, range_max=30, output_format="n-tuple", output_scores=True,
                  overrides={"mining.cross_encoder.model": str(tmp_path / "ce"),
                             "mining.cross_encoder.margin": margin})
     rows = ours.to_list()
-    assert len(rows) >= 7
+    assert len(rows) >= 5
     c_plus = {}
     for r in rows:
         texts = [r[POSITIVE], r["negative_1"], r["negative_2"]]
         want = ce.predict([(r[ANCHOR], t) for t in texts], show_progress_bar=False).tolist()
-        assert r["scores"] == pytest.approx(want, abs=1e-4)
+        assert r["scores"] == pytest.approx(want, abs=1e-5)
         c_plus[r[ANCHOR]] = min(c_plus.get(r[ANCHOR], np.inf), r["scores"][0])
-    assert all(s < c_plus[r[ANCHOR]] - margin + 1e-4 for r in rows for s in r["scores"][1:])
+    assert all(s < c_plus[r[ANCHOR]] - margin + 1e-5 for r in rows for s in r["scores"][1:])
 
 
 # ---- streammine's defaults: each difference by its rule ----------------------------------------------------

@@ -113,7 +113,7 @@ def near_duplicate_table(cands: CandidateBatch, positives: PositiveBatch, in_pla
 
 def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: PositiveBatch, cfg: MiningConfig,
                random_docs: Optional[CandidateBatch] = None,
-               cross_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+               cross_scores: Optional[Callable[..., np.ndarray]] = None,
                vectors_of: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
     """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
 
