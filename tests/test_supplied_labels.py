@@ -235,3 +235,72 @@ def test_flagembedding_one_line_cli(ray_session, tmp_path, capfd):
             assert r["negative_ranks"].count(SUPPLIED_RANK) == len(neg)
     summary = json.load(open(out / "summary.json"))
     assert summary["counts"]["supplied_negatives_used"] == sum(len(q[2]) for q in want_q.values())
+
+
+# ---- a BEIR run with graded qrels and known negatives, on precomputed vectors (exact brute force) -----------
+
+def graded_beir(root, missing: bool = False):
+    """30 documents, 6 queries; qrels per query: two grade-2 and grade-1 documents, known negatives 0 and -1."""
+    rng = np.random.default_rng(3)
+    docs = [f"d{i:02d}" for i in range(30)]
+    dv = rng.standard_normal((30, 8))
+    dv = (dv / np.linalg.norm(dv, axis=1, keepdims=True)).astype(np.float32)
+    qs = [f"q{i}" for i in range(6)]
+    qv = dv[:6] + 0.6 * rng.standard_normal((6, 8))
+    qv = (qv / np.linalg.norm(qv, axis=1, keepdims=True)).astype(np.float32)
+    qrels = []
+    for i, q in enumerate(qs):
+        qrels += [(q, docs[i], 2), (q, docs[(i + 7) % 30], 1), (q, docs[(i + 11) % 30], 0),
+                  (q, docs[(i + 3) % 30], -1), (q, docs[(i + 11) % 30], 0)]
+    if missing:
+        qrels.append(("q2", "no-such-doc", 0))
+    (root / "beir" / "qrels").mkdir(parents=True)
+    (root / "beir" / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": f"question {q}"}) + "\n"
+                                                         for q in qs))
+    (root / "beir" / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    (root / "vectors").mkdir()
+    np.save(root / "vectors" / "corpus.npy", dv)
+    (root / "vectors" / "corpus.ids.txt").write_text("".join(d + "\n" for d in docs))
+    np.save(root / "vectors" / "queries.npy", qv)
+    (root / "vectors" / "queries.ids.txt").write_text("".join(q + "\n" for q in qs))
+    overrides = {"input.path": str(root / "beir"), "encoder.kind": "precomputed",
+                 "encoder.corpus_vectors": str(root / "vectors" / "corpus.npy"),
+                 "encoder.query_vectors": str(root / "vectors" / "queries.npy"),
+                 "output.path": str(root / "out"), "run.progress": False, "index.shards": 2,
+                 "mining.filter.method": "none", "mining.sampler.method": "top",
+                 "mining.sampler.num_negatives": 4, "mining.sampler.range_max": 12}
+    return docs, dv, qs, qv, qrels, overrides
+
+
+@pytest.mark.parametrize("min_grade", [1, 2])
+def test_graded_beir_run_against_brute_force(ray_session, tmp_path, min_grade):
+    import streammine
+    from streammine.sink.parts import iter_rows
+    docs, dv, qs, qv, qrels, overrides = graded_beir(tmp_path)
+    streammine.mine(overrides=dict(overrides, **{"mining.min_positive_grade": min_grade}))
+    rows = {r["query_id"]: r for b in iter_rows(str(tmp_path / "out")) for r in b.to_pylist()}
+    assert sorted(rows) == qs
+    for i, q in enumerate(qs):
+        lines = [(d, s) for qq, d, s in qrels if qq == q]
+        pos = [d for d, s in lines if s >= min_grade]
+        sup = list(dict.fromkeys(d for d, s in lines if s <= 0))
+        below = [d for d, s in lines if 0 < s < min_grade]
+        score = {d: float(qv[i] @ dv[j]) for j, d in enumerate(docs)}
+        rest = sorted((d for d in docs if d not in pos + sup + below), key=lambda d: (-score[d], d))
+        want = sup[:4] + rest[:4 - len(sup[:4])]
+        r = rows[q]
+        assert r["positive_ids"] == pos and r["positive_grades"] == [float(s) for d, s in lines if s >= min_grade]
+        assert r["supplied_negative_ids"] == sup and r["n_below_grade"] == len(below)
+        assert r["negative_ids"] == want
+        np.testing.assert_allclose(r["negative_scores"], [score[d] for d in want], rtol=0, atol=1e-6)
+        assert r["negative_ranks"][:len(sup)] == [SUPPLIED_RANK] * len(sup)
+
+
+def test_supplied_negative_missing_from_corpus(ray_session, tmp_path):
+    import streammine
+    from streammine import InputError
+    _, _, _, _, qrels, overrides = graded_beir(tmp_path, missing=True)
+    with pytest.raises(InputError) as e:
+        streammine.mine(overrides=overrides)
+    assert f"train.tsv:{len(qrels) + 1}" in str(e.value) and "'no-such-doc'" in str(e.value)
