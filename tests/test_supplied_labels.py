@@ -304,3 +304,11 @@ def test_supplied_negative_missing_from_corpus(ray_session, tmp_path):
     with pytest.raises(InputError) as e:
         streammine.mine(overrides=overrides)
     assert f"train.tsv:{len(qrels) + 1}" in str(e.value) and "'no-such-doc'" in str(e.value)
+    # lenient: a quarantine record for the line, and the query is still mined without that negative
+    from streammine.io.records import read_quarantine
+    from streammine.sink.parts import iter_rows
+    streammine.mine(overrides=dict(overrides, **{"input.lenient": True, "output.overwrite": True}))
+    records = list(read_quarantine(str(tmp_path / "out" / "_quarantine")))
+    assert [(r["kind"], r["location"].endswith(f"train.tsv:{len(qrels) + 1}")) for r in records] == [("qrels", True)]
+    rows = {r["query_id"]: r for b in iter_rows(str(tmp_path / "out")) for r in b.to_pylist()}
+    assert "no-such-doc" not in rows["q2"]["negative_ids"] and len(rows) == 6
