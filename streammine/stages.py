@@ -108,13 +108,13 @@ class MineQueries:
     def _supplied(self, block: pa.Table):
         """The block's supplied negatives and below-grade documents, looked up in the index by id (exact scores,
         ordinals: mining/supplied.py), or None when it has none. A supplied negative absent from the corpus is an
-        error, or (lenient) a quarantine record, as a missing positive; an absent below-grade document cannot be
-        picked anyway."""
+        error, or (lenient) a quarantine record, as a missing positive (not with ``ignore``: they are then ordinary
+        documents, not looked up); an absent below-grade document cannot be picked anyway."""
         from .io.records import Quarantine
         from .mining.supplied import Supplied
         names, n = block.column_names, block.num_rows
         sup = [x or [] for x in block.column("supplied_negative_ids").to_pylist()] \
-            if "supplied_negative_ids" in names else [[]] * n
+            if "supplied_negative_ids" in names and self.cfg.mining.supplied_negatives != "ignore" else [[]] * n
         locs = [x or [] for x in block.column("supplied_negative_locations").to_pylist()] \
             if "supplied_negative_locations" in names else [[]] * n
         below = [x or [] for x in block.column("below_grade_ids").to_pylist()] \

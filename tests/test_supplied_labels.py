@@ -115,7 +115,9 @@ def world(seed, b=12, corpus=40, k=30):
         if rng.random() < 0.3:
             s = np.concatenate([s, rng.choice(np.arange(corpus), 3)])  # some beyond the candidates
         s = np.array([x for x in s if x not in p], np.int64)
-        pos.append(p.astype(np.int64)), sup.append(s), below.append(np.array([x for x in j if x not in p], np.int64))
+        pos.append(p.astype(np.int64))
+        sup.append(s)
+        below.append(np.array([x for x in j if x not in p], np.int64))
     positives = PositiveBatch(pos, [score[i, p] for i, p in enumerate(pos)],
                               [p.astype(np.uint64) + np.uint64(1) for p in pos], [[f"d{o}" for o in p] for p in pos])
     keys = rng.integers(1, 2**62, b).astype(np.uint64)
