@@ -66,8 +66,8 @@ HELP = {
                           "(include), never (exclude), or ordinary documents (ignore)",
     "min_positive_grade": "graded qrels: a positive has a score >= this (0 < score < this: neither)",
 }
-CHOICES = {"supplied_negatives": "SUPPLIED_NEGATIVES", "format": "INPUT_FORMATS", "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
-           "export": "EXPORT_FORMATS"}
+CHOICES = {"format": "INPUT_FORMATS", "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
+           "export": "EXPORT_FORMATS", "supplied_negatives": "SUPPLIED_NEGATIVES"}
 
 DESCRIPTIONS = {
     "mine": "Mine hard negatives for every query of a BEIR directory or a pairs table, and write them as Parquet "
