@@ -314,3 +314,38 @@ def test_supplied_negative_missing_from_corpus(ray_session, tmp_path):
     assert [(r["kind"], r["location"].endswith(f"train.tsv:{len(qrels) + 1}")) for r in records] == [("qrels", True)]
     rows = {r["query_id"]: r for b in iter_rows(str(tmp_path / "out")) for r in b.to_pylist()}
     assert "no-such-doc" not in rows["q2"]["negative_ids"] and len(rows) == 6
+
+
+@pytest.mark.parametrize("mode", ["include", "exclude", "ignore"])
+def test_supplied_modes_with_random_negatives_against_brute_force(mode):
+    """Half of the slots are random corpus draws: supplied (unless ignored) and below-grade documents are never
+    drawn, and with include the merged list keeps the first n - s of hard-then-random."""
+    n, n_hard = 6, 3
+    keys, cands, positives, score, sup, below = world(5)
+    b, corpus = len(keys), score.shape[1]
+    rng = np.random.default_rng(9)
+    draws = rng.integers(0, corpus, (b, 10))
+    for i in range(b):  # plant supplied and below-grade documents among the draws
+        planted = np.concatenate([sup[i], below[i]])[:4]
+        draws[i, :len(planted)] = planted
+    rows = np.arange(b)[:, None]
+    random_docs = CandidateBatch(draws, score[rows, draws], draws.astype(np.uint64) + np.uint64(1),
+                                 np.array([[f"d{o}" for o in r] for r in draws], object))
+    supplied = Supplied(mode, sup, [score[i, s] for i, s in enumerate(sup)], [[f"d{o}" for o in s] for s in sup],
+                        below)
+    cfg = MiningConfig(filter=FilterConfig(method="none"),
+                       sampler=SamplerConfig(method="top", num_negatives=n, range_min=0, range_max=30,
+                                             random_share=0.5),
+                       exclude_same_text=False, supplied_negatives=mode)
+    mined = mine_batch(keys, cands, positives, cfg, random_docs=random_docs, supplied=supplied)
+    for i in range(b):
+        head = list(dict.fromkeys(int(o) for o in sup[i]))[:n] if mode == "include" else []
+        skip = set(positives.ordinals[i].tolist()) | set(below[i].tolist())
+        skip |= set(sup[i].tolist()) if mode != "ignore" else set()
+        hard = [int(o) for o in cands.ordinals[i] if o not in skip][:n_hard]
+        rand = []
+        for o in draws[i]:
+            if o not in skip and o not in hard and o not in rand and len(rand) < n - n_hard:
+                rand.append(int(o))
+        want = head + (hard + rand)[:n - len(head)]
+        assert mined.negative_doc_ids[i] == [f"d{o}" for o in want], (mode, i)
