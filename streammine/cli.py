@@ -42,6 +42,7 @@ FLAGS = {
     "near_dup_positive": "mining.near_duplicate.positive", "near_dup_negatives": "mining.near_duplicate.negatives",
     "ce_pool": "mining.cross_encoder.pool", "ce_margin": "mining.cross_encoder.margin",
     "ce_relative_margin": "mining.cross_encoder.relative_margin",
+    "supplied_negatives": "mining.supplied_negatives", "min_positive_grade": "mining.min_positive_grade",
 }
 SWITCHES = {"lenient": "input.lenient", "overwrite": "output.overwrite", "precomputed": None,
             "no_progress": None, "export_scores": "output.export_scores"}
@@ -68,9 +69,12 @@ HELP = {
     "near_dup_negatives": "among the negatives, pass over one with cosine >= this to a kept one (off by default)",
     "ce_margin": "also only below c+ - M (c+: the positives' minimum cross-encoder score)",
     "ce_relative_margin": "also only below c+ - |c+| * R",
+    "supplied_negatives": "the input's known negatives (qrels score <= 0, neg column): first among the negatives "
+                          "(include), never (exclude), or ordinary documents (ignore)",
+    "min_positive_grade": "graded qrels: a positive has a score >= this (0 < score < this: neither)",
 }
 CHOICES = {"format": "INPUT_FORMATS", "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
-           "export": "EXPORT_FORMATS"}
+           "export": "EXPORT_FORMATS", "supplied_negatives": "SUPPLIED_NEGATIVES"}
 
 DESCRIPTIONS = {
     "mine": "Mine hard negatives for every query of a BEIR directory or a pairs table, and write them as Parquet "

@@ -28,7 +28,8 @@ FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 SAMPLERS = ("top", "random", "simans")
 INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq", "torch-flat")
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
-INPUT_FORMATS = ("beir", "pairs")
+INPUT_FORMATS = ("beir", "pairs", "flagembedding")
+SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
 
@@ -93,6 +94,9 @@ class ColumnsConfig:
     doc_id: Optional[str] = "_id"       # corpus table: absent -> content hash of the text
     text: str = "text"
     title: Optional[str] = "title"
+    negative: Optional[str] = None      # pairs: known negatives' texts (one or a list; added to the corpus), or ...
+    negative_id: Optional[str] = None   # ... their corpus ids (see mining.supplied_negatives)
+    prompt: Optional[str] = None        # pairs: a per-query instruction column, carried to the output
 
 
 @dataclass
@@ -224,6 +228,9 @@ class MiningConfig:
     # is not full after excluding positives and same-text copies, up to this many (mining/depth.py)
     max_search_depth: int = 1024
     near_duplicate: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
+    # known negatives (qrels score <= 0, a negatives column): first among the negatives, never, or ordinary documents
+    supplied_negatives: str = "include"
+    min_positive_grade: float = 1.0     # graded qrels: a positive has grade >= this; 0 < grade < this: neither
 
 
 @dataclass
@@ -290,6 +297,12 @@ class MineConfig(ConfigBase):
                     "mining": d["mining"]}
         if not self.mining.near_duplicate.enabled:  # off: hashes stay what they were before the option existed
             d["mining"] = {k: v for k, v in d["mining"].items() if k != "near_duplicate"}
+        relevant["input"]["columns"] = {k: v for k, v in relevant["input"]["columns"].items()  # unset: as before
+                                        if not (k in ("negative", "negative_id", "prompt") and v is None)}
+        for key, default in (("supplied_negatives", "include"), ("min_positive_grade", 1.0)):
+            if relevant["mining"].get(key) == default:  # the defaults: hashes stay what they were before
+                relevant["mining"] = {k: v for k, v in relevant["mining"].items() if k != key}
+                d["mining"] = {k: v for k, v in d["mining"].items() if k != key}
         if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
             relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
         else:  # the kernels it runs on do not change its scores beyond float noise
@@ -314,6 +327,9 @@ class MineConfig(ConfigBase):
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
         _choice("mining.filter.method", self.mining.filter.method, FILTERS)
         _choice("mining.sampler.method", self.mining.sampler.method, SAMPLERS)
+        _choice("mining.supplied_negatives", self.mining.supplied_negatives, SUPPLIED_NEGATIVES)
+        if self.input.columns.negative and self.input.columns.negative_id:
+            raise ConfigError("set columns.negative (negative texts) or columns.negative_id (corpus ids), not both")
         for fmt in self.output.export:
             _choice("output.export", fmt, EXPORT_FORMATS)
         s = self.mining.sampler
@@ -371,6 +387,7 @@ NUMERIC_RANGES = {
     "mining.sampler.simans_b": (None, None, False), "mining.seed": (0, None, False),
     "mining.cross_encoder.threshold": (None, None, False), "mining.cross_encoder.max_length": (1, None, False),
     "mining.cross_encoder.gpus_per_actor": (0, None, False),
+    "mining.min_positive_grade": (0, None, True),
     "mining.near_duplicate.positive": (0, 1, True), "mining.near_duplicate.negatives": (0, 1, True),
     "mining.cross_encoder.margin": (0, None, False), "mining.cross_encoder.relative_margin": (0, None, False),
     "serve.max_versions": (0, None, False), "serve.idle_exit_seconds": (0, None, False),

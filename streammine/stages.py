@@ -66,7 +66,7 @@ class MineQueries:
                         return self.cross_encoder.scores(queries, doc_ids, mask)
             vectors_of = self.index.vectors_of if self.cfg.mining.near_duplicate.enabled else None
             mined = mine_batch(query_keys, cands, positives, self.cfg.mining, random_docs, cross_scores,
-                               vectors_of=vectors_of)
+                               vectors_of=vectors_of, supplied=self._supplied(block))
             return self._rows(block, positives, mined)
 
     # ---- steps ----------------------------------------------------------------------------------------------
@@ -105,6 +105,44 @@ class MineQueries:
         quarantine.write(self.quarantine_url)
         return block.filter(pa.array(keep))
 
+    def _supplied(self, block: pa.Table):
+        """The block's supplied negatives and below-grade documents, looked up in the index by id (exact scores,
+        ordinals: mining/supplied.py), or None when it has none. A supplied negative absent from the corpus is an
+        error, or (lenient) a quarantine record, as a missing positive (not with ``ignore``: they are then ordinary
+        documents, not looked up); an absent below-grade document cannot be picked anyway."""
+        from .io.records import Quarantine
+        from .mining.supplied import Supplied
+        names, n = block.column_names, block.num_rows
+        sup = [x or [] for x in block.column("supplied_negative_ids").to_pylist()] \
+            if "supplied_negative_ids" in names and self.cfg.mining.supplied_negatives != "ignore" else [[]] * n
+        locs = [x or [] for x in block.column("supplied_negative_locations").to_pylist()] \
+            if "supplied_negative_locations" in names else [[]] * n
+        below = [x or [] for x in block.column("below_grade_ids").to_pylist()] \
+            if "below_grade_ids" in names else [[]] * n
+        if not any(sup) and not any(below):
+            return None
+        found = self.index.answer(from_arrow(block.column("vector")), 1, [a + b for a, b in zip(sup, below)])[1]
+        out = Supplied(self.cfg.mining.supplied_negatives, [], [], [], [])
+        quarantine, qids = Quarantine(), block.column("query_id").to_pylist()
+        for i in range(n):
+            where = {d: (o, sc) for d, o, sc in zip(found.doc_ids[i], np.asarray(found.ordinals[i]).tolist(),
+                                                     np.asarray(found.scores[i]).tolist())}
+            ids = []
+            for d, loc in zip(sup[i], locs[i]):
+                if d in where:
+                    ids.append(d)
+                    continue
+                reason = f"supplied negative {d!r} of query {qids[i]!r} is not in the corpus"
+                if not self.cfg.input.lenient:
+                    raise InputError(loc, reason)
+                quarantine.add("qrels" if self.cfg.input.format == "beir" else "pairs", loc, reason, "")
+            out.doc_ids.append(ids)
+            out.ordinals.append(np.array([where[d][0] for d in ids], np.int64))
+            out.scores.append(np.array([where[d][1] for d in ids], np.float32))
+            out.below_ordinals.append(np.array([where[d][0] for d in below[i] if d in where], np.int64))
+        quarantine.write(self.quarantine_url)
+        return out
+
     def _rows(self, block: pa.Table, positives, mined) -> pa.Table:
         n = block.num_rows
         positive_ids = block.column("positive_ids").to_pylist()
@@ -135,6 +173,11 @@ class MineQueries:
             "n_removed_near_duplicate_of_positive": _counts(mined.n_removed_near_duplicate_of_positive, n),
             "n_removed_near_duplicate_negative": _counts(mined.n_removed_near_duplicate_negative, n),
             "short": np.asarray(mined.short, bool),
+            "positive_grades": _optional(block, "positive_grades"),
+            "supplied_negative_ids": _optional(block, "supplied_negative_ids"),
+            "n_supplied_negatives": _counts(mined.n_supplied_negatives, n),
+            "n_below_grade": [len(x or []) for x in _optional(block, "below_grade_ids")],
+            "prompt": _optional(block, "prompt"),
             "model": [self.model] * n,
             "model_version": [self.model_version] * n,
             "config_hash": [self.config_hash] * n,
@@ -142,6 +185,11 @@ class MineQueries:
         arrays = [pa.array(columns[f.name], type=f.type) if not isinstance(columns[f.name], pa.ChunkedArray)
                   else columns[f.name].cast(f.type) for f in MINED_SCHEMA]
         return pa.Table.from_arrays(arrays, schema=MINED_SCHEMA)
+
+
+def _optional(block: pa.Table, name: str) -> list:
+    """An additive query column (io/records.py QUERY_SCHEMA), or nulls when the block lacks it."""
+    return block.column(name).to_pylist() if name in block.column_names else [None] * block.num_rows
 
 
 def _counts(values, n: int) -> np.ndarray:

@@ -57,6 +57,8 @@ def mined_table(rows, with_ce: bool = False) -> pa.Table:
             return [len(r[3]) < 3 for r in rows]
         if name in ("model", "model_version", "config_hash"):
             return ["m" for _ in rows]
+        if name in ("positive_grades", "supplied_negative_ids", "prompt"):  # supplied labels: none here
+            return [None for _ in rows]
         return [0 for _ in rows]  # the n_* counters
     return pa.table({f.name: pa.array(column(f.name), f.type) for f in MINED_SCHEMA}, schema=MINED_SCHEMA)
 

@@ -31,6 +31,12 @@ QUERY_SCHEMA = pa.schema([
     pa.field("positive_ids", pa.list_(pa.string()), nullable=False),
     pa.field("positive_locations", pa.list_(pa.string()), nullable=False),  # where each positive was named
     pa.field("location", pa.string(), nullable=False),
+    # additive, null when the format has none (io/formats/beir.py, pairs.py, flagembedding.py):
+    pa.field("positive_grades", pa.list_(pa.float32())),          # graded qrels: aligned with positive_ids
+    pa.field("supplied_negative_ids", pa.list_(pa.string())),     # known negatives (qrels score <= 0, neg column)
+    pa.field("supplied_negative_locations", pa.list_(pa.string())),
+    pa.field("below_grade_ids", pa.list_(pa.string())),           # judged 0 < grade < min_positive_grade: neither
+    pa.field("prompt", pa.string()),                              # a per-query instruction (FlagEmbedding)
 ])
 
 RAW_CHARS = 300

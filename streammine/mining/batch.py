@@ -14,6 +14,7 @@ from .near_duplicate import (VectorTable, distinct_fill, distinct_picks, near_po
                              preference_order)
 from .rescore import cross_encoder_keep, padded_ids, positive_ce_reference, rescore_pool
 from .samplers import sample_random, sample_simans, sample_top
+from .supplied import Supplied, merge_supplied, padded_ordinals
 from .types import CandidateBatch, PositiveBatch
 
 
@@ -42,6 +43,8 @@ class MinedBatch:
     # teacher scores, only with a cross-encoder (else None): aligned with negative_doc_ids / positives.doc_ids
     negative_ce_scores: Optional[list] = None  # (n_i,) float32
     positive_ce_scores: Optional[list] = None  # (P_i,) float32
+    # (B,) int64, mining/supplied.py: supplied negatives placed first (include); zeros otherwise
+    n_supplied_negatives: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.negative_ordinals)
@@ -114,7 +117,8 @@ def near_duplicate_table(cands: CandidateBatch, positives: PositiveBatch, in_pla
 def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: PositiveBatch, cfg: MiningConfig,
                random_docs: Optional[CandidateBatch] = None,
                cross_scores: Optional[Callable[..., np.ndarray]] = None,
-               vectors_of: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> MinedBatch:
+               vectors_of: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+               supplied: Optional[Supplied] = None) -> MinedBatch:
     """Mine negatives for B queries from their ranked candidates (and optional random corpus documents).
 
     ``cross_scores(doc_ids, mask, stage)``, when given, returns cross-encoder scores shaped like ``doc_ids``
@@ -129,6 +133,8 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     short of hard negatives is short, unless ``s.fill_with_random`` lets them take the missing hard slots too.
     ``vectors_of(ordinals)``: (m, d) exact corpus vectors, needed only when ``cfg.near_duplicate`` is on
     (mining/near_duplicate.py: its guards run after the ranking, before the score filter and in the sampler).
+    ``supplied`` (mining/supplied.py): the query's known negatives and below-grade documents, never picked by the
+    miner (supplied ones unless ``ignore``); with ``include`` they come first and count toward num_negatives.
     """
     query_keys = np.asarray(query_keys, dtype=np.uint64)
     b, k = cands.ordinals.shape
@@ -144,7 +150,8 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     valid = cands.valid
     is_positive, is_same_text = positive_masks(cands, positives, cfg.exclude_same_text)
     pos_ref = positive_reference(positives)
-    out = filter_candidates(cands.scores, valid & ~is_positive & ~is_same_text, pos_ref, cfg.filter,
+    known = row_isin(cands.ordinals, supplied.excluded()) if supplied is not None else np.zeros_like(valid)
+    out = filter_candidates(cands.scores, valid & ~is_positive & ~is_same_text & ~known, pos_ref, cfg.filter,
                             s.range_min, s.resolved_range_max())
     nd, table = cfg.near_duplicate, None
     n_near_pos, n_near_neg = np.zeros(b, np.int64), np.zeros(b, np.int64)
@@ -180,15 +187,17 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     safe_cols = np.maximum(hard_cols, 0)
     hard_ordinals = np.where(hard_cols >= 0, np.take_along_axis(cands.ordinals, safe_cols, axis=1), -1) \
         if k else np.full_like(hard_cols, -1)
+    taken = hard_ordinals if supplied is None else \
+        np.concatenate([hard_ordinals, padded_ordinals(supplied.excluded())], axis=1)  # random draws skip them too
 
     if random_docs is not None:
         # random documents take their share; the hard slots the window could not fill only with fill_with_random
         need = n - n_hard_got if s.fill_with_random else np.full(b, n - n_hard, np.int64)
         fill = pick_random_fill(random_docs, positives, cfg.exclude_same_text, out.bound, cfg.filter.min_score,
-                                hard_ordinals, need)
+                                taken, need)
         if table is not None:  # all the usable draws, then the guarded fill in draw order
             usable = pick_random_fill(random_docs, positives, cfg.exclude_same_text, out.bound, cfg.filter.min_score,
-                                      hard_ordinals, np.full(b, random_docs.ordinals.shape[1], np.int64))
+                                      taken, np.full(b, random_docs.ordinals.shape[1], np.int64))
             near = near_positive(random_docs.ordinals, usable, positives.ordinals, table, nd.positive)
             fill, r_pos, r_neg = distinct_fill(usable, random_docs.ordinals, need, table, near, nd.negatives,
                                                kept_vectors)
@@ -218,6 +227,13 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
                                           else np.zeros(0, np.float32)]).astype(np.float32))
             pos_ce.append(np.asarray(ce_pos[i, :len(positives.doc_ids[i])], np.float32))
 
+    sup_ce = None
+    if supplied is not None and supplied.mode == "include" and ce_cands is not None:  # teacher scores for them too
+        sup_ids, sup_mask = padded_ids(supplied.doc_ids)
+        sup_ce = cross_scores(sup_ids, sup_mask, "random") if sup_mask.size else None
+    neg_ordinals, neg_scores, neg_ids, neg_ranks, merged_ce, n_supplied = merge_supplied(
+        supplied, n, neg_ordinals, neg_scores, neg_ids, neg_ranks, neg_ce if ce_cands is not None else None, sup_ce)
+    neg_ce = merged_ce if ce_cands is not None else neg_ce
     n_got = np.fromiter((len(x) for x in neg_ordinals), dtype=np.int64, count=b)
     return MinedBatch(
         negative_ordinals=neg_ordinals, negative_scores=neg_scores, negative_doc_ids=neg_ids,
@@ -235,4 +251,5 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         n_removed_near_duplicate_negative=n_near_neg,
         negative_ce_scores=neg_ce if ce_cands is not None else None,
         positive_ce_scores=pos_ce if ce_cands is not None else None,
+        n_supplied_negatives=n_supplied,
     )

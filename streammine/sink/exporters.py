@@ -69,28 +69,34 @@ def iter_mined_batches(part_urls: Iterable[str], columns: List[str]) -> Iterator
     """(part URL, record batch) over every part, a batch at a time."""
     for url in part_urls:
         with fs.open_url(url, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            parquet = pq.ParquetFile(f)
+            have = parquet.schema_arrow.names  # outputs mined before an optional column existed lack it
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS,
+                                              columns=[c for c in columns if c in have or c != "prompt"]):
                 yield url, batch
 
 
 class QueryRow:
     """One mined query; ``negative_ids`` keep the output's order (by rank). ``positive_scores`` /
     ``negative_scores``: the scores asked for (aligned with the ids), else None."""
-    __slots__ = ("query_id", "query", "positive_ids", "negative_ids", "positive_scores", "negative_scores")
+    __slots__ = ("query_id", "query", "positive_ids", "negative_ids", "positive_scores", "negative_scores", "prompt")
 
     def __init__(self, query_id, query, positive_ids, negative_ids, positive_scores=None, negative_scores=None):
         self.query_id, self.query = query_id, query
         self.positive_ids, self.negative_ids = positive_ids or [], negative_ids or []
         self.positive_scores, self.negative_scores = positive_scores, negative_scores
+        self.prompt = None  # a per-query prompt (FlagEmbedding input), where the output has one
 
 
 def iter_query_rows(part_urls: Iterable[str], scores: Optional[str] = None) -> Iterator[Tuple[str, QueryRow]]:
     """(part URL, QueryRow) over every mined row; ``scores``: a key of SCORE_COLUMNS, or None."""
     names = READ_COLUMNS + (list(SCORE_COLUMNS[scores]) if scores else [])
-    for url, batch in iter_mined_batches(part_urls, names):
+    for url, batch in iter_mined_batches(part_urls, names + ["prompt"]):
         columns = [batch.column(name).to_pylist() for name in names]
-        for values in zip(*columns):
+        prompts = batch.column("prompt").to_pylist() if "prompt" in batch.schema.names else [None] * batch.num_rows
+        for values, prompt in zip(zip(*columns), prompts):
             row = QueryRow(*values)
+            row.prompt = prompt
             if scores:
                 check_scores(row, scores, url)
             yield url, row
@@ -318,7 +324,8 @@ def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str],
                          scores: Optional[str] = None, prompt: str = "") -> dict:
     """JSONL ``{"query": str, "pos": [texts], "neg": [texts]}``, one line per query; with ``scores`` also
     ``"pos_scores"`` / ``"neg_scores"`` (aligned with pos / neg: what FlagEmbedding's distillation reads), with a
-    ``prompt`` also ``"prompt"`` (the query instruction its trainer prepends).
+    ``prompt`` also ``"prompt"`` (the query instruction its trainer prepends; a row's own ``prompt`` column, from
+    FlagEmbedding input, wins).
 
     Queries short of negatives are kept (FlagEmbedding's trainer repeats negatives up to train_group_size); skipped
     and counted: no positive (it needs pos[0]), no negatives at all (its sampler divides by len(neg))."""
@@ -334,8 +341,8 @@ def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str],
         if scores:
             record["pos_scores"] = list(row.positive_scores)
             record["neg_scores"] = list(row.negative_scores)
-        if prompt:
-            record["prompt"] = prompt
+        if row.prompt or prompt:  # the query's own prompt (FlagEmbedding input) wins over the run's
+            record["prompt"] = row.prompt or prompt
         return [record], None
 
     return _export_jsonl(resolve_parts(parts_url_or_paths), out_url,

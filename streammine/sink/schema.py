@@ -29,6 +29,14 @@ MINED_SCHEMA = pa.schema([
     ("n_removed_near_duplicate_of_positive", pa.int32()),  # cosine >= mining.near_duplicate.positive to a positive
     ("n_removed_near_duplicate_negative", pa.int32()),     # passed over: near-duplicate of a kept negative
     ("short", pa.bool_()),                # fewer negatives than asked for (kept, and counted)
+    # supplied labels (mining/supplied.py): graded qrels' grades aligned with positive_ids; the query's known
+    # negatives (negative_ranks -2 where included); how many were placed first; judged documents below
+    # mining.min_positive_grade (neither positive nor negative); a per-query prompt (FlagEmbedding input)
+    ("positive_grades", _f32_list),
+    ("supplied_negative_ids", _str_list),
+    ("n_supplied_negatives", pa.int32()),
+    ("n_below_grade", pa.int32()),
+    ("prompt", pa.string()),
     ("model", pa.string()),
     ("model_version", pa.string()),
     ("config_hash", pa.string()),

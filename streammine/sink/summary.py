@@ -12,7 +12,7 @@ from .parts import iter_rows
 
 COUNT_COLUMNS = ["n_candidates", "n_removed_positive", "n_removed_same_text", "n_removed_filter",
                  "n_removed_min_score", "n_removed_cross_encoder", "n_removed_near_duplicate_of_positive",
-                 "n_removed_near_duplicate_negative"]
+                 "n_removed_near_duplicate_negative", "n_supplied_negatives", "n_below_grade"]
 
 
 # Counters the miners report through the stage metrics (MetricsClient.count): summary counts, not stages.
@@ -49,7 +49,9 @@ def count_output(out_url: str, random_share_n: int = 0) -> dict:
             "removed_below_min_score": totals["n_removed_min_score"],
             "removed_by_cross_encoder": totals["n_removed_cross_encoder"],
             "removed_near_duplicate_of_positive": totals["n_removed_near_duplicate_of_positive"],
-            "removed_near_duplicate_negative": totals["n_removed_near_duplicate_negative"]}
+            "removed_near_duplicate_negative": totals["n_removed_near_duplicate_negative"],
+            "supplied_negatives_used": totals["n_supplied_negatives"],
+            "judged_below_positive_grade": totals["n_below_grade"]}
 
 
 def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, store: dict) -> dict:

@@ -14,10 +14,12 @@ from typing import Dict, Type
 from ...errors import ConfigError
 from .base import InputFormat
 from .beir import BeirFormat
+from .flagembedding import FlagEmbeddingFormat
 from .pairs import PairsFormat
 from .vectors import PrecomputedVectors
 
-FORMATS: Dict[str, Type[InputFormat]] = {"beir": BeirFormat, "pairs": PairsFormat}
+FORMATS: Dict[str, Type[InputFormat]] = {"beir": BeirFormat, "pairs": PairsFormat,
+                                         "flagembedding": FlagEmbeddingFormat}
 
 
 def format_of(input_cfg) -> InputFormat:
@@ -33,6 +35,7 @@ def input_format(cfg) -> InputFormat:
     """The run's input (a MineConfig): its format, with the precomputed corpus vectors standing in for the text
     corpus when ``encoder.kind`` is ``precomputed``."""
     fmt = format_of(cfg.input)
+    fmt.min_positive_grade = cfg.mining.min_positive_grade  # graded qrels (beir): what counts as a positive
     if cfg.encoder.kind == "precomputed":
         fmt.vectors = PrecomputedVectors(cfg.encoder.corpus_vectors, check_finite=not cfg.input.lenient,
                                          query_url=cfg.encoder.query_vectors)

@@ -8,7 +8,7 @@ qrels check need all of them).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
@@ -67,14 +67,29 @@ def iter_beir_corpus(dir_url: str, file_idx_base: int = 0, block_rows: int = DEF
 class _Positives:
     ids: List[str]
     locations: List[str]
+    grades: List[float] = field(default_factory=list)   # the qrels score of each id (aligned with ids)
+
+
+@dataclass
+class _Judged:
+    """A query's qrels lines that are not positives: score <= 0 (known negatives) and 0 < score < the minimum
+    positive grade (neither positive nor negative)."""
+    negatives: _Positives = field(default_factory=lambda: _Positives([], []))
+    below: _Positives = field(default_factory=lambda: _Positives([], []))
 
 
 def read_qrels(url: str, quarantine: Optional[Quarantine] = None,
-               non_positive: Optional[Dict[str, str]] = None) -> Dict[str, _Positives]:
+               non_positive: Optional[Dict[str, str]] = None, min_positive_grade: float = 1.0,
+               judged: Optional[Dict[str, _Judged]] = None) -> Dict[str, _Positives]:
     """query id -> its positives (``ids`` and the ``locations`` of the qrels lines naming them), in order of first
     appearance, deduplicated. A header line (``query-id corpus-id score``) is skipped; lines with a score <= 0 are
     not positives: ``non_positive`` (when given) gets the location of the first such line of each query id, so a
-    query with no positive at all can be reported by the queries reader."""
+    query with no positive at all can be reported by the queries reader.
+
+    Graded qrels: a line is a positive when its score is >= ``min_positive_grade`` (its score is kept in
+    ``grades``); ``judged`` (when given) gets, per query, the ids with a score <= 0 (known negatives) and those with
+    0 < score < ``min_positive_grade`` (neither: never positives, never negatives), each id once, in file order.
+    A score >= ``min_positive_grade`` wins over another line's lower score for the same id."""
     report = _reporter(quarantine, "qrels")
     positives: Dict[str, _Positives] = {}
     first = True
@@ -99,9 +114,16 @@ def read_qrels(url: str, quarantine: Optional[Quarantine] = None,
         except ValueError:
             report(location, f"score {score_text!r} is not a number", text)
             continue
-        if score <= 0:
+        if score < min_positive_grade:
             if non_positive is not None:
                 non_positive.setdefault(qid, location)
+            if judged is not None:
+                kept = judged.setdefault(qid, _Judged())
+                side = kept.negatives if score <= 0 else kept.below
+                if doc_id not in side.ids:
+                    side.ids.append(doc_id)
+                    side.locations.append(location)
+                    side.grades.append(score)
             continue
         entry = positives.get(qid)
         if entry is None:
@@ -109,12 +131,21 @@ def read_qrels(url: str, quarantine: Optional[Quarantine] = None,
         if doc_id not in entry.ids:  # queries have few positives: a list scan is cheaper than a set per query
             entry.ids.append(doc_id)
             entry.locations.append(location)
+            entry.grades.append(score)
+    if judged is not None:  # an id that is a positive of its query is never also a negative or below grade
+        for qid, kept in judged.items():
+            pos = set(positives[qid].ids) if qid in positives else set()
+            for side in (kept.negatives, kept.below):
+                keep = [i for i, d in enumerate(side.ids) if d not in pos]
+                side.ids = [side.ids[i] for i in keep]
+                side.locations = [side.locations[i] for i in keep]
+                side.grades = [side.grades[i] for i in keep]
     return positives
 
 
 def iter_beir_queries(dir_url: str, split: str = "train", block_rows: int = DEFAULT_BLOCK_ROWS,
-                      quarantine: Optional[Quarantine] = None, max_queries: Optional[int] = None
-                      ) -> Iterator[pa.Table]:
+                      quarantine: Optional[Quarantine] = None, max_queries: Optional[int] = None,
+                      min_positive_grade: float = 1.0) -> Iterator[pa.Table]:
     """The queries of a BEIR directory that have at least one positive in ``qrels/<split>.tsv``, as QUERY_SCHEMA
     tables in ``queries.jsonl`` order.
 
@@ -123,11 +154,16 @@ def iter_beir_queries(dir_url: str, split: str = "train", block_rows: int = DEFA
     query id that ``queries.jsonl`` never named is reported (at the first qrels line naming it); an id on a line
     already reported as malformed is not reported twice. With ``max_queries`` the reader stops after that many
     queries and skips that final check.
+
+    Each query also carries its positives' grades (``positive_grades``), its known negatives (qrels score <= 0:
+    ``supplied_negative_ids``) and its judged documents below ``min_positive_grade`` (``below_grade_ids``); see
+    :func:`read_qrels`.
     """
     qrels_url = beir_qrels_url(dir_url, split)
     queries_url = beir_queries_url(dir_url)
     non_positive: Dict[str, str] = {}
-    positives = read_qrels(qrels_url, quarantine, non_positive)
+    judged: Dict[str, _Judged] = {}
+    positives = read_qrels(qrels_url, quarantine, non_positive, min_positive_grade, judged)
     report = _reporter(quarantine, "query")
     blocks = _Blocks(QUERY_SCHEMA, block_rows)
     seen: Dict[str, int] = {}  # accepted query id -> its line (memory: one entry per query of the file)
@@ -163,10 +199,12 @@ def iter_beir_queries(dir_url: str, split: str = "train", block_rows: int = DEFA
         pos = positives.get(qid)
         if pos is None:
             if qid in non_positive:
-                report(location, f"query {qid!r} has no positive: every qrels line for it has a score <= 0 "
-                                 f"(first at {non_positive[qid]}); not mined", raw)
+                report(location, f"query {qid!r} has no positive: every qrels line for it has a score < "
+                                 f"{min_positive_grade:g} (first at {non_positive[qid]}); not mined", raw)
             continue
-        table = blocks.add(qid, text, pos.ids, pos.locations, location)
+        kept = judged.get(qid) or _Judged()
+        table = blocks.add(qid, text, pos.ids, pos.locations, location, pos.grades, kept.negatives.ids,
+                           kept.negatives.locations, kept.below.ids)
         if table is not None:
             yield table
         yielded += 1
@@ -192,6 +230,7 @@ class BeirFormat(InputFormat):
     name = "beir"
     no_query_reason = "no query of queries.jsonl has a positive in this split"
     units_follow_corpus = False  # the queries and their qrels are one unit, whatever the corpus holds
+    min_positive_grade = 1.0     # mining.min_positive_grade (set by formats.input_format)
 
     def text_corpus_source(self) -> str:
         return beir_corpus_url(self.input.path)
@@ -219,7 +258,7 @@ class BeirFormat(InputFormat):
     def query_reader(self, block_rows: int) -> tuple:
         i = self.input
         return iter_beir_queries, {"dir_url": i.path, "split": i.split, "max_queries": i.max_queries,
-                                   "block_rows": block_rows}
+                                   "block_rows": block_rows, "min_positive_grade": self.min_positive_grade}
 
     def query_units(self) -> List[Tuple[str, str]]:
         return [(self.input.path, "queries")]

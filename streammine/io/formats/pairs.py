@@ -33,6 +33,13 @@ class _PairRow:
     query: str
     positives: List[str]  # ids (columns.positive_id) or texts (columns.positive)
     raw: object
+    negatives: List[str] = dataclasses.field(default_factory=list)  # ids (columns.negative_id) or texts
+    prompt: Optional[str] = None
+
+
+def _negative_ids(columns: ColumnsConfig, negatives: List[str]) -> List[str]:
+    """The corpus ids of a row's supplied negatives: ids as given, texts by their content hash."""
+    return list(negatives) if columns.negative_id else [content_id(t) for t in negatives]
 
 
 def _positive_list(obj: dict, name: str, as_ids: bool) -> List[str]:
@@ -57,6 +64,11 @@ def _positive_list(obj: dict, name: str, as_ids: bool) -> List[str]:
 
 def _check_pair_columns(columns: ColumnsConfig, corpus_url: Optional[str]) -> bool:
     """True when positives are ids."""
+    if columns.negative_id and not corpus_url:
+        raise ConfigError(f"pairs with negative ids (columns.negative_id={columns.negative_id!r}) need a corpus "
+                          "table (input.corpus) that holds those ids")
+    if columns.positive_id and columns.negative and not columns.negative_id:
+        raise ConfigError("pairs with positive ids take negative ids too (columns.negative_id), not texts")
     if columns.positive_id:
         if not corpus_url:
             raise ConfigError(f"pairs with positive ids (columns.positive_id={columns.positive_id!r}) need a "
@@ -75,10 +87,14 @@ def _iter_pair_rows(url: str, columns: ColumnsConfig, by_id: bool, report: Repor
                 raise _Bad("empty query text")
             query_id = _id_field(obj, columns.query_id) if columns.query_id else content_id(query)
             positives = _positive_list(obj, columns.positive_id if by_id else columns.positive, by_id)
+            negative = columns.negative_id or columns.negative
+            negatives = _positive_list(obj, negative, bool(columns.negative_id)) \
+                if negative and obj.get(negative) not in (None, []) else []  # optional per row
+            prompt = _str_field(obj, columns.prompt, required=False) or None
         except _Bad as e:
             report(location, str(e), raw)
             continue
-        yield _PairRow(file_idx, row, location, query_id, query, positives, raw)
+        yield _PairRow(file_idx, row, location, query_id, query, positives, raw, negatives, prompt)
 
 
 def iter_pairs_queries(url: str, columns: Optional[ColumnsConfig] = None, corpus_url: Optional[str] = None,
@@ -91,15 +107,22 @@ def iter_pairs_queries(url: str, columns: Optional[ColumnsConfig] = None, corpus
     (``columns.positive_id``; they must be ids of the ``corpus_url`` table) or texts (``columns.positive``; their id
     is ``content_id(text)``, the id :func:`iter_pairs_corpus` gives them). A positive cell may hold one value or a
     list. Grouping holds every query of the table in memory (inside the read task) before the first block.
+
+    Supplied negatives (``columns.negative``: texts, added to the corpus by :func:`iter_pairs_corpus`; or
+    ``columns.negative_id``: corpus ids; optional per row) become ``supplied_negative_ids`` (in order of first
+    appearance, never one of the query's positives); null when neither column is configured. ``columns.prompt``:
+    the query's first non-empty prompt, as ``prompt``.
     """
     columns = columns or ColumnsConfig()
     by_id = _check_pair_columns(columns, corpus_url)
     report = _reporter(quarantine, "pairs")
-    groups: Dict[str, list] = {}  # query id -> [query, positive ids, positive locations, location]
+    groups: Dict[str, list] = {}  # query id -> [query, positive ids, positive locations, location, negative ids,
+    #                               negative locations, prompt]
+    with_negatives = bool(columns.negative or columns.negative_id)
     for pair in _iter_pair_rows(url, columns, by_id, report):
         group = groups.get(pair.query_id)
         if group is None:
-            group = groups[pair.query_id] = [pair.query, [], [], pair.location]
+            group = groups[pair.query_id] = [pair.query, [], [], pair.location, [], [], pair.prompt]
         elif group[0] != pair.query:
             report(pair.location, f"query id {pair.query_id!r} has a different query text than at {group[3]}",
                    pair.raw)
@@ -109,11 +132,21 @@ def iter_pairs_queries(url: str, columns: Optional[ColumnsConfig] = None, corpus
             if doc_id not in group[1]:
                 group[1].append(doc_id)
                 group[2].append(pair.location)
+        for doc_id in _negative_ids(columns, pair.negatives):
+            if doc_id not in group[4]:
+                group[4].append(doc_id)
+                group[5].append(pair.location)
+        if group[6] is None:
+            group[6] = pair.prompt
     blocks = _Blocks(QUERY_SCHEMA, block_rows)
-    for i, (query_id, (query, positive_ids, positive_locations, location)) in enumerate(groups.items()):
+    for i, (query_id, (query, positive_ids, positive_locations, location, neg_ids, neg_locs, prompt)) in \
+            enumerate(groups.items()):
         if max_queries is not None and i >= max_queries:
             break
-        table = blocks.add(query_id, query, positive_ids, positive_locations, location)
+        keep = [j for j, d in enumerate(neg_ids) if d not in positive_ids]  # a positive is never a negative
+        table = blocks.add(query_id, query, positive_ids, positive_locations, location, None,
+                           [neg_ids[j] for j in keep] if with_negatives else None,
+                           [neg_locs[j] for j in keep] if with_negatives else None, None, prompt)
         if table is not None:
             yield table
     table = blocks.flush()
@@ -170,11 +203,12 @@ def iter_pairs_corpus(url: str, columns: Optional[ColumnsConfig] = None, corpus_
 
 def _positive_blocks(url: str, columns: ColumnsConfig, by_id: bool, file_idx_base: int, block_rows: int,
                      quarantine: Optional[Quarantine], yielded: Dict[str, int]) -> Iterator[pa.Table]:
-    """The distinct positive texts as corpus records; fills ``yielded`` (id -> text key) as it goes."""
+    """The distinct positive texts (and supplied negative texts, ``columns.negative``) as corpus records, in order of
+    first appearance; fills ``yielded`` (id -> text key) as it goes."""
     report = _reporter(quarantine, "pairs", discard=quarantine is not None)
     blocks = _Blocks(CORPUS_SCHEMA, block_rows)
     for pair in _iter_pair_rows(url, columns, by_id, report):
-        for text in pair.positives:
+        for text in pair.positives + (pair.negatives if columns.negative and not columns.negative_id else []):
             doc_id = content_id(text)
             if doc_id in yielded:
                 continue

@@ -143,6 +143,8 @@ class _Blocks:
     def add(self, *values) -> Optional[pa.Table]:
         for column, value in zip(self.columns.values(), values):
             column.append(value)
+        for column in list(self.columns.values())[len(values):]:  # trailing optional columns a reader lacks
+            column.append(None)
         self.n += 1
         return self.flush() if self.n >= self.block_rows else None
 
