@@ -9,6 +9,7 @@ import pyarrow as pa
 from .config import MineConfig
 from .errors import InputError
 from .index.local import search_block
+from .io.formats import format_of
 from .metrics import MetricsClient
 from .sink.schema import MINED_SCHEMA
 from .vectors import from_arrow
@@ -112,6 +113,7 @@ class MineQueries:
         documents, not looked up); an absent below-grade document cannot be picked anyway."""
         from .io.records import Quarantine
         from .mining.supplied import Supplied
+        labels_kind = format_of(self.cfg.input).labels_kind
         names, n = block.column_names, block.num_rows
         sup = [x or [] for x in block.column("supplied_negative_ids").to_pylist()] \
             if "supplied_negative_ids" in names and self.cfg.mining.supplied_negatives != "ignore" else [[]] * n
@@ -135,7 +137,7 @@ class MineQueries:
                 reason = f"supplied negative {d!r} of query {qids[i]!r} is not in the corpus"
                 if not self.cfg.input.lenient:
                     raise InputError(loc, reason)
-                quarantine.add("qrels" if self.cfg.input.format == "beir" else "pairs", loc, reason, "")
+                quarantine.add(labels_kind, loc, reason, "")
             out.doc_ids.append(ids)
             out.ordinals.append(np.array([where[d][0] for d in ids], np.int64))
             out.scores.append(np.array([where[d][1] for d in ids], np.float32))

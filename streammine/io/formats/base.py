@@ -36,6 +36,7 @@ class InputFormat:
     name = ""
     no_query_reason = "the table has no query"   # how a run that found nothing to mine explains it
     units_follow_corpus = True   # serve: a query unit's positives are corpus documents (mined once a store has it)
+    labels_kind = "pairs"        # the quarantine kind of a bad label (a positive or supplied negative) of this format
 
     def __init__(self, input_cfg: InputConfig, vectors=None):
         self.input = input_cfg

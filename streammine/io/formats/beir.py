@@ -230,6 +230,7 @@ class BeirFormat(InputFormat):
     name = "beir"
     no_query_reason = "no query of queries.jsonl has a positive in this split"
     units_follow_corpus = False  # the queries and their qrels are one unit, whatever the corpus holds
+    labels_kind = "qrels"
     min_positive_grade = 1.0     # mining.min_positive_grade (set by formats.input_format)
 
     def text_corpus_source(self) -> str:
