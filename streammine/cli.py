@@ -15,6 +15,7 @@ from . import __version__, cache, config, console
 from .api import demo_data_path, load_config, mine
 from .config import MineConfig, parse_set_items
 from .errors import find_error, one_line
+from .io.formats import FORMATS
 from .evaluate import cli as eval_cli
 from .preflight import check_serve_output
 from .refresh.versions import check_version_name
@@ -73,7 +74,7 @@ HELP = {
                           "(include), never (exclude), or ordinary documents (ignore)",
     "min_positive_grade": "graded qrels: a positive has a score >= this (0 < score < this: neither)",
 }
-CHOICES = {"format": "INPUT_FORMATS", "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
+CHOICES = {"format": tuple(FORMATS), "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
            "export": "EXPORT_FORMATS", "supplied_negatives": "SUPPLIED_NEGATIVES"}
 
 DESCRIPTIONS = {
@@ -144,7 +145,8 @@ def _add_run_arguments(m) -> None:
         default = _config_default(key)
         parts = [HELP[flag]] if flag in HELP else []
         if flag in CHOICES:
-            parts.append(f"one of {', '.join(getattr(config, CHOICES[flag]))}")
+            choices = CHOICES[flag]
+            parts.append(f"one of {', '.join(getattr(config, choices) if isinstance(choices, str) else choices)}")
         shown = ",".join(default) if isinstance(default, list) else default
         parts.append(f"{key}, default: {shown if shown not in (None, '', []) else 'none'}")
         text = "; ".join(parts)

@@ -28,7 +28,6 @@ FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 SAMPLERS = ("top", "random", "simans")
 INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq", "torch-flat")
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
-INPUT_FORMATS = ("beir", "pairs", "flagembedding")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
@@ -315,7 +314,8 @@ class MineConfig(ConfigBase):
         self.check_types()
         for key, (low, high, low_open) in NUMERIC_RANGES.items():
             _in_range(key, _get_dotted(self, key), low, high, low_open)
-        _choice("input.format", self.input.format, INPUT_FORMATS)
+        from .io.formats import FORMATS  # the registry's modules import this one: imported here, not at the top
+        _choice("input.format", self.input.format, tuple(FORMATS))
         if not self.input.path:
             raise ConfigError("input.path is required (a BEIR directory or a pairs table URL)")
         _choice("encoder.kind", self.encoder.kind, ENCODER_KINDS)
