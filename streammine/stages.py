@@ -1,13 +1,14 @@
 """The mining stage: a Ray Data callable class composing fan-out search, merge and the pure mining functions."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
 from .config import MineConfig
 from .errors import InputError
+from .index.answers import MergedAnswer
 from .index.local import search_block
 from .metrics import MetricsClient
 from .sink.schema import MINED_SCHEMA
@@ -54,7 +55,7 @@ class MineQueries:
             if kept.num_rows < block.num_rows:  # rare (lenient runs only): search again without those queries
                 block = kept
                 query_keys, answer = self._search(block)
-            cands, positives, random_docs, _missing = answer
+            cands, positives, random_docs = answer.candidates, answer.positives, answer.random
             cross_scores = None
             if self.cross_encoder is not None:
                 queries = block.column("query").to_pylist()
@@ -66,19 +67,19 @@ class MineQueries:
             return self._rows(block, positives, mined)
 
     # ---- steps ----------------------------------------------------------------------------------------------
-    def _search(self, block: pa.Table):
+    def _search(self, block: pa.Table) -> Tuple[np.ndarray, MergedAnswer]:
         """The block's query keys and merged answer, each query searched to its own depth
         (``index.local.search_block``)."""
-        query_keys, answer, n_deeper, n_researches = search_block(
+        found = search_block(
             self.index, from_arrow(block.column("vector")), block.column("query_id").to_pylist(),
             block.column("positive_ids").to_pylist(), self.cfg.mining, self.n_total)
-        self.metrics.count("deeper_searches", n_deeper)
-        self.metrics.count("certificate_researches", n_researches)
-        return query_keys, answer
+        self.metrics.count("deeper_searches", found.n_deeper)
+        self.metrics.count("certificate_researches", found.n_researches)
+        return found.query_keys, found.answer
 
-    def _drop_unminable(self, block: pa.Table, answer) -> pa.Table:
+    def _drop_unminable(self, block: pa.Table, answer: MergedAnswer) -> pa.Table:
         """Positives named by the qrels but absent from the corpus: an error, or (lenient) a quarantine record."""
-        missing = answer[3]
+        missing = answer.missing
         if not any(missing):
             return block
         from .io.records import Quarantine
