@@ -20,7 +20,7 @@ class MineQueries:
 
     With ``query_cache_url`` the records come without vectors: the miner looks them up in the query-vector cache,
     which holds every query of the run (filled by the corpus encoders' prefetch, or by an earlier pass: see
-    pipeline.query_cache_complete_marker), so the query pass starts no encoder actors; a query missing from the
+    run.paths.RunPaths.query_cache_complete), so the query pass starts no encoder actors; a query missing from the
     cache is encoded here, with a model loaded on first need."""
 
     def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
@@ -36,7 +36,7 @@ class MineQueries:
         self.metrics = MetricsClient(metrics)
         self.query_vectors = None
         if query_cache_url:
-            from .encode.stages import EncodeQueries
+            from .encode.query_vectors import EncodeQueries
             self.query_vectors = EncodeQueries(cfg.encoder, 1, metrics, query_cache_url, lazy=True)
         self.cross_encoder = None
         if cfg.mining.cross_encoder.model:
