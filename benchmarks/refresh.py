@@ -198,7 +198,7 @@ def main() -> None:
     if "coldwarm" not in skip:
         result["cold_vs_warm"] = cold_vs_warm(args.data, os.path.join(tmp, "work"), tmp)
         print("cold vs warm", result["cold_vs_warm"], flush=True)
-    from streammine.pipeline import ensure_ray
+    from streammine.run.ray_runtime import ensure_ray
     ensure_ray()
     if "sizes" not in skip:
         result["refresh_by_corpus_size"] = refresh_sizes(args.data, [int(s) for s in args.sizes.split(",")], tmp)

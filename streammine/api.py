@@ -33,7 +33,7 @@ def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[
     A user's mistake raises the project's own exception (:class:`~streammine.errors.InputError`,
     :class:`~streammine.errors.ConfigError`, ...), whichever Ray task or actor found it: never Ray's wrapper."""
     from .errors import find_error
-    from .pipeline import mine as run
+    from .run.mine import mine as run
     try:
         return run(load_config(config, overrides, **kwargs))
     except Exception as e:

@@ -1,13 +1,14 @@
 """The mining stage: a Ray Data callable class composing fan-out search, merge and the pure mining functions."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
 from .config import MineConfig
 from .errors import InputError
+from .index.answers import MergedAnswer
 from .index.local import search_block
 from .io.formats import format_of
 from .metrics import MetricsClient
@@ -20,7 +21,7 @@ class MineQueries:
 
     With ``query_cache_url`` the records come without vectors: the miner looks them up in the query-vector cache,
     which holds every query of the run (filled by the corpus encoders' prefetch, or by an earlier pass: see
-    pipeline.query_cache_complete_marker), so the query pass starts no encoder actors; a query missing from the
+    run.paths.RunPaths.query_cache_complete), so the query pass starts no encoder actors; a query missing from the
     cache is encoded here, with a model loaded on first need."""
 
     def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
@@ -36,7 +37,7 @@ class MineQueries:
         self.metrics = MetricsClient(metrics)
         self.query_vectors = None
         if query_cache_url:
-            from .encode.stages import EncodeQueries
+            from .encode.query_vectors import EncodeQueries
             self.query_vectors = EncodeQueries(cfg.encoder, 1, metrics, query_cache_url, lazy=True)
         self.cross_encoder = None
         if cfg.mining.cross_encoder.model:
@@ -55,7 +56,7 @@ class MineQueries:
             if kept.num_rows < block.num_rows:  # rare (lenient runs only): search again without those queries
                 block = kept
                 query_keys, answer = self._search(block)
-            cands, positives, random_docs, _missing = answer
+            cands, positives, random_docs = answer.candidates, answer.positives, answer.random
             cross_scores = None
             if self.cross_encoder is not None:
                 queries = block.column("query").to_pylist()
@@ -71,19 +72,19 @@ class MineQueries:
             return self._rows(block, positives, mined)
 
     # ---- steps ----------------------------------------------------------------------------------------------
-    def _search(self, block: pa.Table):
+    def _search(self, block: pa.Table) -> Tuple[np.ndarray, MergedAnswer]:
         """The block's query keys and merged answer, each query searched to its own depth
         (``index.local.search_block``)."""
-        query_keys, answer, n_deeper, n_researches = search_block(
+        found = search_block(
             self.index, from_arrow(block.column("vector")), block.column("query_id").to_pylist(),
             block.column("positive_ids").to_pylist(), self.cfg.mining, self.n_total)
-        self.metrics.count("deeper_searches", n_deeper)
-        self.metrics.count("certificate_researches", n_researches)
-        return query_keys, answer
+        self.metrics.count("deeper_searches", found.n_deeper)
+        self.metrics.count("certificate_researches", found.n_researches)
+        return found.query_keys, found.answer
 
-    def _drop_unminable(self, block: pa.Table, answer) -> pa.Table:
+    def _drop_unminable(self, block: pa.Table, answer: MergedAnswer) -> pa.Table:
         """Positives named by the qrels but absent from the corpus: an error, or (lenient) a quarantine record."""
-        missing = answer[3]
+        missing = answer.missing
         if not any(missing):
             return block
         from .io.records import Quarantine

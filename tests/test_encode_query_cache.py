@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from streammine.config import EncoderConfig
 from streammine.encode.query_cache import QueryVectorCache, query_keys
-from streammine.encode.stages import EncodeQueries
+from streammine.encode.query_vectors import EncodeQueries
 
 
 def test_cache_round_trip_and_lookup(tmp_path):

@@ -83,11 +83,11 @@ def _assert_one_error_line(rc, err, *expected):
 
 
 def _no_ray(monkeypatch):
-    from streammine import pipeline
+    from streammine.run import ray_runtime
 
     def reached(*a, **k):
         raise RuntimeError("ray.init reached: this error was not found before Ray")
-    monkeypatch.setattr(pipeline, "ensure_ray", reached)
+    monkeypatch.setattr(ray_runtime, "ensure_ray", reached)
 
 
 def test_user_errors_are_one_line_before_ray(tmp_path, capfd, monkeypatch, s3_env, s3_bucket):

@@ -54,7 +54,7 @@ def test_commit_removes_only_its_own_leftovers(tmp_path):
 def test_overwrite_removes_only_what_the_previous_run_named(tmp_path):
     """--overwrite deletes the previous run's listed parts, manifest, summary, quarantine parts and exports;
     nothing else, and never a path a manifest leads outside the output."""
-    from streammine.pipeline import remove_previous_output
+    from streammine.run.output import remove_previous_output
     out = str(tmp_path / "out")
     sink = MinedPartsSink(out)
     sink.on_write_start()

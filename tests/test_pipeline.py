@@ -272,7 +272,7 @@ def test_local_ray_stops_its_autoscaler_monitor_first(tmp_path):
     otherwise wait out the monitor's grace period): the monitor process is gone, and Ray still shuts down."""
     script = """
 import ray
-from streammine.pipeline import _stop_local_autoscaler, ensure_ray
+from streammine.run.ray_runtime import _stop_local_autoscaler, ensure_ray
 ensure_ray()
 node = ray._private.worker._global_node
 monitor = node.all_processes["monitor"][0].process

@@ -493,7 +493,7 @@ def test_existing_output_needs_overwrite_and_keeps_the_store(baseline):
 def test_store_key_changes_when_precomputed_ids_change(tmp_path):
     """The store holds the corpus ids: new ids in corpus.ids.txt (corpus.npy untouched) must not reuse it. Checked
     on the store key (no run needed); in a run, the stale store is reused and the new ids are unknown to the index."""
-    from streammine.pipeline import store_key
+    from streammine.index.store_naming import store_key
     b = synthetic(tmp_path).write()
     overrides = b.overrides(tmp_path / "out")
     before = store_key(streammine.load_config(overrides=overrides))
@@ -528,7 +528,7 @@ def test_length_sorted_blocks_sorts_each_window_and_keeps_every_row():
 
 def test_encoder_input_blocks_put_the_queries_after_the_corpus(tmp_path):
     """Corpus blocks first (flag off), then every query of the run once (flag on), in the corpus's schema."""
-    from streammine.encode.stages import QUERY_ROW
+    from streammine.encode.query_vectors import QUERY_ROW
     from streammine.io import readers
     from streammine.api import demo_data_path
     from streammine.io.run_input import corpus_read_fns, encoder_input_blocks

@@ -38,7 +38,7 @@ def _store_manifests(work: str) -> list:
 
 @pytest.mark.slow
 def test_embedding_cache_encodes_only_new_or_changed_documents(tmp_path):
-    from streammine.pipeline import mine
+    from streammine.run.mine import mine
     data = tiny_scifact(str(tmp_path / "data"), n_docs=40)
     work = str(tmp_path / "work")
     common = dict(MINING, **{"input.path": data["path"], "run.work_dir": work, "output.overwrite": True,

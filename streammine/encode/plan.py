@@ -18,7 +18,7 @@ from ..errors import ConfigError
 # More CPU encoders than this multiplies the model's memory for little gain; beyond it, threads per actor grow.
 MAX_AUTO_CPU_ACTORS = 4
 LOCAL_TASK_CPUS = 1.0      # one 1-CPU Ray Data task (read, repartition, write) must always fit
-MINER_CPUS = 0.25          # each miner actor's request (pipeline.mine_queries)
+MINER_CPUS = 0.25          # each miner actor's request (run.query_pass.mine_queries)
 LOOKUP_CPUS = 0.25         # the precomputed query-vector lookup actor's request
 MIN_CPU_REQUEST = 0.05
 CPU_BLOCK_ROWS = 256      # tens of seconds of MiniLM work on one core: small tail, many blocks to balance

@@ -11,6 +11,7 @@ from ray.exceptions import ActorUnavailableError
 from ..config import IndexConfig
 from ..errors import StreamMineError
 from ..vectors import from_arrow
+from .answers import MergedAnswer, ProposalScores
 from .store import buckets_of_shard, file_offsets, read_buckets
 
 
@@ -96,7 +97,7 @@ class ShardActor:
         self.proposals[token] = proposal
         while len(self.proposals) > MAX_KEPT_PROPOSALS:  # a miner that died between the rounds leaves one
             self.proposals.pop(next(iter(self.proposals)))
-        return proposal[1], bound
+        return ProposalScores(proposal.scores, bound)
 
     def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None,
                token: str | None = None, floor=None):
@@ -140,7 +141,7 @@ class ShardedIndex:
         return ray.get([h.ready.remote() for h in self.handles])
 
     def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None,
-               unavailable_timeout_s: float = 600.0):
+               unavailable_timeout_s: float = 600.0) -> MergedAnswer:
         """The merged answer of all shards. With several shards and ``prune_rescoring``, in two rounds: faiss
         scores first, then exact rescoring of only the candidates that can reach the global top k
         (``IndexShard.propose``); the result is the same as rescoring all."""
@@ -150,7 +151,7 @@ class ShardedIndex:
         if self.prune_rescoring and len(self.handles) > 1:
             token = uuid.uuid4().hex
             proposals = self._call_all("propose", (token, queries_ref, k), unavailable_timeout_s)
-            floor = rescore_floor([p[0] for p in proposals], [p[1] for p in proposals], queries, k)
+            floor = rescore_floor([p.scores for p in proposals], [p.error_bound for p in proposals], queries, k)
         answers = self._call_all("answer", (queries_ref, k, positive_ids, random_ordinals, token, floor),
                                  unavailable_timeout_s)
         self.certificate_researches += sum(int(getattr(a, "researches", 0)) for a in answers)

@@ -7,14 +7,15 @@ so the GPU pieces (encoder, shard kinds, mining) can be run and checked together
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..config import IndexConfig, MiningConfig
 from ..keys import keys64
 from ..mining import first_depths, mine_batch, num_random, random_corpus_ordinals, search_to_depth
+from .answers import BlockSearch, MergedAnswer
 from .merge import assign_shard, merge_answers, rescore_floor
-from .shard import IndexShard, ShardDocs
+from .shard import IndexShard, ShardDocs, assemble_vectors
+
 
 class LocalShardedIndex:
     """Shards held in this process; ``answer`` has ``actor.ShardedIndex.answer``'s signature and result."""
@@ -40,13 +41,13 @@ class LocalShardedIndex:
     def n_total(self) -> int:
         return sum(len(s) for s in self.shards)
 
-    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None):
+    def answer(self, queries: np.ndarray, k: int, positive_ids: list, random_ordinals=None) -> MergedAnswer:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         proposals, floor = None, None
         if self.prune_rescoring and len(self.shards) > 1:
             rounds = [s.propose(queries, k) for s in self.shards]
-            proposals = [r[0] for r in rounds]
-            floor = rescore_floor([p[1] for p in proposals], [r[1] for r in rounds], queries, k)
+            proposals = [r.proposal for r in rounds]
+            floor = rescore_floor([p.scores for p in proposals], [r.error_bound for r in rounds], queries, k)
         answers = [s.answer(queries, k, positive_ids, random_ordinals,
                             proposals[i] if proposals is not None else None, floor)
                    for i, s in enumerate(self.shards)]
@@ -55,19 +56,19 @@ class LocalShardedIndex:
 
     def vectors_of(self, ordinals: np.ndarray) -> np.ndarray:
         """As ``actor.ShardedIndex.vectors_of``."""
-        from .shard import assemble_vectors
         ordinals = np.asarray(ordinals, np.int64).reshape(-1)
         return assemble_vectors([s.vectors_of(ordinals) for s in self.shards], len(ordinals),
                                 self.shards[0].dim if self.shards else 0)
 
 
 def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
-                 n_total: int) -> tuple:
+                 n_total: int) -> BlockSearch:
     """The merged answer for one block of encoded queries, each query searched to its own depth
     (``mining.depth``: a function of the query, never of the block it arrived in), with the random corpus
     ordinals its sampler may draw. ``index``: a ``LocalShardedIndex`` or an ``actor.ShardedIndex``.
 
-    Returns ``(query_keys, (candidates, positives, random_docs, missing), n_deeper, n_certificate_researches)``.
+    Returns a ``BlockSearch``: the query keys, the ``MergedAnswer`` (its candidates searched to depth), how many
+    queries were searched deeper, and how many (query, shard) searches were repeated to certify a top k.
     """
     s = cfg.sampler
     query_keys = keys64(list(query_ids))
@@ -79,20 +80,22 @@ def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list
         random_ordinals = random_corpus_ordinals(cfg.seed, query_keys, n_total, 2 * n_random + 4)
     researches = index.certificate_researches
     k = int(depths.max()) if len(depths) else 0
-    cands, positives, random_docs, missing = index.answer(queries, k, positive_ids, random_ordinals)
+    first = index.answer(queries, k, positive_ids, random_ordinals)
 
     def search(rows, k):
-        return index.answer(queries[rows], k, [positive_ids[i] for i in rows])[0]
-    cands, _, n_deeper = search_to_depth(search, cands, positives, depths, s.resolved_range_max(),
+        return index.answer(queries[rows], k, [positive_ids[i] for i in rows]).candidates
+    cands, _, n_deeper = search_to_depth(search, first.candidates, first.positives, depths, s.resolved_range_max(),
                                          cfg.exclude_same_text, cfg.max_search_depth, n_total)
-    return query_keys, (cands, positives, random_docs, missing), n_deeper, index.certificate_researches - researches
+    return BlockSearch(query_keys, first._replace(candidates=cands), n_deeper,
+                       index.certificate_researches - researches)
 
 
 def mine_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
                n_total: int):
     """Mine one block of encoded queries as ``stages.MineQueries`` does (``search_block``, then the mining):
     returns ``(MinedBatch, candidates, positives)``."""
-    query_keys, (cands, positives, random_docs, _missing), _, _ = search_block(
-        index, queries, query_ids, positive_ids, cfg, n_total)
+    found = search_block(index, queries, query_ids, positive_ids, cfg, n_total)
+    a = found.answer
     vectors_of = index.vectors_of if cfg.near_duplicate.enabled else None
-    return mine_batch(query_keys, cands, positives, cfg, random_docs, vectors_of=vectors_of), cands, positives
+    return mine_batch(found.query_keys, a.candidates, a.positives, cfg, a.random, vectors_of=vectors_of), \
+        a.candidates, a.positives

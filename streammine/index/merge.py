@@ -6,14 +6,12 @@ shards' top k lists, and a merge gives the same result for any number of shards.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import List, Optional
 
 import numpy as np
 
 from ..mining.types import CandidateBatch, PositiveBatch
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .shard import ShardAnswer
+from .answers import MergedAnswer, ShardAnswer
 
 # The embedding store partitions documents into NUM_BUCKETS hash buckets of the document id (store.NUM_BUCKETS,
 # repeated here to keep this module free of the store's Ray/pyarrow imports; a test checks they agree).
@@ -136,10 +134,10 @@ def merge_columns(parts: list) -> CandidateBatch:
     return CandidateBatch(pick("ordinals"), pick("scores"), pick("text_keys"), pick("doc_ids"))
 
 
-def merge_answers(answers: list, k: int):
+def merge_answers(answers: List[ShardAnswer], k: int) -> MergedAnswer:
     """Combine the shards' answers to one query batch.
 
-    Returns ``(candidates, positives, random, missing)``: the global top-k ``CandidateBatch``; a ``PositiveBatch``
+    Returns a ``MergedAnswer`` ``(candidates, positives, random, missing)``: the global top-k ``CandidateBatch``; a ``PositiveBatch``
     of the positives found (per query, sorted by ordinal); the random documents as a (B, R) ``CandidateBatch``
     aligned with the requested ordinals (padding where no shard holds one), or None when none were requested; and
     per query the requested positive ids that no shard holds (request order, each once).
@@ -157,4 +155,4 @@ def merge_answers(answers: list, k: int):
         for a in answers:
             found.update(a.found_positive_ids[i])
         missing.append(list(dict.fromkeys(p for p in (requested or []) if p not in found)))
-    return candidates, positives, random, missing
+    return MergedAnswer(candidates, positives, random, missing)

@@ -18,10 +18,8 @@ from ..config import IndexConfig
 from ..errors import ConfigError, InputError
 from ..keys import keys64
 from ..mining.types import CandidateBatch, PositiveBatch
+from .answers import Proposal, ShardAnswer, ShardProposal
 from .merge import pad_columns, rank_order
-
-# faiss' candidates for a query batch: (local rows (B, K) int64, -1 = none; faiss scores (B, K) float32)
-Proposal = tuple
 
 # Working-set budget of exact rescoring (float64 products), per chunk of queries.
 _RESCORE_BYTES = 32 << 20
@@ -123,19 +121,6 @@ class ShardDocs:
     def take(self, idx: np.ndarray) -> "ShardDocs":
         return ShardDocs(self.doc_ids[idx], self.ordinals[idx], self.text_keys[idx], self.vectors[idx],
                          self.locations[idx])
-
-
-@dataclass
-class ShardAnswer:
-    """One shard's answer to a query batch (see ``IndexShard.answer``; combined by ``merge.merge_answers``)."""
-    candidates: CandidateBatch         # (B, k) this shard's top k
-    positives: PositiveBatch           # per query, the requested positives this shard holds (sorted by ordinal)
-    found_positive_ids: list           # per query, the requested positive ids this shard holds (request order)
-    positive_ids: list                 # per query, the requested positive ids (as asked)
-    random: Optional[CandidateBatch]   # (B, R) the requested random ordinals this shard holds, else padding
-    shard_id: int = 0
-    n_docs: int = 0
-    researches: int = 0                # queries searched again deeper to certify the top k (``IndexShard.search``)
 
 
 def assemble_vectors(parts: list, m: int, dim: int) -> np.ndarray:
@@ -469,7 +454,7 @@ class IndexShard:
         rows = np.asarray(rows, np.int64)
         bad = (rows < 0) | (rows >= len(self))
         rows[bad] = -1
-        return rows, np.where(bad, -np.inf, approx).astype(np.float32)
+        return Proposal(rows, np.where(bad, -np.inf, approx).astype(np.float32))
 
     def _search_index(self, q: np.ndarray, k: int):
         """faiss's search, or for a large batch on a CPU IVF-Flat index the list-by-list scan of the same lists
@@ -504,7 +489,7 @@ class IndexShard:
             return None
         return 2.0 * self._dim * 2.0 ** -24 * self.max_norm
 
-    def propose(self, queries, k: int) -> tuple:
+    def propose(self, queries, k: int) -> ShardProposal:
         """Round one of a pruned search: faiss' candidates and their faiss scores, and the error bound.
 
         The caller gathers every shard's faiss scores, takes per query the k-th largest (tau) and sends back
@@ -514,8 +499,9 @@ class IndexShard:
         """
         q = self._queries(queries)
         if int(k) <= 0 or q.shape[0] == 0 or len(self) == 0:
-            return (np.zeros((q.shape[0], 0), np.int64), np.zeros((q.shape[0], 0), np.float32)), None
-        return self._faiss_candidates(q, int(k)), self.faiss_error_bound
+            return ShardProposal(Proposal(np.zeros((q.shape[0], 0), np.int64), np.zeros((q.shape[0], 0), np.float32)),
+                                 None)
+        return ShardProposal(self._faiss_candidates(q, int(k)), self.faiss_error_bound)
 
     def answer(self, queries, k: int, positive_ids: list, random_ordinals=None,
                proposal: Optional[Proposal] = None, floor: Optional[np.ndarray] = None) -> ShardAnswer:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import ray
 
 from ..config import MineConfig
-from ..encode.stages import QUERY_ROW
+from ..encode.query_vectors import QUERY_ROW
 from .datasource import GeneratorDatasource, read_quarantining
 from .formats import input_format
 from .formats.base import group_splits, split_bytes_of

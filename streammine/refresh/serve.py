@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -24,7 +24,13 @@ import ray
 
 from ..config import MineConfig
 from ..errors import ConfigError, StreamMineError
+from ..index.store_naming import store_key
 from ..io import fs
+from ..io.formats import format_of, input_format
+from ..run.paths import RunPaths, serve_work_root
+from ..run.query_pass import mine_queries
+from ..run.ray_runtime import start_ray
+from ..run.version import OpenVersion, open_version
 from ..sink.commit_log import CommitLog
 from . import metrics as serve_metrics
 from .lease import RunLease
@@ -57,11 +63,7 @@ class Unit:
 
 def query_sources(cfg: MineConfig) -> List[tuple]:
     """(url, name) of each query file; listed again every poll, so files that appear are picked up."""
-    if cfg.input.format == "beir":
-        return [(cfg.input.path, "queries")]
-    from ..io.readers import table_files
-    base = cfg.input.path.rstrip("/")
-    return [(url, url[len(base):].lstrip("/") or url.rsplit("/", 1)[-1]) for url in table_files(cfg.input.path)]
+    return format_of(cfg.input).query_units()
 
 
 def units_of_version(cfg: MineConfig, version_order: int) -> List[Unit]:
@@ -70,9 +72,7 @@ def units_of_version(cfg: MineConfig, version_order: int) -> List[Unit]:
 
 
 def unit_config(cfg: MineConfig, unit: Unit) -> MineConfig:
-    if cfg.input.format == "beir":
-        return cfg
-    return dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, path=unit.source))
+    return dataclasses.replace(cfg, input=format_of(cfg.input).unit_input(unit.source))
 
 
 def config_for_version(cfg: MineConfig, version: ModelVersion) -> MineConfig:
@@ -110,21 +110,58 @@ class LogState:
 
 @dataclass
 class ActiveVersion:
+    """A model version opened for mining (``run.version.open_version``), with what the serve loop reports."""
     version: ModelVersion
-    cfg: MineConfig
-    store_key: str
-    store_url: str
-    manifest: dict
-    index: object          # ShardedIndex
-    plan: object           # EncoderPlan
+    opened: OpenVersion
     refresh_seconds: float
-    docs_encoded: int
-    docs_cached: int
     covered: frozenset     # corpus source files the store was built from (a new pairs file waits for a refresh)
+
+    @property
+    def cfg(self) -> MineConfig:
+        return self.opened.cfg
+
+    @property
+    def store_key(self) -> str:
+        return self.opened.paths.store_key
+
+    @property
+    def store_url(self) -> str:
+        return self.opened.paths.store
+
+    @property
+    def manifest(self) -> dict:
+        return self.opened.manifest
+
+    @property
+    def index(self):
+        return self.opened.index
+
+    @property
+    def docs_encoded(self) -> int:
+        return self.opened.docs_encoded
+
+    @property
+    def docs_cached(self) -> int:
+        return int(self.manifest["docs"]) - self.docs_encoded
 
     @property
     def ident(self) -> tuple:
         return self.version.name, self.store_key
+
+
+@dataclass
+class Refresh:
+    """A refresh in progress on the refresh thread: the version it opens, and its future ``ActiveVersion``."""
+    ident: tuple           # (version name, store key), as ``ActiveVersion.ident``
+    future: Future
+    version: ModelVersion
+
+
+@dataclass
+class MinedUnit:
+    """A unit mined, not yet committed: its commit log entry, and how long the mining took."""
+    entry: dict
+    seconds: float
 
 
 def check_checkpoint(url: str) -> None:
@@ -143,30 +180,14 @@ def check_checkpoint(url: str) -> None:
 
 def build_version(cfg: MineConfig, version: ModelVersion, metrics) -> ActiveVersion:
     """Encodes the corpus with ``version`` (only documents the cache lacks) and builds new shards from it."""
-    from ..index.actor import ShardedIndex
-    from ..pipeline import build_store, corpus_fingerprint, encoder_plan, store_key
     t0 = time.perf_counter()
     vcfg = config_for_version(cfg, version)
-    covered = frozenset(stamp[0] for stamp in corpus_fingerprint(vcfg))
-    if vcfg.encoder.kind != "precomputed":
+    paths = RunPaths.for_serve(vcfg)
+    if not input_format(vcfg).precomputed:
         check_checkpoint(vcfg.encoder.model or "")
-    out = cfg.output.path
-    work = cfg.run.work_dir or fs.join(out, "_work")
-    key = store_key(vcfg)
-    store_url = fs.join(work, "embeddings", key)
-    quarantine_url = fs.join(out, "_quarantine") if cfg.input.lenient else None
-    plan = encoder_plan(vcfg)
-    index = ShardedIndex.start(store_url, vcfg.index, vcfg.input.lenient, fs.join(out, "_quarantine"))
-    try:
-        manifest = build_store(vcfg, store_url, quarantine_url, metrics, plan)
-        index.wait_ready()
-    except BaseException:
-        index.shutdown()
-        raise
-    encoded = 0 if manifest.get("reused") else int(manifest.get("encoded", manifest["docs"]))
-    return ActiveVersion(version, vcfg, key, store_url, manifest, index, plan,
-                         refresh_seconds=round(time.perf_counter() - t0, 3), docs_encoded=encoded,
-                         docs_cached=int(manifest["docs"]) - encoded, covered=covered)
+    opened = open_version(vcfg, paths, metrics)
+    return ActiveVersion(version, opened, refresh_seconds=round(time.perf_counter() - t0, 3),
+                         covered=frozenset(stamp[0] for stamp in paths.fingerprint))
 
 
 # ---- the loop -----------------------------------------------------------------------------------------------
@@ -180,7 +201,7 @@ class Server:
         self.state = LogState()
         self.active: Optional[ActiveVersion] = None
         self.staged: Optional[ActiveVersion] = None     # refreshed, waiting for the active version to finish
-        self.refreshing: Optional[tuple] = None          # (ident, future)
+        self.refreshing: Optional[Refresh] = None
         self.failed: Dict[tuple, float] = {}             # version idents that could not be refreshed -> when
         self.retired: List[ActiveVersion] = []
         self.summary = fs.read_json(fs.join(self.out, SUMMARY_FILE)) or {"versions": {}, "errors": []}
@@ -242,7 +263,6 @@ class Server:
         latest = self.retrying("looking for model versions", self.source.latest)
         if latest is None:
             return
-        from ..pipeline import store_key
         ident = (latest.name, self.retrying("fingerprinting the corpus", store_key,
                                             config_for_version(self.cfg, latest)))
         known = [v.ident for v in (self.active, self.staged) if v is not None]
@@ -253,17 +273,17 @@ class Server:
         log.info("model version %s: refreshing (corpus re-encoded through the cache, new shards)", latest.name)
         future = self.pool.submit(self.retrying, f"refreshing to {latest.name}", build_version, self.cfg, latest,
                                   self.metrics)
-        self.refreshing = (ident, future, latest)
+        self.refreshing = Refresh(ident, future, latest)
 
     def collect_refresh(self, wait: bool = False) -> None:
-        if self.refreshing is None or (not wait and not self.refreshing[1].done()):
+        if self.refreshing is None or (not wait and not self.refreshing.future.done()):
             return
-        ident, future, version = self.refreshing
-        self.refreshing = None
+        refresh, self.refreshing = self.refreshing, None
+        version = refresh.version
         try:
-            ready: ActiveVersion = future.result()
+            ready: ActiveVersion = refresh.future.result()
         except Exception as e:  # noqa: BLE001 - a corrupt checkpoint must not stop the miner
-            self.failed[ident] = time.time()
+            self.failed[refresh.ident] = time.time()
             log.error("model version %s could not be refreshed; still serving %s: %s", version.name,
                       self.active.version.name if self.active else "nothing yet", e)
             self.record_error(f"refresh to {version.name} failed: {e}")
@@ -304,7 +324,7 @@ class Server:
     def apply_retention(self) -> None:
         """Keeps the embedding stores in use plus the newest committed ones, ``serve.retention`` in all."""
         from ..index.store import read_manifest, remove_store
-        root = fs.join(self.cfg.run.work_dir or fs.join(self.out, "_work"), "embeddings")
+        root = fs.join(serve_work_root(self.cfg), "embeddings")
         keep = {v.store_url.rstrip("/") for v in (self.active, self.staged) if v is not None}
         filesystem, path = fs.resolve(root)
         stores = []
@@ -331,21 +351,19 @@ class Server:
     def covers(self, unit: Unit) -> bool:
         """Pairs input: a query file's positives are corpus documents, so the file is mined only by a store built
         after it appeared (its appearance changed the corpus fingerprint, which starts that refresh)."""
-        if self.cfg.input.format == "beir":
+        if not format_of(self.cfg.input).units_follow_corpus:
             return True
         return fs.resolve(unit.source)[1] in self.active.covered
 
-    def mine_unit(self, unit: Unit) -> dict:
-        from ..pipeline import mine_queries
+    def mine_unit(self, unit: Unit) -> MinedUnit:
         from ..sink.parts import PARTS_MANIFEST
         active = self.active
         name = active.version.name
         unit_url = fs.join(self.out, "data", check_version_name(name), unit.key)
         remove_unit_leftovers(unit_url)  # what an attempt that never committed left behind
         t0 = time.perf_counter()
-        mine_queries(unit_config(active.cfg, unit), active.index, active.manifest, unit_url,
-                     fs.join(self.out, "_quarantine") if self.cfg.input.lenient else None, self.metrics,
-                     active.plan, name, query_slice=(unit.slice_id, unit.n_slices))
+        mine_queries(unit_config(active.cfg, unit), active.opened, unit_url, self.metrics, name,
+                     query_slice=(unit.slice_id, unit.n_slices))
         seconds = time.perf_counter() - t0
         parts = fs.read_json(fs.join(unit_url, PARTS_MANIFEST))["parts"]
         negatives = count_negatives([fs.join(unit_url, p["part"]) for p in parts])
@@ -356,11 +374,12 @@ class Server:
                  "parts": [{"part": f"{rel}/{p['part']}", "rows": p["rows"]} for p in parts],
                  "rows": sum(p["rows"] for p in parts), "negatives": negatives,
                  "mining_seconds": round(seconds, 3)}
-        return entry, seconds
+        return MinedUnit(entry, seconds)
 
     def run_unit(self, unit: Unit) -> None:
-        entry, seconds = self.retrying(f"mining {unit.name} (slice {unit.slice_id}) with "
-                                       f"{self.active.version.name}", self.mine_unit, unit)
+        mined = self.retrying(f"mining {unit.name} (slice {unit.slice_id}) with {self.active.version.name}",
+                              self.mine_unit, unit)
+        entry, seconds = mined.entry, mined.seconds
         self.lease.check()  # a serve that lost its lease (stalled past it, overtaken) commits nothing
         entry = self.retrying("committing to the log", self.log.append, entry, self.state.last_seq)
         self.state.add(entry)
@@ -391,14 +410,9 @@ class Server:
             return self._run()
 
     def _run(self) -> dict:
-        from .. import console
         from ..metrics import start_stage_metrics
-        from ..pipeline import ensure_ray
         cfg = self.cfg
-        ensure_ray(cfg.run.address)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = bool(cfg.run.progress) and console.verbose()
-        ctx.raise_original_map_exception = True
+        start_ray(cfg.run)
         fs.makedirs(self.out)
         self.log.reopen()
         clear_stop(self.out)
@@ -432,7 +446,7 @@ class Server:
                 if cfg.serve.max_versions and len(completed) >= cfg.serve.max_versions:
                     planned_end = True
                     break
-                if self.staged is not None or (self.refreshing is not None and self.refreshing[1].done()):
+                if self.staged is not None or (self.refreshing is not None and self.refreshing.future.done()):
                     continue
                 if cfg.serve.idle_exit_seconds and time.monotonic() - last_progress > cfg.serve.idle_exit_seconds:
                     planned_end = True

@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 
 from ..errors import StreamMineError
 from ..io import fs
-from ..consume.committed import resolve_parts  # noqa: F401  (part of this module's API: exporters take what it takes)
+from ..io.formats import format_of, input_format
+from ..consume.committed import list_parts, resolve_parts  # noqa: F401  (part of this module's API: exporters take what it takes)
 
 PartsArg = Union[str, Sequence[str]]
 READ_COLUMNS = ["query_id", "query", "positive_ids", "negative_ids"]
@@ -382,9 +383,7 @@ def export_score_source(cfg) -> Optional[str]:
 
 def write_exports(cfg, out_url: str) -> dict:
     """Writes every format of ``cfg.output.export`` under ``<out_url>/export/``; format -> counts and path."""
-    from ..io.readers import corpus_texts
-    texts = corpus_texts(cfg.input)  # doc id -> text, for the exporters that write texts (memory: the corpus text)
-    from .committed import list_parts
+    texts = format_of(cfg.input).corpus_texts()  # doc id -> text, for the exporters that write texts (memory: the corpus text)
     parts = list_parts(out_url)  # a finished run: the parts its manifest commits
     scores = export_score_source(cfg)
     results = {}
@@ -397,7 +396,7 @@ def write_exports(cfg, out_url: str) -> dict:
 
 def run_exports(cfg, out_url: str) -> dict:
     """``write_exports`` in a Ray task (the id -> text map stays off the driver)."""
-    if cfg.encoder.kind == "precomputed":
+    if input_format(cfg).precomputed:
         return {"skipped": "precomputed vectors carry no texts to export"}
     import ray
     return ray.get(ray.remote(num_cpus=0.25)(write_exports).remote(cfg, out_url))

@@ -1,0 +1,91 @@
+"""Ray for a run, in one place: joining a cluster or starting a private local Ray, what workers get in their
+environment, Ray Data's execution settings and the silencing of Ray's loggers (``start_ray``)."""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+from typing import Optional
+
+import ray
+
+from .. import console
+
+log = logging.getLogger("streammine")
+
+# Passed to workers in the runtime env: settings only, never a secret. Ray writes runtime envs into its logs and
+# job table, so credentials must reach workers another way: a local Ray's workers inherit the driver's
+# environment; a cluster's workers use their node's credential chain (IRSA role, a Kubernetes Secret as env).
+S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
+SECRET_ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def worker_env() -> dict:
+    """The settings workers must share with the driver (the object-store endpoint...): S3_ENV_VARS that are set."""
+    return {k: os.environ[k] for k in S3_ENV_VARS if k in os.environ}
+
+
+def start_ray(run_cfg) -> None:
+    """Ray for a run (``run_cfg``: the config's ``run`` section): joined or started (``ensure_ray``), with Ray
+    Data's progress bars as ``run.progress`` and the console's verbosity say, a stage's own exception raised as
+    itself, and Ray's loggers quiet."""
+    ensure_ray(run_cfg.address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(run_cfg.progress) and console.verbose()
+    ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
+    if console.quiet():
+        ctx.print_on_execution_start = False
+    console.silence_ray_loggers()
+
+
+def ensure_ray(address: Optional[str] = None) -> None:
+    """Join the given cluster (or RAY_ADDRESS), else start a private local Ray. One code path either way.
+
+    Without an address the run starts and owns its own local Ray (``address="local"``): it never attaches to
+    another instance that happens to run on the machine (a ``ray start --head``, another tool's). With an address
+    it joins that cluster and passes nothing that conflicts with it (no CPU or GPU counts)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # Workers must see the same object-store endpoint as the driver. Credentials are not passed (see S3_ENV_VARS).
+    # Inside a `ray job submit` job, Ray merges the job's runtime env into ours and refuses a variable set in
+    # both: pass only what the job does not already give its workers.
+    env = {k: v for k, v in worker_env().items() if k not in _job_env_vars()}
+    kwargs = dict(include_dashboard=False, log_to_driver=console.verbose(),
+                  runtime_env={"env_vars": env} if env else None)
+    if console.quiet():
+        kwargs["logging_level"] = logging.ERROR
+    with console.native_stderr_muted():  # quiet: the C++ core's start-up lines
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit
+            # an encoder beside a 1-CPU read or write task (see encode/plan.py).
+            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), **kwargs)
+            atexit.register(_stop_local_autoscaler)  # runs before Ray's exit hook (atexit is last-in, first-out)
+    console.silence_ray_loggers()
+
+
+def _stop_local_autoscaler() -> None:
+    """Ray's shutdown stops the GCS before the autoscaler monitor, whose SIGTERM handler then tries to report to
+    that GCS and is killed only after a 1-s grace period: every local run ended 1 s late. A local Ray has nothing to
+    autoscale, so the monitor is stopped first, at once. Best effort: this reaches into Ray's node object."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        if node is not None and ray.is_initialized():
+            node.kill_monitor(check_alive=False)
+    except Exception as e:  # noqa: BLE001 - a Ray without this method: its own shutdown still runs
+        log.debug("could not stop the local autoscaler monitor early: %s", e)
+
+
+def _job_env_vars() -> dict:
+    """The env_vars of the Ray job this driver runs in (Ray's job manager passes its config in this variable)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return {}
