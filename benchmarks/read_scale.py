@@ -5,7 +5,7 @@ input's corpus table, and (``jsonl-1file``) as one BEIR ``corpus.jsonl`` cut int
 the corpus read stage exactly as ``mine`` builds it (``io.run_input.corpus_read_fns`` -> ``read_dataset``): split
 planning, then parsing, validation, text keys and Arrow blocks in the read tasks; the blocks stay in Ray's object
 store (nothing downstream), so no encoder or index time is mixed in. Ray starts as a run starts it
-(``run.ray_runtime.ensure_ray``: all the machine's cores).
+(``run.ray_runtime.start_ray``: all the machine's cores, the run's Ray Data settings).
 
 Where the time goes: one split profiled in this process (raw bytes, lines + ``json.loads``, the whole reader), and
 the planning step (listing, sizes, newline counts of byte ranges).
@@ -144,13 +144,13 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from streammine.config import MineConfig
-    from streammine.run.ray_runtime import ensure_ray
+    from streammine.run.ray_runtime import start_ray
     import ray
 
     t = time.perf_counter()
     paths = make_data(args.work, args.docs, args.files)
     make_seconds = time.perf_counter() - t
-    ensure_ray(None)
+    start_ray(MineConfig().run)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

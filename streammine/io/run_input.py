@@ -104,8 +104,11 @@ def encoder_input_blocks(corpus_fn, block_rows: int, cfg: Optional[MineConfig] =
 
 
 def read_dataset(fns: list, name: str) -> "ray.data.Dataset":
+    """One Ray Data read task per callable. A read task parses on one core, so it asks for one CPU: with less, Ray
+    packs several onto a core, where they only take turns (the encoder plan keeps one CPU free for such a task,
+    encode/plan.py LOCAL_TASK_CPUS)."""
     return ray.data.read_datasource(GeneratorDatasource(fns, name=name), override_num_blocks=len(fns),
-                                    num_cpus=0.25)
+                                    num_cpus=1)
 
 
 def corpus_source(cfg: MineConfig) -> str:

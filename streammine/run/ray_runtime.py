@@ -35,6 +35,10 @@ def start_ray(run_cfg) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(run_cfg.progress) and console.verbose()
     ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
+    # Ray Data's per-operator reservation holds part of the cluster back for each operator; it throttled the read
+    # tasks to about one core in two (benchmarks/read_scale.py). A run's actor pools take their resources when they
+    # start and the encoder plan leaves a CPU for one task, so no operator can starve another without it.
+    ctx.op_resource_reservation_enabled = False
     if console.quiet():
         ctx.print_on_execution_start = False
     console.silence_ray_loggers()
