@@ -1,5 +1,5 @@
 """The query-vector cache (encode/query_cache.py) and the lookup the miners do with it when the corpus encoders
-prefetched the queries (stages.MineQueries with a cache URL): cached vectors come back unchanged, a query the cache
+prefetched the queries (run.mine_stage.MineQueries with a cache URL): cached vectors come back unchanged, a query the cache
 lacks is encoded by a model loaded only then."""
 import numpy as np
 import pyarrow as pa

@@ -17,7 +17,7 @@ from streammine.index.shard import ShardDocs
 from streammine.keys import normalize_text, text_key
 from streammine.mining import (SAME_TEXT_SLACK, CandidateBatch, PositiveBatch, first_depths, search_to_depth,
                                truncate, window_full)
-from streammine.stages import MineQueries
+from streammine.run.mine_stage import MineQueries
 from streammine.vectors import to_arrow
 
 DIM = 32

@@ -33,7 +33,7 @@ from ..vectors import to_arrow
 from .plan import LOOKUP_CPUS, EncoderPlan
 from .pool import encoder_map_args
 from .query_cache import QueryVectorCache, query_keys
-from .stages import EncodeStage
+from .document_stage import EncodeStage
 
 # marks the query rows riding with the corpus through the document encoders (io.run_input.encoder_input_blocks)
 QUERY_ROW = "query_row"

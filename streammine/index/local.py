@@ -92,7 +92,7 @@ def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list
 
 def mine_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
                n_total: int):
-    """Mine one block of encoded queries as ``stages.MineQueries`` does (``search_block``, then the mining):
+    """Mine one block of encoded queries as ``run.mine_stage.MineQueries`` does (``search_block``, then the mining):
     returns ``(MinedBatch, candidates, positives)``."""
     found = search_block(index, queries, query_ids, positive_ids, cfg, n_total)
     a = found.answer

@@ -14,7 +14,7 @@ from ..index.store import total_rows
 from ..keys import keys64
 from ..io.run_input import query_read_fns, read_dataset
 from ..sink.parts import MinedPartsSink
-from ..stages import MineQueries
+from .mine_stage import MineQueries
 from .version import OpenVersion
 
 

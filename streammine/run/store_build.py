@@ -11,7 +11,7 @@ from ..io.formats import input_format
 from ..encode.plan import EncoderPlan
 from ..encode.pool import encoder_map_args
 from ..encode.query_vectors import QueryPrefetcher
-from ..encode.stages import EncodeDocuments
+from ..encode.document_stage import EncodeDocuments
 from ..errors import StreamMineError
 from ..index.store import read_manifest
 from ..index.store_naming import cached_store_for, model_key

@@ -6,14 +6,17 @@ from typing import Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from .config import MineConfig
-from .errors import InputError
-from .index.answers import MergedAnswer
-from .index.local import search_block
-from .io.formats import format_of
-from .metrics import MetricsClient
-from .sink.schema import MINED_SCHEMA
-from .vectors import from_arrow
+from ..config import MineConfig
+from ..errors import InputError
+from ..index.answers import MergedAnswer
+from ..index.local import search_block
+from ..io.formats import format_of
+from ..io.records import Quarantine
+from ..metrics import MetricsClient
+from ..mining import mine_batch
+from ..mining.supplied import Supplied
+from ..sink.schema import MINED_SCHEMA
+from ..vectors import from_arrow
 
 
 class MineQueries:
@@ -26,7 +29,7 @@ class MineQueries:
 
     def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
                  quarantine_url: str, metrics=None, query_cache_url: Optional[str] = None):
-        from .index.actor import ShardedIndex
+        from ..index.actor import ShardedIndex
         self.cfg = cfg
         self.index = ShardedIndex(shard_handles, cfg.index.prune_rescoring)
         self.n_total = n_total
@@ -37,15 +40,14 @@ class MineQueries:
         self.metrics = MetricsClient(metrics)
         self.query_vectors = None
         if query_cache_url:
-            from .encode.query_vectors import EncodeQueries
+            from ..encode.query_vectors import EncodeQueries
             self.query_vectors = EncodeQueries(cfg.encoder, 1, metrics, query_cache_url, lazy=True)
         self.cross_encoder = None
         if cfg.mining.cross_encoder.model:
-            from .encode.cross_encoder import CrossEncoderScorer, document_texts
+            from ..encode.cross_encoder import CrossEncoderScorer, document_texts
             self.cross_encoder = CrossEncoderScorer(cfg.mining.cross_encoder, document_texts(cfg))
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        from .mining import mine_batch
         if self.query_vectors is not None:
             block = self.query_vectors(block)
         with self.metrics.time("search_and_mine", block.num_rows):
@@ -87,7 +89,6 @@ class MineQueries:
         missing = answer.missing
         if not any(missing):
             return block
-        from .io.records import Quarantine
         quarantine = Quarantine()
         keep = np.ones(block.num_rows, bool)
         qids = block.column("query_id").to_pylist()
@@ -112,8 +113,6 @@ class MineQueries:
         ordinals: mining/supplied.py), or None when it has none. A supplied negative absent from the corpus is an
         error, or (lenient) a quarantine record, as a missing positive (not with ``ignore``: they are then ordinary
         documents, not looked up); an absent below-grade document cannot be picked anyway."""
-        from .io.records import Quarantine
-        from .mining.supplied import Supplied
         labels_kind = format_of(self.cfg.input).labels_kind
         names, n = block.column_names, block.num_rows
         sup = [x or [] for x in block.column("supplied_negative_ids").to_pylist()] \
