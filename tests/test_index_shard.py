@@ -13,7 +13,8 @@ from streammine.errors import ConfigError, InputError
 from streammine.index import factory
 from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq
 from streammine.index.merge import assign_shard, merge_answers, merge_topk, rescore_floor
-from streammine.index.shard import IndexShard, ShardDocs, _tree_sum, exact_scores, uncertified
+from streammine.index.shard import IndexShard, ShardDocs, exact_scores, uncertified
+from streammine.mining.tree_sum import tree_sum as _tree_sum
 from streammine.keys import keys64
 
 

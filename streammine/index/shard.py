@@ -17,6 +17,7 @@ import numpy as np
 from ..config import IndexConfig
 from ..errors import ConfigError, InputError
 from ..keys import keys64
+from ..mining.tree_sum import tree_sum
 from ..mining.types import CandidateBatch, PositiveBatch
 from .answers import Proposal, ShardAnswer, ShardProposal
 from .merge import pad_columns, rank_order
@@ -29,34 +30,12 @@ _SCAN_BYTES = 64 << 20
 
 # ---- exact scores --------------------------------------------------------------------------------------------
 
-def _tree_sum(p: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    """Sum over the last axis in a fixed pairwise order that depends only on its length (``overwrite``: use ``p``
-    as the scratch space).
-
-    Only elementwise IEEE additions are used (no BLAS, no numpy reduction whose blocking or SIMD path could
-    depend on the array's shape), so each output is the same bits whatever else is in the array. In place: the
-    sums are memory-bound, and a new array per level costs rescoring time (README, "How it is built").
-    """
-    n = p.shape[-1]
-    if n == 0:
-        return np.zeros(p.shape[:-1], p.dtype)
-    if not overwrite:
-        p = p.copy()
-    while n > 1:
-        h = n // 2
-        np.add(p[..., :h], p[..., h:2 * h], out=p[..., :h])
-        if n % 2:
-            p[..., 0] += p[..., 2 * h]
-        n = h
-    return p[..., 0].copy()
-
-
 def exact_scores(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Inner products of ``queries`` (B, d) float32 with ``vectors`` (B, m, d) float32, as (B, m) float64.
 
-    float32 x float32 products are exact in float64 (24 + 24 significant bits < 53); the sum is ``_tree_sum``.
+    float32 x float32 products are exact in float64 (24 + 24 significant bits < 53); the sum is ``tree_sum``.
     """
-    return _tree_sum(np.multiply(vectors, queries.astype(np.float64)[:, None, :]), overwrite=True)
+    return tree_sum(np.multiply(vectors, queries.astype(np.float64)[:, None, :]), overwrite=True)
 
 
 def uncertified(faiss_scores: np.ndarray, asked: int, kth_exact: np.ndarray, err: np.ndarray,

@@ -26,26 +26,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .tree_sum import tree_sum
 from .samplers import gumbel, simans_log_weights
 
 # Working-set budget (float64 products) of one chunk of candidate-positive pairs in ``near_positive``.
 _PAIR_BYTES = 16 << 20
-
-
-def _fixed_sum(p: np.ndarray) -> np.ndarray:
-    """Sum over the last axis in a pairwise order fixed by its length alone (elementwise adds only), so each
-    result is the same bits whatever else the array holds."""
-    n = p.shape[-1]
-    if n == 0:
-        return np.zeros(p.shape[:-1], p.dtype)
-    p = p.copy()
-    while n > 1:
-        h = n // 2
-        np.add(p[..., :h], p[..., h:2 * h], out=p[..., :h])
-        if n % 2:
-            p[..., 0] += p[..., 2 * h]
-        n = h
-    return p[..., 0].copy()
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,9 +39,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float32).astype(np.float64)
     if a.shape[0] == 0 or b.shape[0] == 0:
         return np.zeros((a.shape[0], b.shape[0]), np.float64)
-    dots = _fixed_sum(a[:, None, :] * b[None, :, :])  # float32 x float32 products are exact in float64
+    dots = tree_sum(a[:, None, :] * b[None, :, :])  # float32 x float32 products are exact in float64
     # sqrt(|a|^2 |b|^2), not |a| |b|: sqrt(x*x) == x exactly, so a vector and its copy have cosine exactly 1
-    den = np.sqrt(_fixed_sum(a * a)[:, None] * _fixed_sum(b * b)[None, :])
+    den = np.sqrt(tree_sum(a * a)[:, None] * tree_sum(b * b)[None, :])
     return np.where(den > 0, dots / np.where(den > 0, den, 1.0), 0.0)
 
 
@@ -70,7 +55,7 @@ class VectorTable:
         self.ordinals = np.asarray(self.ordinals, np.int64)
         self.vectors = np.asarray(self.vectors, np.float32)
         v = self.vectors.astype(np.float64)
-        self.squared_norms = _fixed_sum(v * v)  # (m,) the same bits as ``cosines`` computes them
+        self.squared_norms = tree_sum(v * v)  # (m,) the same bits as ``cosines`` computes them
 
     @classmethod
     def fetch(cls, ordinals: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray]) -> "VectorTable":
@@ -100,7 +85,7 @@ class VectorTable:
         for a in range(0, len(ok), step):
             idx = ok[a:a + step]
             ra, rb = rows_a[idx], rows_b[idx]
-            dots = _fixed_sum(self.vectors[ra].astype(np.float64) * self.vectors[rb].astype(np.float64))
+            dots = tree_sum(self.vectors[ra].astype(np.float64) * self.vectors[rb].astype(np.float64))
             den = np.sqrt(self.squared_norms[ra] * self.squared_norms[rb])
             out[idx] = np.where(den > 0, dots / np.where(den > 0, den, 1.0), 0.0)
         return out

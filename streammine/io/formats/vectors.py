@@ -180,14 +180,9 @@ def iter_vectors(url: str, dim: Optional[int] = None, block_rows: int = DEFAULT_
     expected = _Dim(dim)
     next_row_id = 0
     for file_url in files:
-        if file_url.endswith(PARQUET_SUFFIXES):
-            yield from _parquet_vectors(file_url, expected, block_rows, check_finite)
-        elif file_url.endswith(".npy"):
-            for chunk in _npy_vectors(file_url, expected, block_rows, next_row_id, check_finite):
-                next_row_id += len(chunk[0])
-                yield chunk
-        else:
-            raise InputError(file_url, "unsupported vectors format: expected .parquet, .pq or .npy")
+        for chunk in _file_vectors(file_url, expected, block_rows, next_row_id, check_finite):
+            next_row_id += len(chunk[0]) if file_url.endswith(".npy") else 0
+            yield chunk
 
 
 def _vector_files(url: str) -> List[str]:
@@ -297,16 +292,22 @@ def _safe_layout(url: str, split_bytes: int):
         return None
 
 
+def _file_vectors(url: str, dim: "_Dim", block_rows: int, npy_row: int, check_finite: bool,
+                  split: Optional[Split] = None):
+    """One vectors file (or a Parquet split of it); ``npy_row``: the first row id an .npy file without ids gets."""
+    if url.endswith(PARQUET_SUFFIXES):
+        yield from _parquet_vectors(url, dim, block_rows, check_finite, split)
+    elif url.endswith(".npy"):
+        yield from _npy_vectors(url, dim, block_rows, npy_row, check_finite)
+    else:
+        raise InputError(url, "unsupported vectors format: expected .parquet, .pq or .npy")
+
+
 def _split_vectors(split: Split, tail: tuple, dim: "_Dim", block_rows: int, npy_row: int, check_finite: bool):
     for url in (tail or (split.url,)):
-        if url.endswith(PARQUET_SUFFIXES):
-            yield from _parquet_vectors(url, dim, block_rows, check_finite, None if tail else split)
-        elif url.endswith(".npy"):
-            for chunk in _npy_vectors(url, dim, block_rows, npy_row, check_finite):
-                npy_row += len(chunk[0])
-                yield chunk
-        else:
-            raise InputError(url, "unsupported vectors format: expected .parquet, .pq or .npy")
+        for chunk in _file_vectors(url, dim, block_rows, npy_row, check_finite, None if tail else split):
+            npy_row += len(chunk[0]) if url.endswith(".npy") else 0
+            yield chunk
 
 
 def _vector_records(ids: List[str], vectors: np.ndarray, locations: List[str], row: int) -> pa.Table:
