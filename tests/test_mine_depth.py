@@ -127,6 +127,33 @@ def test_window_is_filled_past_same_text_copies_and_matches_brute_force(tmp_path
             assert row["n_candidates"] > 50 + 1 + SAME_TEXT_SLACK
 
 
+@pytest.mark.parametrize("mode", ["exclude", "include"])
+def test_window_is_filled_past_supplied_negatives(tmp_path, mode):
+    """A query whose labels keep its 30 top-ranked documents out of the mined negatives (supplied negatives; more
+    than SAME_TEXT_SLACK) is searched past them: the window [0, 20) is exactly the first 20 of the brute-force
+    ranking without positives, same-text copies and those documents, and the query is not short."""
+    docs, qids, positives, qv = make_world(seed=3, copies=(), n_plain=4)
+    index = build_index(docs, 2)
+    mining = MiningConfig(filter=FilterConfig(method="none"), supplied_negatives=mode,
+                          sampler=SamplerConfig(method="top", num_negatives=20 if mode == "exclude" else 40,
+                                                range_min=0, range_max=20))
+    mq = stage(docs, index, mining, tmp_path)
+    for i in range(len(qids) - 1):
+        ranked = reference_window(docs, qv[i], positives[i], 0, 30)
+        block = block_of(qids, positives, qv, [i])
+        block = block.append_column("supplied_negative_ids", pa.array([ranked], pa.list_(pa.string()))) \
+            .append_column("supplied_negative_locations", pa.array([[f"qrels/train.tsv:{k}" for k in range(30)]],
+                                                                    pa.list_(pa.string())))
+        row = rows_by_query(mq(block))[qids[i]]
+        expected = [d for d in reference_window(docs, qv[i], positives[i], 0, 60) if d not in set(ranked)][:20]
+        mined = row["negative_ids"]
+        if mode == "include":  # the 30 supplied first, in file order; the mined ones fill the other 10 slots
+            assert row["negative_ids"][:30] == ranked
+            mined, expected = row["negative_ids"][30:], expected[:10]
+        assert mined == expected, qids[i]
+        assert not row["short"]
+
+
 def test_same_negatives_and_counts_whatever_the_block(tmp_path):
     """SimANS + random corpus negatives: every query's row (negatives, scores, ranks, removed, counts, short) is
     the same mined alone, in blocks of 7 beside the 12-positive query, in one block of all, on 1 or 4 shards,

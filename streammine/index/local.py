@@ -7,6 +7,8 @@ so the GPU pieces (encoder, shard kinds, mining) can be run and checked together
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from ..config import IndexConfig, MiningConfig
@@ -62,17 +64,20 @@ class LocalShardedIndex:
 
 
 def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list, cfg: MiningConfig,
-                 n_total: int) -> BlockSearch:
+                 n_total: int, excluded_ids: Optional[list] = None) -> BlockSearch:
     """The merged answer for one block of encoded queries, each query searched to its own depth
     (``mining.depth``: a function of the query, never of the block it arrived in), with the random corpus
     ordinals its sampler may draw. ``index``: a ``LocalShardedIndex`` or an ``actor.ShardedIndex``.
 
     Returns a ``BlockSearch``: the query keys, the ``MergedAnswer`` (its candidates searched to depth), how many
     queries were searched deeper, and how many (query, shard) searches were repeated to certify a top k.
+    ``excluded_ids``: per query, ids its labels keep out of the negatives (``mining.depth.excluded_by_id``); like
+    its positives, they deepen the first search and do not count toward a full window.
     """
     s = cfg.sampler
     query_keys = keys64(list(query_ids))
-    depths = first_depths(s.resolved_range_max(), [len(p) for p in positive_ids], n_total)
+    n_excluded = [len(p) + (len(excluded_ids[i]) if excluded_ids else 0) for i, p in enumerate(positive_ids)]
+    depths = first_depths(s.resolved_range_max(), n_excluded, n_total)
     random_ordinals = None
     n_random = num_random(s)
     if n_random:
@@ -85,7 +90,7 @@ def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list
     def search(rows, k):
         return index.answer(queries[rows], k, [positive_ids[i] for i in rows]).candidates
     cands, _, n_deeper = search_to_depth(search, first.candidates, first.positives, depths, s.resolved_range_max(),
-                                         cfg.exclude_same_text, cfg.max_search_depth, n_total)
+                                         cfg.exclude_same_text, cfg.max_search_depth, n_total, excluded_ids)
     return BlockSearch(query_keys, first._replace(candidates=cands), n_deeper,
                        index.certificate_researches - researches)
 

@@ -10,7 +10,7 @@ deepest query's depth and each query cut to its own (``truncate``), with the sam
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -44,12 +44,22 @@ def truncate(cands: CandidateBatch, depths: np.ndarray) -> CandidateBatch:
     return out
 
 
+def excluded_by_id(doc_ids: np.ndarray, excluded_ids: Optional[list]) -> np.ndarray:
+    """(B, K) bool: the candidate's id is among its query's ``excluded_ids`` (documents the labels keep out of the
+    negatives: supplied negatives, judged below the positive grade; mining/supplied.py)."""
+    if not excluded_ids:
+        return np.zeros(doc_ids.shape, bool)
+    return np.array([[d in set(ex) for d in row] for row, ex in zip(doc_ids, excluded_ids)], bool) \
+        .reshape(doc_ids.shape)
+
+
 def window_full(cands: CandidateBatch, positives: PositiveBatch, exclude_same_text: bool,
-                range_max: int) -> np.ndarray:
-    """(B,) bool: the row holds at least ``range_max`` candidates that are neither positives nor same-text copies
-    (then its rank window, and everything mined from it, no longer depends on how deep it was searched)."""
+                range_max: int, excluded_ids: Optional[list] = None) -> np.ndarray:
+    """(B,) bool: the row holds at least ``range_max`` candidates that are neither positives, same-text copies nor
+    ``excluded_ids`` (then its rank window, and everything mined from it, no longer depends on how deep it was
+    searched)."""
     is_positive, is_same_text = positive_masks(cands, positives, exclude_same_text)
-    eligible = cands.valid & ~is_positive & ~is_same_text
+    eligible = cands.valid & ~is_positive & ~is_same_text & ~excluded_by_id(cands.doc_ids, excluded_ids)
     return eligible.sum(axis=1) >= int(range_max)
 
 
@@ -65,7 +75,7 @@ def _put_rows(pool: CandidateBatch, rows: np.ndarray, got: CandidateBatch) -> Ca
 
 def search_to_depth(search: Callable[[np.ndarray, int], CandidateBatch], cands: CandidateBatch,
                     positives: PositiveBatch, depths: np.ndarray, range_max: int, exclude_same_text: bool,
-                    max_search_depth: int, n_total: int) -> tuple:
+                    max_search_depth: int, n_total: int, excluded_ids: Optional[list] = None) -> tuple:
     """Each query's candidates at its own depth, searched deeper where its window is not full.
 
     ``cands``: the block's candidates from a search as deep as ``depths.max()`` (``depths``: ``first_depths``);
@@ -79,7 +89,7 @@ def search_to_depth(search: Callable[[np.ndarray, int], CandidateBatch], cands: 
     pool, n_deeper = cands, 0
     while True:
         view = truncate(pool, depths)
-        deeper = ~window_full(view, positives, exclude_same_text, range_max) & (depths < limits)
+        deeper = ~window_full(view, positives, exclude_same_text, range_max, excluded_ids) & (depths < limits)
         if not deeper.any():
             return view, depths, n_deeper
         depths = np.where(deeper, np.minimum(2 * depths, limits), depths)

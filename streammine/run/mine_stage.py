@@ -79,7 +79,7 @@ class MineQueries:
         (``index.local.search_block``)."""
         found = search_block(
             self.index, from_arrow(block.column("vector")), block.column("query_id").to_pylist(),
-            block.column("positive_ids").to_pylist(), self.cfg.mining, self.n_total)
+            block.column("positive_ids").to_pylist(), self.cfg.mining, self.n_total, self._excluded_ids(block))
         self.metrics.count("deeper_searches", found.n_deeper)
         self.metrics.count("certificate_researches", found.n_researches)
         return found.query_keys, found.answer
@@ -108,6 +108,21 @@ class MineQueries:
         quarantine.write(self.quarantine_url)
         return block.filter(pa.array(keep))
 
+    def _labelled(self, block: pa.Table) -> Tuple[list, list]:
+        """Per query, the supplied negatives the mining must look up (none with ``ignore``) and the documents
+        judged below the positive grade."""
+        names, n = block.column_names, block.num_rows
+        sup = [x or [] for x in block.column("supplied_negative_ids").to_pylist()] \
+            if "supplied_negative_ids" in names and self.cfg.mining.supplied_negatives != "ignore" else [[]] * n
+        below = [x or [] for x in block.column("below_grade_ids").to_pylist()] \
+            if "below_grade_ids" in names else [[]] * n
+        return sup, below
+
+    def _excluded_ids(self, block: pa.Table) -> Optional[list]:
+        """Per query, the ids its labels keep out of the mined negatives (the search deepens past them), or None."""
+        sup, below = self._labelled(block)
+        return [a + b for a, b in zip(sup, below)] if any(sup) or any(below) else None
+
     def _supplied(self, block: pa.Table):
         """The block's supplied negatives and below-grade documents, looked up in the index by id (exact scores,
         ordinals: mining/supplied.py), or None when it has none. A supplied negative absent from the corpus is an
@@ -115,15 +130,12 @@ class MineQueries:
         documents, not looked up); an absent below-grade document cannot be picked anyway."""
         labels_kind = format_of(self.cfg.input).labels_kind
         names, n = block.column_names, block.num_rows
-        sup = [x or [] for x in block.column("supplied_negative_ids").to_pylist()] \
-            if "supplied_negative_ids" in names and self.cfg.mining.supplied_negatives != "ignore" else [[]] * n
+        sup, below = self._labelled(block)
         locs = [x or [] for x in block.column("supplied_negative_locations").to_pylist()] \
             if "supplied_negative_locations" in names else [[]] * n
-        below = [x or [] for x in block.column("below_grade_ids").to_pylist()] \
-            if "below_grade_ids" in names else [[]] * n
         if not any(sup) and not any(below):
             return None
-        found = self.index.answer(from_arrow(block.column("vector")), 1, [a + b for a, b in zip(sup, below)])[1]
+        found = self.index.answer(from_arrow(block.column("vector")), 1, [a + b for a, b in zip(sup, below)]).positives
         out = Supplied(self.cfg.mining.supplied_negatives, [], [], [], [])
         quarantine, qids = Quarantine(), block.column("query_id").to_pylist()
         for i in range(n):
