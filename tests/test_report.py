@@ -138,6 +138,7 @@ def write_output(root: str, n_queries: int = 90, parts: int = 3, seed: int = 0, 
                      "n_removed_filter": n_rem, "n_removed_min_score": 0,
                      "n_removed_near_duplicate_of_positive": int(qi % 5 == 0),
                      "n_removed_near_duplicate_negative": 2 * int(qi % 4 == 0),
+                     "n_supplied_negatives": int(qi % 3 == 1), "n_below_grade": 3 * int(qi % 6 == 0),
                      "short": n_hard + n_rand < NUM_NEG, "model": "m", "model_version": "v", "config_hash": "h"})
     names = []
     for i, chunk in enumerate(np.array_split(np.arange(n_queries), parts)):
@@ -159,7 +160,9 @@ def write_output(root: str, n_queries: int = 90, parts: int = 3, seed: int = 0, 
                   "queries_short_of_negatives": sum(r["short"] for r in rows),
                   "removed_probable_false_negatives": sum(r["n_removed_filter"] for r in rows),
                   "removed_near_duplicate_of_positive": sum(r["n_removed_near_duplicate_of_positive"] for r in rows),
-                  "removed_near_duplicate_negative": sum(r["n_removed_near_duplicate_negative"] for r in rows)}
+                  "removed_near_duplicate_negative": sum(r["n_removed_near_duplicate_negative"] for r in rows),
+                  "supplied_negatives_used": sum(r["n_supplied_negatives"] for r in rows),
+                  "judged_below_positive_grade": sum(r["n_below_grade"] for r in rows)}
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump({"output": out, "model": "m", "model_version": "v", "config_hash": "h", "counts": counts,
                        "config": cfg.to_dict()}, f)
@@ -183,7 +186,8 @@ def expected_from_parquet(out: str) -> dict:
             "counts": {c: sum(d[c]) for c in ("n_candidates", "n_removed_positive", "n_removed_same_text",
                                               "n_removed_filter", "n_removed_min_score",
                                               "n_removed_near_duplicate_of_positive",
-                                              "n_removed_near_duplicate_negative")},
+                                              "n_removed_near_duplicate_negative", "n_supplied_negatives",
+                                              "n_below_grade")},
             "negatives_per_query": collections.Counter(map(len, d["negative_ids"])),
             "removed_per_query": collections.Counter(map(len, d["removed_ids"])),
             "negative_ranks": collections.Counter(ranks.tolist()),

@@ -78,7 +78,9 @@ def summary_agreement(summary: Optional[dict], stats: dict) -> Optional[dict]:
              "queries_short_of_negatives": stats["short"],
              "removed_probable_false_negatives": stats["counts"]["n_removed_filter"],
              "removed_near_duplicate_of_positive": stats["counts"]["n_removed_near_duplicate_of_positive"],
-             "removed_near_duplicate_negative": stats["counts"]["n_removed_near_duplicate_negative"]}
+             "removed_near_duplicate_negative": stats["counts"]["n_removed_near_duplicate_negative"],
+             "supplied_negatives_used": stats["counts"]["n_supplied_negatives"],
+             "judged_below_positive_grade": stats["counts"]["n_below_grade"]}
     return {k: {"summary": counts.get(k), "report": v, "agree": counts.get(k) == v} for k, v in pairs.items()
             if k in counts}
 
@@ -138,6 +140,8 @@ def run_report(output_url: str, report_dir: Optional[str] = None, sample: int = 
         ("near-duplicates of a positive, removed", f"{result.counts['n_removed_near_duplicate_of_positive']:,}"),
         ("near-duplicates of a kept negative, passed over",
          f"{result.counts['n_removed_near_duplicate_negative']:,}"),
+        ("supplied negatives used", f"{result.counts['n_supplied_negatives']:,}"),
+        ("judged below the positive grade, skipped", f"{result.counts['n_below_grade']:,}"),
         ("candidates seen", f"{result.counts['n_candidates']:,}"),
         ("positives (not found in the corpus)", f"{result.positives:,} ({result.positives_not_found:,})"),
         ("mean score: positives / kept negatives / removed",

@@ -22,10 +22,12 @@ BATCH_ROWS = 2048
 COLUMNS = ["query_id", "query", "positive_ids", "positive_scores", "positive_ref", "negative_ids",
            "negative_scores", "negative_ranks", "removed_ids", "removed_scores", "n_candidates",
            "n_removed_positive", "n_removed_same_text", "n_removed_filter", "n_removed_min_score", "short",
-           "n_removed_near_duplicate_of_positive", "n_removed_near_duplicate_negative"]
+           "n_removed_near_duplicate_of_positive", "n_removed_near_duplicate_negative", "n_supplied_negatives",
+           "n_below_grade"]
 REQUIRED = ["query_id", "negative_ids", "negative_scores"]
 COUNT_COLUMNS = ["n_candidates", "n_removed_positive", "n_removed_same_text", "n_removed_filter",
-                 "n_removed_min_score", "n_removed_near_duplicate_of_positive", "n_removed_near_duplicate_negative"]
+                 "n_removed_min_score", "n_removed_near_duplicate_of_positive", "n_removed_near_duplicate_negative",
+                 "n_supplied_negatives", "n_below_grade"]
 SAMPLE_COLUMNS = ["query_id", "query", "positive_ids", "positive_scores", "positive_ref", "negative_ids",
                   "negative_scores", "negative_ranks", "removed_ids", "removed_scores", "short"]
 
