@@ -14,7 +14,7 @@ from streammine.errors import ConfigError
 from streammine.evaluate import load_eval_config, run_eval
 from streammine.evaluate import metrics as M
 from streammine.evaluate.split import assign_heldout, carve_heldout, read_queries
-from streammine.evaluate.train import no_duplicate_batches
+from streammine.evaluate.train import no_duplicate_batches, teacher_margins, teacher_source, tuples_from_mined
 from streammine.io.readers import beir_qrels_url, read_qrels
 
 MINI = demo_data_path()
@@ -131,6 +131,50 @@ def test_batches_never_repeat_a_text_and_cover_every_row_each_epoch():
     assert first[0] == first[1]  # seeded
 
 
+# ---- MarginMSE teacher margins ------------------------------------------------------------------------------
+
+def _write_mined(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from streammine.sink.schema import MINED_SCHEMA
+    os.makedirs(path, exist_ok=True)
+    cols = {f.name: [r.get(f.name) for r in rows] for f in MINED_SCHEMA}
+    pq.write_table(pa.table(cols, schema=MINED_SCHEMA), os.path.join(path, "part-00000.parquet"))
+    return path
+
+
+def test_teacher_margins_by_hand():
+    # positives 0.9 and 0.7 against negatives 0.6, 0.75, 0.1 (only the first two taken): pos_i - neg_j
+    m = teacher_margins([0.9, 0.7], [0.6, 0.75, 0.1], 2)
+    assert m.shape == (2, 2) and m.ravel().tolist() == pytest.approx([0.9 - 0.6, 0.9 - 0.75, 0.7 - 0.6, 0.7 - 0.75])
+    assert teacher_source([True, True]) == "cross-encoder" and teacher_source([False]) == "bi-encoder"
+    with pytest.raises(Exception, match="mixed"):
+        teacher_source([True, False])
+
+
+def test_tuples_from_mined_carry_the_teacher_margin(tmp_path):
+    texts = {d: f"text {d}" for d in ("p1", "p2", "n1", "n2", "p3", "n3")}
+    rows = [{"query_id": "q1", "query": "query one", "positive_ids": ["p1", "p2"], "positive_scores": [0.8, 0.6],
+             "negative_ids": ["n1", "n2"], "negative_scores": [0.5, 0.4],
+             "positive_ce_scores": [7.0, 3.0], "negative_ce_scores": [-2.0, 1.0]},
+            {"query_id": "q2", "query": "query two", "positive_ids": ["p3"], "positive_scores": [0.9],
+             "negative_ids": ["n3"], "negative_scores": [0.95],
+             "positive_ce_scores": [4.0], "negative_ce_scores": [0.5]}]
+    ce = tuples_from_mined(_write_mined(str(tmp_path / "ce"), rows), texts, 1, margins=True)
+    # by hand, cross-encoder scores, first negative: q1/p1 7 - (-2), q1/p2 3 - (-2), q2/p3 4 - 0.5
+    assert ce.rows == [("query one", "text p1", "text n1"), ("query one", "text p2", "text n1"),
+                       ("query two", "text p3", "text n3")]
+    assert ce.labels == [(9.0,), (5.0,), (3.5,)] and ce.counts["teacher_scores"] == "cross-encoder"
+    bare = [{k: v for k, v in r.items() if "_ce_" not in k} for r in rows]  # mined without a cross-encoder
+    bi = tuples_from_mined(_write_mined(str(tmp_path / "bi"), bare), texts, 1, margins=True)
+    # bi-encoder exact scores: 0.8 - 0.5, 0.6 - 0.5, 0.9 - 0.95 (a negative above its positive: negative margin)
+    assert [lab[0] for lab in bi.labels] == pytest.approx([0.3, 0.1, -0.05], abs=1e-6)
+    assert bi.counts["teacher_scores"] == "bi-encoder" and bi.rows == ce.rows
+    two = tuples_from_mined(str(tmp_path / "ce"), texts, 2, margins=True)  # q2 is short of 2 negatives
+    assert two.labels == [(9.0, 6.0), (5.0, 2.0)] and two.counts["skipped_short_of_negatives"] == 1
+    assert tuples_from_mined(str(tmp_path / "ce"), texts, 1).labels is None  # mnrl: unchanged
+
+
 # ---- the config ---------------------------------------------------------------------------------------------
 
 def test_config_refuses_mining_anything_but_the_training_split():
@@ -144,6 +188,16 @@ def test_config_refuses_mining_anything_but_the_training_split():
             load_eval_config({"base": {"data": MINI}, "variants": [{"name": "x", "mine": bad}]})
     with pytest.raises(ConfigError, match="unique"):
         load_eval_config({"base": {"data": MINI}, "variants": [{"name": "x"}, {"name": "x"}]})
+    mm = load_eval_config({"base": {"data": MINI}, "variants": [
+        {"name": "m", "mine": {"mining.sampler.method": "top"}, "train": {"loss": "MarginMSE", "lr": 1}}]})
+    assert mm.variants[0].train == {"loss": "marginmse", "lr": 1.0}
+    from streammine.evaluate.runner import variant_train_config
+    assert (variant_train_config(mm, mm.variants[0]).loss, mm.base.train.loss) == ("marginmse", "mnrl")
+    for bad, match in (({"loss": "kl"}, "one of"), ({"los": "mnrl"}, "unknown"), ({"lr": "fast"}, "lr")):
+        with pytest.raises(ConfigError, match=match):
+            load_eval_config({"base": {"data": MINI}, "variants": [{"name": "m", "mine": {}, "train": bad}]})
+    with pytest.raises(ConfigError, match="needs mined negatives"):
+        load_eval_config({"base": {"data": MINI}, "variants": [{"name": "m", "train": {"loss": "marginmse"}}]})
 
 
 def test_shipped_scifact_config_loads():

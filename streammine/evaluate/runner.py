@@ -21,6 +21,7 @@ with the timings, the split, the resolved configs and the machine.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -34,14 +35,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .. import api
-from ..config import ConfigBase, flatten_keys
+from ..config import ConfigBase, _build, flatten_keys
 from ..encode.base import default_model_path
 from ..errors import ConfigError, StreamMineError
 from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
 from ..vectors import from_arrow
 from . import metrics as M
 from .split import HELDOUT_SPLIT, TRAIN_SPLIT, carve_heldout, read_corpus, read_queries
-from .train import TrainConfig, fine_tune, load_model, pairs_from_split, pick_device, tuples_from_mined
+from .train import LOSSES, TrainConfig, fine_tune, load_model, pairs_from_split, pick_device, tuples_from_mined
 
 log = logging.getLogger("streammine")
 
@@ -73,6 +74,7 @@ class BaseConfig:
 class Variant:
     name: str
     mine: Optional[dict] = None             # None: no hard negatives, (anchor, positive) pairs only
+    train: dict = field(default_factory=dict)  # base.train overrides for this variant, e.g. {loss: marginmse}
 
 
 @dataclass
@@ -115,15 +117,38 @@ def _variant(v: Any, i: int) -> Variant:
         return v
     if not isinstance(v, dict) or not v.get("name"):
         raise ConfigError(f"variants[{i}] must be a mapping with a name, got {v!r}")
-    unknown = set(v) - {"name", "mine"}
+    unknown = set(v) - {"name", "mine", "train"}
     if unknown:
-        raise ConfigError(f"variants[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, mine)")
+        raise ConfigError(f"variants[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, mine, train)")
+    train = _variant_train(v.get("train"), i)
     mine = v.get("mine")
     if mine is None or (isinstance(mine, str) and mine.lower() in ("none", "null", "")):
-        return Variant(str(v["name"]), None)
+        if train.get("loss", "mnrl") != "mnrl":
+            raise ConfigError(f"variants[{i}]: train.loss {train['loss']} needs mined negatives (set mine)")
+        return Variant(str(v["name"]), None, train)
     if not isinstance(mine, dict):
         raise ConfigError(f"variants[{i}].mine must be a mapping of streammine config keys or none, got {mine!r}")
-    return Variant(str(v["name"]), flatten_keys(mine))
+    return Variant(str(v["name"]), flatten_keys(mine), train)
+
+
+def _variant_train(train: Any, i: int) -> dict:
+    """A variant's ``train`` overrides: base.train keys, each coerced to its field's type; ``loss`` in LOSSES."""
+    if not train:
+        return {}
+    if not isinstance(train, dict):
+        raise ConfigError(f"variants[{i}].train must be a mapping of base.train keys, got {train!r}")
+    built = _build(TrainConfig, dict(train), f"variants[{i}].train.")
+    out = {k: getattr(built, k) for k in train}
+    if "loss" in out:
+        out["loss"] = str(out["loss"]).lower()
+        if out["loss"] not in LOSSES:
+            raise ConfigError(f"variants[{i}].train.loss must be one of {', '.join(LOSSES)}, got {train['loss']!r}")
+    return out
+
+
+def variant_train_config(cfg: EvalConfig, v: Variant) -> TrainConfig:
+    """base.train with the variant's overrides on top."""
+    return dataclasses.replace(cfg.base.train, **v.train) if v.train else cfg.base.train
 
 
 def validate(cfg: EvalConfig) -> None:
@@ -248,7 +273,7 @@ class EvalRunner:
         result = api.mine(mcfg)
         seconds = time.perf_counter() - t
         examples = tuples_from_mined(result.output, self.texts, mcfg.mining.sampler.num_negatives,
-                                     self.heldout_ids)
+                                     self.heldout_ids, margins=variant_train_config(self.cfg, v).loss == "marginmse")
         mined_ids = set(examples.mined_query_ids)
         if mined_ids - self.train_ids:
             raise StreamMineError(f"{result.output}: mined queries outside the training split")
@@ -276,7 +301,8 @@ class EvalRunner:
         examples = info["examples"] if info else pairs_from_split(self.train_q, self.train_pos, self.texts)
         log.info("eval: fine-tuning for %r on %d rows (%d negatives each)", v.name, len(examples.rows),
                  len(examples.columns) - 2)
-        model, stats = fine_tune(self.model_path, examples, b.train, b.seed, self.device, b.max_seq_length)
+        model, stats = fine_tune(self.model_path, examples, variant_train_config(self.cfg, v), b.seed, self.device,
+                                 b.max_seq_length)
         return model, stats, examples
 
     def score(self, model, vectors: Optional[np.ndarray] = None) -> Tuple[dict, Dict[str, Dict[str, float]]]:
@@ -298,6 +324,8 @@ class EvalRunner:
                                     {q: m["ndcg@10"] for q, m in per_query.items()}, b.bootstrap_samples, b.seed)
                  if base else None)
         extra = {"training": stats, "examples": examples.counts}
+        if examples.labels is not None:  # MarginMSE: whose scores the margins came from
+            extra["teacher_scores"] = examples.counts["teacher_scores"]
         if info:
             s = info["summary"]
             extra["mining"] = {"queries_mined": info["queries_mined"], "heldout_queries_mined": 0,

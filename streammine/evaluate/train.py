@@ -1,7 +1,10 @@
-"""Fine-tuning a fresh copy of a sentence-transformers model with MultipleNegativesRankingLoss, on a fixed budget.
+"""Fine-tuning a fresh copy of a sentence-transformers model with MultipleNegativesRankingLoss (or MarginMSELoss on
+teacher margins), on a fixed budget.
 
 Training examples are ``(anchor, positive)`` pairs (in-batch negatives only) or ``(anchor, positive,
-negative_1 .. negative_n)`` tuples built from a streammine mining output (the layout of the ``st-ntuple`` export:
+negative_1 .. negative_n)`` tuples built from a streammine mining output (with ``loss: marginmse`` each tuple also
+carries its teacher margins score(q, positive) - score(q, negative_j): the mining output's cross-encoder scores
+when it has them, else the bi-encoder's exact scores; :func:`teacher_margins`) (the layout of the ``st-ntuple`` export:
 one row per (query, positive), exactly n negatives, queries short of negatives skipped and counted). Rows are
 sorted by (query id, positive id), so the mining output's part order does not change what is trained.
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from ..device import pick_device, set_seed
 from ..errors import StreamMineError
-from ..sink.exporters import iter_query_rows, ntuple_columns, resolve_parts
+from ..sink.exporters import READ_COLUMNS, SCORE_COLUMNS, iter_mined_batches, ntuple_columns, resolve_parts
 
 
 @dataclass
@@ -36,6 +39,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     scale: float = 20.0                 # MultipleNegativesRankingLoss' default (temperature 0.05)
+    loss: str = "mnrl"                  # mnrl | marginmse (teacher margins from the mining output's scores)
+
+
+LOSSES = ("mnrl", "marginmse")
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Examples:
     query_ids: List[str]
     counts: Dict[str, int] = field(default_factory=dict)
     mined_query_ids: List[str] = field(default_factory=list)  # every query id the mining output holds
+    labels: Optional[List[Tuple[float, ...]]] = None  # marginmse: per row, one teacher margin per negative
 
 
 def pairs_from_split(queries: Mapping[str, str], positives: Mapping[str, Sequence[str]],
@@ -61,16 +69,42 @@ def pairs_from_split(queries: Mapping[str, str], positives: Mapping[str, Sequenc
                     {"queries": len(set(qids)), "rows": len(rows), "queries_skipped": 0})
 
 
+def teacher_margins(positive_scores: Sequence[float], negative_scores: Sequence[float],
+                    num_negatives: int) -> np.ndarray:
+    """(P, n) float64: ``margins[i, j] = positive_scores[i] - negative_scores[j]`` for the first ``n`` negatives
+    (MarginMSE's label: the teacher's score of the positive minus its score of the negative, for the same query)."""
+    pos = np.asarray(positive_scores, np.float64).reshape(-1, 1)
+    neg = np.asarray(negative_scores, np.float64)[:num_negatives].reshape(1, -1)
+    return pos - neg
+
+
+def teacher_source(has_cross_encoder: Sequence[bool]) -> str:
+    """Which scores are the teacher's: "cross-encoder" when every mined row has cross-encoder scores, "bi-encoder"
+    when none has (an output mined without mining.cross_encoder); a mixture is an error (two runs in one output)."""
+    if has_cross_encoder and all(has_cross_encoder):
+        return "cross-encoder"
+    if not any(has_cross_encoder):
+        return "bi-encoder"
+    raise StreamMineError("some mined rows have cross-encoder scores and some do not: mixed outputs cannot be "
+                          "a MarginMSE teacher")
+
+
 def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
-                      forbidden_query_ids: Set[str] = frozenset()) -> Examples:
+                      forbidden_query_ids: Set[str] = frozenset(), margins: bool = False) -> Examples:
     """(anchor, positive, negative_1 .. negative_n) from a mining output: the first n negatives (best-ranked) of
     each query; queries with fewer than n are skipped and counted. A query id in ``forbidden_query_ids`` (the
-    held-out queries) in the output is an error: they must never have been mined."""
+    held-out queries) in the output is an error: they must never have been mined. With ``margins``: each row's
+    ``labels`` entry is :func:`teacher_margins` of its positive against its n negatives, from the scores named by
+    :func:`teacher_source` (``counts["teacher_scores"]``); a row with a missing (NaN) score is skipped, counted."""
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
     found, skipped, mined = [], {"short_of_negatives": 0, "no_positive": 0}, []
     leaked = []
-    for _, row in iter_query_rows(resolve_parts(output)):
+    rows = [row for _, row in _mined_rows(output, margins)]
+    source = teacher_source([row.ce is not None for row in rows if row.positive_ids]) if margins else None
+    if margins:
+        skipped["no_teacher_score"] = 0
+    for row in rows:
         mined.append(row.query_id)
         if row.query_id in forbidden_query_ids:
             leaked.append(row.query_id)
@@ -82,15 +116,57 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
             skipped["short_of_negatives"] += 1
             continue
         negatives = tuple(texts[d] for d in row.negative_ids[:num_negatives])
-        for pid in row.positive_ids:
-            found.append(((row.query_id, pid), (row.query, texts[pid]) + negatives))
+        table = None
+        if margins:
+            pos, neg = row.ce if source == "cross-encoder" else row.bi
+            table = teacher_margins(pos, neg, num_negatives)
+        for i, pid in enumerate(row.positive_ids):
+            label = None
+            if table is not None:
+                if not np.isfinite(table[i]).all():
+                    skipped["no_teacher_score"] += 1
+                    continue
+                label = tuple(float(x) for x in table[i])
+            found.append(((row.query_id, pid), (row.query, texts[pid]) + negatives, label))
     if leaked:
         raise StreamMineError(f"{output}: {len(leaked)} held-out quer(y/ies) were mined, e.g. {sorted(leaked)[0]!r}")
     found.sort(key=lambda item: item[0])
-    return Examples(ntuple_columns(num_negatives), [r for _, r in found], [k[0] for k, _ in found],
-                    {"queries_mined": len(mined), "queries": len({k[0] for k, _ in found}), "rows": len(found),
-                     "queries_skipped": sum(skipped.values()), **{f"skipped_{k}": v for k, v in skipped.items()}},
-                    sorted(mined))
+    counts = {"queries_mined": len(mined), "queries": len({k[0] for k, _, _ in found}), "rows": len(found),
+              "queries_skipped": skipped["short_of_negatives"] + skipped["no_positive"],
+              **{f"skipped_{k}": v for k, v in skipped.items()}}
+    if margins:
+        counts["teacher_scores"] = source
+    return Examples(ntuple_columns(num_negatives), [r for _, r, _ in found], [k[0] for k, _, _ in found],
+                    counts, sorted(mined), [lab for _, _, lab in found] if margins else None)
+
+
+class _Mined:
+    __slots__ = ("query_id", "query", "positive_ids", "negative_ids", "bi", "ce")
+
+
+def _mined_rows(output: str, scores: bool) -> Iterator[Tuple[str, _Mined]]:
+    """The mined rows with both score pairs when ``scores`` (``ce`` None where the output has no cross-encoder
+    scores for the row)."""
+    bi, ce = SCORE_COLUMNS["bi-encoder"], SCORE_COLUMNS["cross-encoder"]
+    names = READ_COLUMNS + (list(bi) + list(ce) if scores else [])
+    for url, batch in iter_mined_batches(resolve_parts(output), names):
+        have = batch.schema.names
+        cols = {n: batch.column(n).to_pylist() if n in have else [None] * batch.num_rows for n in names}
+        for i in range(batch.num_rows):
+            r = _Mined()
+            r.query_id, r.query = cols["query_id"][i], cols["query"][i]
+            r.positive_ids, r.negative_ids = cols["positive_ids"][i] or [], cols["negative_ids"][i] or []
+            r.bi = r.ce = None
+            if scores:
+                r.bi = (cols[bi[0]][i], cols[bi[1]][i])
+                if cols[ce[0]][i] is not None and cols[ce[1]][i] is not None:
+                    r.ce = (cols[ce[0]][i], cols[ce[1]][i])
+                for pair in (r.bi, r.ce):
+                    if pair is not None and (pair[0] is None or pair[1] is None or len(pair[0]) != len(r.positive_ids)
+                                             or len(pair[1]) != len(r.negative_ids)):
+                        raise StreamMineError(f"{url}: query {r.query_id!r}: scores missing or not aligned with "
+                                              f"its ids")
+            yield url, r
 
 
 def no_duplicate_batches(rows: Sequence[Tuple[str, ...]], batch_size: int, seed: int) -> Iterator[List[int]]:
@@ -141,15 +217,18 @@ def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int =
               max_seq_length: Optional[int] = None):
     """A fresh copy of ``model_path`` trained on ``examples``; returns (model, stats). Nothing is saved."""
     import torch
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     if not examples.rows:
         raise StreamMineError("no training examples")
+    if cfg.loss not in LOSSES:
+        raise StreamMineError(f"train.loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
+    if cfg.loss == "marginmse" and (examples.labels is None or len(examples.labels) != len(examples.rows)):
+        raise StreamMineError("train.loss marginmse needs mined negatives with teacher margins")
     device = pick_device(device)
     set_seed(seed)
     model = load_model(model_path, device, max_seq_length)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-    loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
+    loss_fn = _loss(model, cfg)
     steps = resolve_steps(cfg, examples, seed)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
@@ -168,7 +247,9 @@ def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int =
         columns = list(zip(*(examples.rows[i] for i in idx)))
         features = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in preprocess(list(c)).items()}
                     for c in columns]
-        loss = loss_fn(features, None)
+        labels = (torch.tensor([examples.labels[i] for i in idx], dtype=torch.float32, device=device)
+                  if cfg.loss == "marginmse" else None)
+        loss = loss_fn(features, labels)
         loss.backward()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -186,8 +267,19 @@ def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int =
              "epochs_seen": round(seen_rows / len(examples.rows), 3), "negatives_per_row": len(examples.columns) - 2,
              "loss_first": losses[0], "loss_last": losses[-1],
              "loss_mean_last_10": float(np.mean(losses[-10:])), "weight_relative_change": math.sqrt(num / den),
-             "device": device, "train_seconds": round(seconds, 3)}
+             "device": device, "train_seconds": round(seconds, 3), "loss": cfg.loss}
     return model, stats
+
+
+def _loss(model, cfg: TrainConfig):
+    try:  # sentence-transformers >= 6 moved the losses; the old path still works there, with a warning
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # pragma: no cover - older sentence-transformers
+        from sentence_transformers import losses
+    if cfg.loss == "marginmse":
+        # dot product of the model's normalized embeddings: cosine, the bi-encoder teacher's own scale
+        return losses.MarginMSELoss(model)
+    return losses.MultipleNegativesRankingLoss(model, scale=cfg.scale)
 
 
 def _no_decay(name: str) -> bool:
