@@ -203,8 +203,11 @@ def test_config_refuses_mining_anything_but_the_training_split():
 def test_shipped_scifact_config_loads():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = load_eval_config(os.path.join(here, "benchmarks", "eval_scifact.yaml"))
-    assert [v.mine is None for v in cfg.variants] == [True, False, False, False]
+    assert [v.mine is None for v in cfg.variants] == [True, False, False, False, False, False]
     assert {v.mine["mining.sampler.method"] for v in cfg.variants if v.mine} == {"top", "simans"}
+    guard, margin = cfg.variants[4:]
+    assert guard.mine["mining.near_duplicate.positive"] == 0.98 and not guard.train
+    assert margin.train == {"loss": "marginmse"} and margin.mine["mining.sampler.method"] == "top"
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------
