@@ -214,7 +214,8 @@ def test_shipped_scifact_config_loads():
 
 @pytest.mark.slow
 def test_tiny_eval_end_to_end(ray_session, tmp_path):
-    """40 documents, 16 queries (4 held out), 2 variants, 2 optimizer steps, through the real mining pipeline."""
+    """40 documents, 16 queries (4 held out), 3 variants (the third: MarginMSE on bi-encoder teacher margins with
+    the near-duplicate guard on), 2 optimizer steps, through the real mining pipeline."""
     from streammine.evaluate.split import read_corpus
     from streammine.evaluate.train import load_model
     from streammine.sink.parts import iter_rows
@@ -227,17 +228,21 @@ def test_tiny_eval_end_to_end(ray_session, tmp_path):
                                 "mining": {"sampler": {"num_negatives": 1}}}},
               "variants": [{"name": "no hard negatives", "mine": "none"},
                            {"name": "naive top-k", "mine": {"mining": {"filter": {"method": "none"},
-                                                                       "sampler": {"method": "top"}}}}]}
+                                                                       "sampler": {"method": "top"}}}},
+                           {"name": "marginmse guarded", "train": {"loss": "marginmse"},
+                            "mine": {"mining": {"filter": {"method": "none"}, "sampler": {"method": "top"},
+                                                "near_duplicate": {"positive": 0.98}}}}]}
     result = run_eval(config)
 
-    assert [r["model"] for r in result.rows] == ["before fine-tuning", "no hard negatives", "naive top-k"]
+    assert [r["model"] for r in result.rows] == ["before fine-tuning", "no hard negatives", "naive top-k",
+                                                 "marginmse guarded"]
     for r in result.rows:
         assert all(0.0 <= r[m] <= 1.0 for m in M.METRICS), r
         assert r["model"] in result.table
-    base, pairs, mined = result.rows
+    base, pairs, mined, margin = result.rows
     assert base["corpus_vectors"] == "mining embedding store"
     assert pairs["negatives_per_row"] == 0 and mined["negatives_per_row"] == 1
-    for r in (pairs, mined):  # fine-tuning changed the weights
+    for r in (pairs, mined, margin):  # fine-tuning changed the weights
         assert r["training"]["steps"] == 2 and r["training"]["weight_relative_change"] > 0
 
     # the held-out queries were never mined: the mining output holds exactly the training queries
@@ -257,6 +262,20 @@ def test_tiny_eval_end_to_end(ray_session, tmp_path):
                                 doc_texts)
     for m in M.METRICS:
         assert means[m] == pytest.approx(base[m], abs=1e-3), m
+
+    # MarginMSE: the teacher is the bi-encoder (no cross-encoder configured); its margins are the base model's
+    # cosine(q, p) - cosine(q, n), checked against a fresh encoding; the guard reached mining through `mine:`
+    assert margin["teacher_scores"] == "bi-encoder" and margin["training"]["loss"] == "marginmse"
+    assert mined["training"]["loss"] == "mnrl" and "teacher_scores" not in mined
+    assert margin["mining"]["mining_config"]["near_duplicate"]["positive"] == 0.98
+    assert "removed_near_duplicate_of_positive" in margin["mining"]["counts"]
+    texts = dict(zip(doc_ids, doc_texts))
+    ex = tuples_from_mined(margin["mining"]["output"], texts, 1, margins=True)
+    assert ex.rows and len(ex.labels) == len(ex.rows) == margin["train_rows"]
+    base_model = load_model(_model_path(), "cpu", 32)
+    for (q, p, n), (label,) in list(zip(ex.rows, ex.labels))[:4]:
+        vq, vp, vn = M.encode(base_model, [q, p, n])
+        assert label == pytest.approx(float(vq @ vp - vq @ vn), abs=1e-3)
 
     with open(result.json_path) as f:
         saved = json.load(f)
