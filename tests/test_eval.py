@@ -175,6 +175,33 @@ def test_tuples_from_mined_carry_the_teacher_margin(tmp_path):
     assert tuples_from_mined(str(tmp_path / "ce"), texts, 1).labels is None  # mnrl: unchanged
 
 
+# ---- several seeds ------------------------------------------------------------------------------------------
+
+def test_seed_summary_by_hand_and_the_split_seed_holds_the_carve(tmp_path):
+    from streammine.evaluate.runner import EvalRunner, format_seed_table, seed_summary
+    runs = {1: [{"model": "before fine-tuning", "ndcg@10": 0.5, "delta_ndcg@10": None},
+                {"model": "top", "ndcg@10": 0.6, "delta_ndcg@10": [0.1, 0.05, 0.15]}],
+            0: [{"model": "before fine-tuning", "ndcg@10": 0.5, "delta_ndcg@10": None},
+                {"model": "top", "ndcg@10": 0.7, "delta_ndcg@10": [0.2, 0.1, 0.3]}]}
+    base, top = seed_summary(runs)
+    assert (base["ndcg@10_mean"], top["ndcg@10_mean"]) == (0.5, 0.65)
+    assert top["seeds"] == [0, 1] and top["ndcg@10_per_seed"] == [0.7, 0.6]      # in seed order
+    assert top["delta_ndcg@10_per_seed"] == [[0.2, 0.1, 0.3], [0.1, 0.05, 0.15]]
+    assert "| top | 0.6500 | 0.7000, 0.6000 | +0.2000 [+0.1000, +0.3000]; +0.1000" in format_seed_table([base, top])
+    with pytest.raises(Exception, match="no row for seed"):
+        seed_summary({0: runs[0], 1: runs[1][:1]})
+
+    def heldout(seed, split_seed):
+        cfg = load_eval_config({"base": {"data": MINI, "seed": seed, "split_seed": split_seed, "heldout_fraction": 0.3,
+                                         "output": str(tmp_path / f"{seed}-{split_seed}")},
+                                "variants": [{"name": "pairs", "mine": "none"}]})
+        runner = EvalRunner(cfg)
+        runner.split()
+        return runner.heldout_ids
+    assert heldout(0, None) == heldout(5, 0) == heldout(7, 0)                     # the carve is the split seed's
+    assert heldout(5, None) != heldout(0, None)                                   # without it, the seed's
+
+
 # ---- the config ---------------------------------------------------------------------------------------------
 
 def test_config_refuses_mining_anything_but_the_training_split():

@@ -58,6 +58,7 @@ class BaseConfig:
     split: str = "train"                    # the source split the held-out part is carved from
     heldout_fraction: float = 0.2
     seed: int = 0                           # split, batches, dropout, mining
+    split_seed: Optional[int] = None        # the held-out carve's seed; None -> seed (fixed across a seed sweep)
     max_seq_length: Optional[int] = 128     # tokens, for mining, training and evaluation alike; None: the model's
     max_queries: Optional[int] = None       # smoke runs: this many queries of the split (seeded hash order)
     max_docs: Optional[int] = None          # smoke runs: the queries' positives plus others up to this many docs
@@ -238,8 +239,8 @@ class EvalRunner:
     # ---- 1. split ---------------------------------------------------------------------------------------------
     def split(self) -> None:
         b = self.cfg.base
-        split = carve_heldout(b.data, os.path.join(self.out, "data"), float(b.heldout_fraction), b.seed, b.split,
-                              b.max_queries, b.max_docs)
+        split = carve_heldout(b.data, os.path.join(self.out, "data"), float(b.heldout_fraction),
+                              b.seed if b.split_seed is None else b.split_seed, b.split, b.max_queries, b.max_docs)
         heldout_ids, train_ids = set(split.heldout_ids), set(split.train_ids)
         self.doc_ids, self.doc_texts = read_corpus(split.path)
         self.texts = dict(zip(self.doc_ids, self.doc_texts))
@@ -403,6 +404,37 @@ def format_table(rows: List[dict]) -> str:
         lines.append(f"| {r['model']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | {delta} "
                      f"| {cell(r['negatives_per_row'])} | {cell(r['train_rows'])} | {cell(r['mine_seconds'])} "
                      f"| {cell(r['train_seconds'])} | {cell(r['eval_seconds'])} |")
+    return "\n".join(lines)
+
+
+def seed_summary(per_seed: Dict[int, List[dict]]) -> List[dict]:
+    """Rows of several runs that differ only in ``base.seed`` (same held-out split) -> one row per model: the mean
+    and every seed's nDCG@10, and every seed's ΔnDCG@10 interval vs the model before fine-tuning (each run's own
+    paired bootstrap). Models in the order of the first seed's rows; a model missing from a seed is an error."""
+    seeds = sorted(per_seed)
+    if not seeds:
+        raise ValueError("no seeds")
+    by_seed = {s: {r["model"]: r for r in per_seed[s]} for s in seeds}
+    out = []
+    for r in per_seed[seeds[0]]:
+        name = r["model"]
+        missing = [s for s in seeds if name not in by_seed[s]]
+        if missing:
+            raise StreamMineError(f"model {name!r} has no row for seed(s) {missing}")
+        values = [by_seed[s][name]["ndcg@10"] for s in seeds]
+        out.append({"model": name, "seeds": seeds, "ndcg@10_mean": round(float(np.mean(values)), 4),
+                    "ndcg@10_per_seed": values,
+                    "delta_ndcg@10_per_seed": [by_seed[s][name]["delta_ndcg@10"] for s in seeds]})
+    return out
+
+
+def format_seed_table(summary: List[dict]) -> str:
+    lines = ["| model | mean nDCG@10 | nDCG@10 per seed | ΔnDCG@10 vs before per seed (95% CI) |", "|---|---|---|---|"]
+    for r in summary:
+        deltas = "; ".join("" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
+                           for d in r["delta_ndcg@10_per_seed"])
+        per = ", ".join(f"{v:.4f}" for v in r["ndcg@10_per_seed"])
+        lines.append(f"| {r['model']} | {r['ndcg@10_mean']:.4f} | {per} | {deltas if deltas.strip('; ') else ''} |")
     return "\n".join(lines)
 
 
