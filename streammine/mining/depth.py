@@ -49,8 +49,12 @@ def excluded_by_id(doc_ids: np.ndarray, excluded_ids: Optional[list]) -> np.ndar
     negatives: supplied negatives, judged below the positive grade; mining/supplied.py)."""
     if not excluded_ids:
         return np.zeros(doc_ids.shape, bool)
-    return np.array([[d in set(ex) for d in row] for row, ex in zip(doc_ids, excluded_ids)], bool) \
-        .reshape(doc_ids.shape)
+    out = np.zeros(doc_ids.shape, bool)
+    for i, (row, ex) in enumerate(zip(doc_ids, excluded_ids)):
+        if ex:
+            keep_out = set(ex)  # once per query, not once per candidate
+            out[i] = [d in keep_out for d in row]
+    return out
 
 
 def window_full(cands: CandidateBatch, positives: PositiveBatch, exclude_same_text: bool,
