@@ -40,6 +40,9 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any eval config key")
     p.add_argument("--seeds", default=None, metavar="S,S,..",
                    help="run once per seed (base.seed; base.split_seed fixed to the config's) and aggregate")
+    p.add_argument("--variants", default=None, metavar="NAME;NAME;..",
+                   help="only these of the config's variants (names separated by ';'; a kept variant's compare_to "
+                        "must be kept too)")
     a = p.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,10 +67,13 @@ def main() -> int:
         key, _, value = item.partition("=")
         overrides[key.strip()] = value
 
+    config = a.config
+    if a.variants:
+        config = select_variants(a.config, [n.strip() for n in a.variants.split(";") if n.strip()])
     if seeds:
-        return run_seeds(a, seeds, overrides, results)
+        return run_seeds(a, config, seeds, overrides, results)
     t = time.perf_counter()
-    result = run_eval(a.config, overrides)
+    result = run_eval(config, overrides)
     wall = time.perf_counter() - t
     report = dict(result.report, process_wall_seconds=round(wall, 1), command=" ".join([sys.executable] + sys.argv),
                   config_file=os.path.relpath(a.config, REPO))
@@ -87,20 +93,34 @@ def main() -> int:
     return 0
 
 
-def run_seeds(a, seeds, overrides, results) -> int:
+def select_variants(path: str, names: list) -> dict:
+    """The config file as a dict with only the named variants, in the file's order."""
+    import yaml
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    known = [v["name"] for v in data["variants"]]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"streammine: error: {path}: no variant named {', '.join(map(repr, unknown))} "
+                 f"(the variants: {', '.join(map(repr, known))})")
+    data["variants"] = [v for v in data["variants"] if v["name"] in names]
+    return data
+
+
+def run_seeds(a, config, seeds, overrides, results) -> int:
     """The whole evaluation once per seed in one working directory (the carve and the embedding store are reused;
     each run's mining outputs and eval.json replace the previous seed's, its report is kept here)."""
     from streammine.evaluate import load_eval_config, run_eval
     from streammine.evaluate.runner import format_seed_table, seed_summary
-    cfg = load_eval_config(a.config, overrides)
+    cfg = load_eval_config(config, overrides)
     split_seed = cfg.base.seed if cfg.base.split_seed is None else cfg.base.split_seed
     t, runs = time.perf_counter(), {}
     for seed in seeds:
-        result = run_eval(a.config, dict(overrides, **{"base.seed": seed, "base.split_seed": split_seed}))
+        result = run_eval(config, dict(overrides, **{"base.seed": seed, "base.split_seed": split_seed}))
         runs[seed] = result.report
         print(f"\nseed {seed}:\n{result.table}")
     wall = time.perf_counter() - t
-    summary = seed_summary({s: r["rows"] for s, r in runs.items()})
+    summary = seed_summary({s: r["rows"] for s, r in runs.items()}, cfg.base.bootstrap_samples)
     table = format_seed_table(summary)
     report = {"seeds": seeds, "split_seed": split_seed, "summary": summary, "table": table,
               "process_wall_seconds": round(wall, 1), "command": " ".join([sys.executable] + sys.argv),

@@ -113,6 +113,33 @@ def test_paired_bootstrap():
     assert mean == pytest.approx(0.0) and lo < 0 < hi
 
 
+def test_pooled_paired_bootstrap_averages_the_seeds_before_resampling_queries():
+    rng = np.random.default_rng(5)
+    qids = [f"q{i}" for i in range(60)]
+    a_runs = [dict(zip(qids, rng.random(60))) for _ in range(3)]
+    b_runs = [dict(zip(qids, rng.random(60))) for _ in range(3)]
+    # one run: the plain paired bootstrap
+    assert M.pooled_paired_bootstrap(a_runs[:1], b_runs[:1], 500, 3) == M.paired_bootstrap(a_runs[0], b_runs[0], 500, 3)
+    # the point estimate is the mean over seeds of each seed's mean difference (brute force over the dicts)
+    by_seed = [np.mean([b[q] - a[q] for q in qids]) for a, b in zip(a_runs, b_runs)]
+    assert M.pooled_paired_bootstrap(a_runs, b_runs)[0] == pytest.approx(float(np.mean(by_seed)), abs=1e-12)
+    # seeds whose per-query luck cancels: each seed alone has a wide interval, pooled there is no difference
+    flat = {q: 0.5 for q in qids}
+    up_down = {q: 0.5 + (0.2 if i % 2 else -0.2) for i, q in enumerate(qids)}
+    down_up = {q: 0.5 - (0.2 if i % 2 else -0.2) for i, q in enumerate(qids)}
+    lo, hi = M.paired_bootstrap(flat, up_down)[1:]
+    assert lo < -0.05 and hi > 0.05
+    assert M.pooled_paired_bootstrap([flat, flat], [up_down, down_up]) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
+    # only queries that every run scored are paired; the run counts must match
+    partial = dict(list(b_runs[1].items())[:30])
+    mean = M.pooled_paired_bootstrap(a_runs[:2], [b_runs[0], partial])[0]
+    shared = list(partial)
+    assert mean == pytest.approx(np.mean([(b_runs[0][q] - a_runs[0][q] + partial[q] - a_runs[1][q]) / 2
+                                          for q in shared]), abs=1e-12)
+    with pytest.raises(ValueError, match="same number"):
+        M.pooled_paired_bootstrap(a_runs, b_runs[:2])
+
+
 # ---- training batches ---------------------------------------------------------------------------------------
 
 def test_batches_never_repeat_a_text_and_cover_every_row_each_epoch():
@@ -187,9 +214,30 @@ def test_seed_summary_by_hand_and_the_split_seed_holds_the_carve(tmp_path):
     assert (base["ndcg@10_mean"], top["ndcg@10_mean"]) == (0.5, 0.65)
     assert top["seeds"] == [0, 1] and top["ndcg@10_per_seed"] == [0.7, 0.6]      # in seed order
     assert top["delta_ndcg@10_per_seed"] == [[0.2, 0.1, 0.3], [0.1, 0.05, 0.15]]
-    assert "| top | 0.6500 | 0.7000, 0.6000 | +0.2000 [+0.1000, +0.3000]; +0.1000" in format_seed_table([base, top])
+    assert top["delta_ndcg@10_pooled"] is None and "delta_vs_pooled" not in top  # rows without per-query scores
+    assert "| top | 0.6500 | 0.7000, 0.6000 |  |  | +0.2000 [+0.1000, +0.3000]; +0.1000" in format_seed_table([base, top])
     with pytest.raises(Exception, match="no row for seed"):
         seed_summary({0: runs[0], 1: runs[1][:1]})
+
+    # with per-query nDCG@10: pooled over the seeds, vs the model before and vs the variant's compare_to
+    def rows(before, top, guard):
+        return [{"model": "before fine-tuning", "ndcg@10": np.mean(list(before.values())), "delta_ndcg@10": None,
+                 "ndcg@10_per_query": before},
+                {"model": "top", "ndcg@10": np.mean(list(top.values())), "delta_ndcg@10": [0, 0, 0],
+                 "ndcg@10_per_query": top},
+                {"model": "guard", "ndcg@10": np.mean(list(guard.values())), "delta_ndcg@10": [0, 0, 0],
+                 "ndcg@10_per_query": guard, "delta_vs": {"reference": "top", "delta_ndcg@10": [0, 0, 0]}}]
+    before = {"a": 0.2, "b": 0.4, "c": 0.6}
+    runs = {0: rows(before, {"a": 0.3, "b": 0.5, "c": 0.6}, {"a": 0.4, "b": 0.5, "c": 0.6}),
+            1: rows(before, {"a": 0.3, "b": 0.6, "c": 0.6}, {"a": 0.3, "b": 0.6, "c": 0.9})}
+    _, top, guard = seed_summary(runs, samples=300)
+    # by hand: top - before per query, mean over seeds: a 0.1, b 0.15, c 0 -> 0.0833; guard - top: 0.05, 0, 0.15
+    assert top["delta_ndcg@10_pooled"][0] == pytest.approx(0.25 / 3, abs=1e-4)
+    assert guard["delta_vs_pooled"]["reference"] == "top"
+    assert guard["delta_vs_pooled"]["delta_ndcg@10"][0] == pytest.approx(0.2 / 3, abs=1e-4)
+    lo, hi = guard["delta_vs_pooled"]["delta_ndcg@10"][1:]
+    assert 0.0 <= lo <= 0.2 / 3 <= hi <= 0.15
+    assert "vs top" in format_seed_table([top, guard])
 
     def heldout(seed, split_seed):
         cfg = load_eval_config({"base": {"data": MINI, "seed": seed, "split_seed": split_seed, "heldout_fraction": 0.3,
@@ -225,16 +273,26 @@ def test_config_refuses_mining_anything_but_the_training_split():
             load_eval_config({"base": {"data": MINI}, "variants": [{"name": "m", "mine": {}, "train": bad}]})
     with pytest.raises(ConfigError, match="needs mined negatives"):
         load_eval_config({"base": {"data": MINI}, "variants": [{"name": "m", "train": {"loss": "marginmse"}}]})
+    # compare_to names an earlier variant: a later one, itself or an unknown name is refused
+    two = [{"name": "a", "mine": "none"}, {"name": "b", "mine": "none"}]
+    assert load_eval_config({"base": {"data": MINI},
+                             "variants": [two[0], dict(two[1], compare_to="a")]}).variants[1].compare_to == "a"
+    for variants in ([dict(two[0], compare_to="b"), two[1]], [two[0], dict(two[1], compare_to="b")],
+                     [two[0], dict(two[1], compare_to="c")]):
+        with pytest.raises(ConfigError, match="must name an earlier variant"):
+            load_eval_config({"base": {"data": MINI}, "variants": variants})
 
 
 def test_shipped_scifact_config_loads():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = load_eval_config(os.path.join(here, "benchmarks", "eval_scifact.yaml"))
-    assert [v.mine is None for v in cfg.variants] == [True, False, False, False, False, False]
+    assert [v.mine is None for v in cfg.variants] == [True, False, False, False, False, False, False]
     assert {v.mine["mining.sampler.method"] for v in cfg.variants if v.mine} == {"top", "simans"}
-    guard, margin = cfg.variants[4:]
+    guard, guard_low, margin = cfg.variants[4:]
     assert guard.mine["mining.near_duplicate.positive"] == 0.98 and not guard.train
+    assert guard_low.mine["mining.near_duplicate.positive"] == 0.8
     assert margin.train == {"loss": "marginmse"} and margin.mine["mining.sampler.method"] == "top"
+    assert {v.compare_to for v in cfg.variants[4:]} == {"naive top-k"}
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------
@@ -256,17 +314,31 @@ def test_tiny_eval_end_to_end(ray_session, tmp_path):
               "variants": [{"name": "no hard negatives", "mine": "none"},
                            {"name": "naive top-k", "mine": {"mining": {"filter": {"method": "none"},
                                                                        "sampler": {"method": "top"}}}},
-                           {"name": "marginmse guarded", "train": {"loss": "marginmse"},
+                           {"name": "marginmse guarded", "train": {"loss": "marginmse"}, "compare_to": "naive top-k",
                             "mine": {"mining": {"filter": {"method": "none"}, "sampler": {"method": "top"},
-                                                "near_duplicate": {"positive": 0.98}}}}]}
+                                                "near_duplicate": {"positive": 0.98}}}},
+                           {"name": "naive top-k again", "compare_to": "naive top-k",
+                            "mine": {"mining": {"filter": {"method": "none"}, "sampler": {"method": "top"}}}}]}
     result = run_eval(config)
 
     assert [r["model"] for r in result.rows] == ["before fine-tuning", "no hard negatives", "naive top-k",
-                                                 "marginmse guarded"]
+                                                 "marginmse guarded", "naive top-k again"]
     for r in result.rows:
         assert all(0.0 <= r[m] <= 1.0 for m in M.METRICS), r
         assert r["model"] in result.table
-    base, pairs, mined, margin = result.rows
+    base, pairs, mined, margin, again = result.rows
+
+    # the same rows and settings: the model is not trained twice, its scores are the earlier variant's
+    assert again["same_training_as"] == "naive top-k" and "same_training_as" not in margin
+    assert again["train_seconds"] == 0.0 and again["ndcg@10_per_query"] == mined["ndcg@10_per_query"]
+    assert again["delta_vs"] == {"reference": "naive top-k", "delta_ndcg@10": [0.0, 0.0, 0.0]}
+    # compare_to: the paired difference of the stored per-query scores (an independent mean, by hand)
+    assert set(margin["ndcg@10_per_query"]) == set(mined["ndcg@10_per_query"]) == set(base["ndcg@10_per_query"])
+    by_hand = np.mean([margin["ndcg@10_per_query"][q] - mined["ndcg@10_per_query"][q] for q in mined["ndcg@10_per_query"]])
+    assert margin["delta_vs"]["reference"] == "naive top-k"
+    assert margin["delta_vs"]["delta_ndcg@10"][0] == pytest.approx(by_hand, abs=1e-4)
+    assert np.mean(list(mined["ndcg@10_per_query"].values())) == pytest.approx(mined["ndcg@10"], abs=1e-4)
+    assert "vs compare_to" in result.table
     assert base["corpus_vectors"] == "mining embedding store"
     assert pairs["negatives_per_row"] == 0 and mined["negatives_per_row"] == 1
     for r in (pairs, mined, margin):  # fine-tuning changed the weights

@@ -106,3 +106,15 @@ def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], samples: in
     means = diff[rng.integers(0, len(diff), (samples, len(diff)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(diff.mean()), float(lo), float(hi)
+
+
+def pooled_paired_bootstrap(a_runs: Sequence[Mapping[str, float]], b_runs: Sequence[Mapping[str, float]],
+                            samples: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
+    """Two models compared over several runs (seeds) on the same queries: each query's difference is the mean over
+    the runs of b - a (run i of b paired with run i of a), so a seed's luck is averaged before the queries are
+    resampled; then :func:`paired_bootstrap` over the queries every run scored."""
+    if len(a_runs) != len(b_runs) or not a_runs:
+        raise ValueError(f"need the same number (>= 1) of runs on both sides, got {len(a_runs)} and {len(b_runs)}")
+    qids = sorted(set.intersection(*(set(r) for r in list(a_runs) + list(b_runs))))
+    diff = {q: float(np.mean([b[q] - a[q] for a, b in zip(a_runs, b_runs)])) for q in qids}
+    return paired_bootstrap(dict.fromkeys(qids, 0.0), diff, samples, seed)

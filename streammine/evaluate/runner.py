@@ -30,7 +30,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -76,6 +76,7 @@ class Variant:
     name: str
     mine: Optional[dict] = None             # None: no hard negatives, (anchor, positive) pairs only
     train: dict = field(default_factory=dict)  # base.train overrides for this variant, e.g. {loss: marginmse}
+    compare_to: Optional[str] = None        # an earlier variant: the paired ΔnDCG@10 against it is reported too
 
 
 @dataclass
@@ -118,18 +119,20 @@ def _variant(v: Any, i: int) -> Variant:
         return v
     if not isinstance(v, dict) or not v.get("name"):
         raise ConfigError(f"variants[{i}] must be a mapping with a name, got {v!r}")
-    unknown = set(v) - {"name", "mine", "train"}
+    unknown = set(v) - {"name", "mine", "train", "compare_to"}
     if unknown:
-        raise ConfigError(f"variants[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, mine, train)")
+        raise ConfigError(f"variants[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, mine, train, "
+                          f"compare_to)")
     train = _variant_train(v.get("train"), i)
+    compare_to = None if v.get("compare_to") is None else str(v["compare_to"])
     mine = v.get("mine")
     if mine is None or (isinstance(mine, str) and mine.lower() in ("none", "null", "")):
         if train.get("loss", "mnrl") != "mnrl":
             raise ConfigError(f"variants[{i}]: train.loss {train['loss']} needs mined negatives (set mine)")
-        return Variant(str(v["name"]), None, train)
+        return Variant(str(v["name"]), None, train, compare_to)
     if not isinstance(mine, dict):
         raise ConfigError(f"variants[{i}].mine must be a mapping of streammine config keys or none, got {mine!r}")
-    return Variant(str(v["name"]), flatten_keys(mine), train)
+    return Variant(str(v["name"]), flatten_keys(mine), train, compare_to)
 
 
 def _variant_train(train: Any, i: int) -> dict:
@@ -165,6 +168,10 @@ def validate(cfg: EvalConfig) -> None:
         raise ConfigError(f"variant names must be unique and not {BASE_ROW!r}: {names}")
     if len({_slug(n) for n in names}) != len(names):
         raise ConfigError(f"variant names must differ in more than punctuation and case: {names}")
+    for i, v in enumerate(cfg.variants):
+        if v.compare_to is not None and v.compare_to not in names[:i]:
+            raise ConfigError(f"variant {v.name!r}: compare_to {v.compare_to!r} must name an earlier variant "
+                              f"({', '.join(map(repr, names[:i])) or 'there is none'})")
     t = b.train
     if t.max_steps is None and not t.epochs:
         raise ConfigError("set base.train.max_steps or base.train.epochs")
@@ -226,6 +233,9 @@ class EvalRunner:
         self.mined: Dict[str, dict] = {}
         self.rows: List[dict] = []
         self.base_per_query: Optional[Dict[str, Dict[str, float]]] = None
+        self.ndcg_by_variant: Dict[str, Dict[str, float]] = {}  # per-query nDCG@10, for compare_to
+        self.trained: Dict[tuple, str] = {}     # (rows, margins, train settings) -> the variant trained on them
+        self.scored: Dict[str, tuple] = {}      # variant -> (means, per-query metrics, training stats)
 
     def run(self) -> EvalResult:
         self.split()
@@ -289,17 +299,22 @@ class EvalRunner:
         vectors, source = _store_vectors(self.mined, self.doc_ids, self.model_path, b.max_seq_length)
         means, self.base_per_query = self.score(model, vectors)
         self.rows.append(_row(BASE_ROW, means, None, None, None, time.perf_counter() - t, None, None,
-                              extra={"corpus_vectors": source}))
+                              extra={"corpus_vectors": source,
+                                     "ndcg@10_per_query": _per_query_ndcg(self.base_per_query)}))
         self.phases["base_eval_seconds"] = round(time.perf_counter() - t, 1)
         del model
         gc.collect()
 
     # ---- 4. fine-tune and score every variant -----------------------------------------------------------------
-    def train(self, v: Variant):
+    def examples(self, v: Variant):
+        """The variant's training rows: its mining output's tuples, or (query, positive) pairs without mining."""
+        info = self.mined.get(v.name)
+        return info["examples"] if info else pairs_from_split(self.train_q, self.train_pos, self.texts)
+
+    def train(self, v: Variant, examples=None):
         """A fresh copy of the base model fine-tuned on the variant's rows: (model, stats, examples)."""
         b = self.cfg.base
-        info = self.mined.get(v.name)
-        examples = info["examples"] if info else pairs_from_split(self.train_q, self.train_pos, self.texts)
+        examples = self.examples(v) if examples is None else examples
         log.info("eval: fine-tuning for %r on %d rows (%d negatives each)", v.name, len(examples.rows),
                  len(examples.columns) - 2)
         model, stats = fine_tune(self.model_path, examples, variant_train_config(self.cfg, v), b.seed, self.device,
@@ -314,17 +329,40 @@ class EvalRunner:
     def train_and_score(self, v: Variant) -> None:
         b = self.cfg.base
         info = self.mined.get(v.name)
-        model, stats, examples = self.train(v)
-        t = time.perf_counter()
-        means, per_query = self.score(model)
-        eval_seconds = time.perf_counter() - t
-        log.info("eval: %r trained in %.1f s, scored in %.1f s: nDCG@10 %.4f", v.name, stats["train_seconds"],
-                 eval_seconds, means["ndcg@10"])
+        examples = self.examples(v)
+        # the same rows, teacher margins and training settings under a fixed seed make the same model: an earlier
+        # variant's (e.g. a filter that removed nothing) is reused instead of trained and scored again
+        key = (tuple(examples.columns), tuple(examples.rows),
+               None if examples.labels is None else tuple(examples.labels), repr(variant_train_config(self.cfg, v)))
+        same_as = self.trained.get(key)
+        if same_as is None:
+            model, stats, examples = self.train(v, examples)
+            t = time.perf_counter()
+            means, per_query = self.score(model)
+            eval_seconds = time.perf_counter() - t
+            del model
+            gc.collect()
+            self.trained[key] = v.name
+            self.scored[v.name] = (means, per_query, stats)
+            log.info("eval: %r trained in %.1f s, scored in %.1f s: nDCG@10 %.4f", v.name, stats["train_seconds"],
+                     eval_seconds, means["ndcg@10"])
+        else:
+            means, per_query, stats = self.scored[same_as]
+            stats, eval_seconds = dict(stats, train_seconds=0.0), 0.0
+            log.info("eval: %r has the same training rows and settings as %r: its model and scores are reused",
+                     v.name, same_as)
         base = self.base_per_query
         delta = (M.paired_bootstrap({q: m["ndcg@10"] for q, m in base.items()},
                                     {q: m["ndcg@10"] for q, m in per_query.items()}, b.bootstrap_samples, b.seed)
                  if base else None)
-        extra = {"training": stats, "examples": examples.counts}
+        ndcg = _per_query_ndcg(per_query)
+        self.ndcg_by_variant[v.name] = ndcg
+        extra = {"training": stats, "examples": examples.counts, "ndcg@10_per_query": ndcg}
+        if same_as is not None:
+            extra["same_training_as"] = same_as
+        if v.compare_to is not None:
+            d = M.paired_bootstrap(self.ndcg_by_variant[v.compare_to], ndcg, b.bootstrap_samples, b.seed)
+            extra["delta_vs"] = {"reference": v.compare_to, "delta_ndcg@10": [round(x, 4) for x in d]}
         if examples.labels is not None:  # MarginMSE: whose scores the margins came from
             extra["teacher_scores"] = examples.counts["teacher_scores"]
         if info:
@@ -335,8 +373,6 @@ class EvalRunner:
                                "mining_config": info["cfg"].to_dict()["mining"]}
         self.rows.append(_row(v.name, means, delta, len(examples.rows), info["seconds"] if info else None,
                               eval_seconds, stats["train_seconds"], len(examples.columns) - 2, extra))
-        del model
-        gc.collect()
 
     # ---- 5. report --------------------------------------------------------------------------------------------
     def report(self) -> EvalResult:
@@ -382,6 +418,11 @@ def _store_vectors(mined: Dict[str, dict], doc_ids, model_path: str, max_len: Op
     return None, "encoded"
 
 
+def _per_query_ndcg(per_query: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    """Each held-out query's nDCG@10 (kept in eval.json so that runs over several seeds can be paired)."""
+    return {q: round(float(m["ndcg@10"]), 6) for q, m in sorted(per_query.items())}
+
+
 def _row(name, means, delta, rows, mine_s, eval_s, train_s, negatives, extra=None) -> dict:
     row = {"model": name, **{k: round(v, 4) for k, v in means.items()},
            "delta_ndcg@10": None if delta is None else [round(x, 4) for x in delta],
@@ -393,28 +434,46 @@ def _row(name, means, delta, rows, mine_s, eval_s, train_s, negatives, extra=Non
     return row
 
 
+def _interval(d: Optional[Sequence[float]]) -> str:
+    return "" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
+
+
 def format_table(rows: List[dict]) -> str:
-    head = ("| model | nDCG@10 | MRR@10 | Recall@100 | ΔnDCG@10 vs before (95% CI) | negatives/row | train rows "
-            "| mine s | train s | eval s |")
+    vs = any(r.get("delta_vs") for r in rows)  # the column only when a variant names compare_to
+    head = ("| model | nDCG@10 | MRR@10 | Recall@100 | ΔnDCG@10 vs before (95% CI) "
+            + ("| ΔnDCG@10 vs compare_to (95% CI) " if vs else "")
+            + "| negatives/row | train rows | mine s | train s | eval s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
-        d = r["delta_ndcg@10"]
-        delta = "" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
         cell = lambda x: "" if x is None else str(x)  # noqa: E731
-        lines.append(f"| {r['model']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | {delta} "
+        ref = r.get("delta_vs")
+        vs_cell = (f"| {_interval(ref['delta_ndcg@10'])} vs {ref['reference']} " if ref else "| ") if vs else ""
+        lines.append(f"| {r['model']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} "
+                     f"| {_interval(r['delta_ndcg@10'])} {vs_cell}"
                      f"| {cell(r['negatives_per_row'])} | {cell(r['train_rows'])} | {cell(r['mine_seconds'])} "
                      f"| {cell(r['train_seconds'])} | {cell(r['eval_seconds'])} |")
     return "\n".join(lines)
 
 
-def seed_summary(per_seed: Dict[int, List[dict]]) -> List[dict]:
+def seed_summary(per_seed: Dict[int, List[dict]], samples: int = 2000) -> List[dict]:
     """Rows of several runs that differ only in ``base.seed`` (same held-out split) -> one row per model: the mean
-    and every seed's nDCG@10, and every seed's ΔnDCG@10 interval vs the model before fine-tuning (each run's own
-    paired bootstrap). Models in the order of the first seed's rows; a model missing from a seed is an error."""
+    and every seed's nDCG@10, every seed's ΔnDCG@10 interval vs the model before fine-tuning (each run's own paired
+    bootstrap) and, where the rows carry per-query nDCG@10, the pooled intervals over all seeds
+    (:func:`metrics.pooled_paired_bootstrap`) vs the model before fine-tuning and vs the variant's ``compare_to``.
+    Models in the order of the first seed's rows; a model missing from a seed is an error."""
     seeds = sorted(per_seed)
     if not seeds:
         raise ValueError("no seeds")
     by_seed = {s: {r["model"]: r for r in per_seed[s]} for s in seeds}
+
+    def pooled(reference: str, name: str) -> Optional[List[float]]:
+        runs = [(by_seed[s].get(reference, {}).get("ndcg@10_per_query"), by_seed[s][name].get("ndcg@10_per_query"))
+                for s in seeds]
+        if any(a is None or b is None for a, b in runs):
+            return None
+        d = M.pooled_paired_bootstrap([a for a, _ in runs], [b for _, b in runs], samples, seeds[0])
+        return [round(x, 4) for x in d]
+
     out = []
     for r in per_seed[seeds[0]]:
         name = r["model"]
@@ -422,19 +481,28 @@ def seed_summary(per_seed: Dict[int, List[dict]]) -> List[dict]:
         if missing:
             raise StreamMineError(f"model {name!r} has no row for seed(s) {missing}")
         values = [by_seed[s][name]["ndcg@10"] for s in seeds]
-        out.append({"model": name, "seeds": seeds, "ndcg@10_mean": round(float(np.mean(values)), 4),
-                    "ndcg@10_per_seed": values,
-                    "delta_ndcg@10_per_seed": [by_seed[s][name]["delta_ndcg@10"] for s in seeds]})
+        row = {"model": name, "seeds": seeds, "ndcg@10_mean": round(float(np.mean(values)), 4),
+               "ndcg@10_per_seed": values,
+               "delta_ndcg@10_per_seed": [by_seed[s][name]["delta_ndcg@10"] for s in seeds],
+               "delta_ndcg@10_pooled": None if name == BASE_ROW else pooled(BASE_ROW, name)}
+        reference = (r.get("delta_vs") or {}).get("reference")
+        if reference is not None:
+            row["delta_vs_pooled"] = {"reference": reference, "delta_ndcg@10": pooled(reference, name)}
+        out.append(row)
     return out
 
 
 def format_seed_table(summary: List[dict]) -> str:
-    lines = ["| model | mean nDCG@10 | nDCG@10 per seed | ΔnDCG@10 vs before per seed (95% CI) |", "|---|---|---|---|"]
+    lines = ["| model | mean nDCG@10 | nDCG@10 per seed | ΔnDCG@10 vs before, all seeds (95% CI) "
+             "| ΔnDCG@10 vs compare_to, all seeds (95% CI) | ΔnDCG@10 vs before per seed (95% CI) |",
+             "|---|---|---|---|---|---|"]
     for r in summary:
-        deltas = "; ".join("" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
-                           for d in r["delta_ndcg@10_per_seed"])
+        deltas = "; ".join(_interval(d) for d in r["delta_ndcg@10_per_seed"])
         per = ", ".join(f"{v:.4f}" for v in r["ndcg@10_per_seed"])
-        lines.append(f"| {r['model']} | {r['ndcg@10_mean']:.4f} | {per} | {deltas if deltas.strip('; ') else ''} |")
+        vs = r.get("delta_vs_pooled")
+        vs_cell = f"{_interval(vs['delta_ndcg@10'])} vs {vs['reference']}" if vs and vs["delta_ndcg@10"] else ""
+        lines.append(f"| {r['model']} | {r['ndcg@10_mean']:.4f} | {per} | {_interval(r.get('delta_ndcg@10_pooled'))} "
+                     f"| {vs_cell} | {deltas if deltas.strip('; ') else ''} |")
     return "\n".join(lines)
 
 
