@@ -30,7 +30,7 @@ INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq", "torch-flat")
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
-EXPORT_FORMATS = ("st-triplet", "st-ntuple", "flagembedding")
+EXPORT_FORMATS = ("st-triplet", "st-ntuple", "st-labeled-pair", "st-labeled-list", "flagembedding")
 
 
 class ConfigBase:

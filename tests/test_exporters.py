@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from streammine.errors import StreamMineError
-from streammine.sink.exporters import (FORMATS, MissingTextError, export_flagembedding, export_st_ntuple,
-                                       export_st_triplet, resolve_parts)
+from streammine.sink.exporters import (FORMATS, MissingTextError, export_flagembedding, export_st_labeled_list,
+                                       export_st_labeled_pair, export_st_ntuple, export_st_triplet, resolve_parts)
 from streammine.sink.schema import MINED_SCHEMA
 
 TEXTS = {f"d{i}": f"document {i} text" for i in range(1, 20)}
@@ -131,6 +131,33 @@ def test_st_ntuple_explicit_width_truncates_by_rank(mined_dir, tmp_path):
     assert counts["queries_skipped"] == {"short_of_negatives": 1, "no_positive": 1}
 
 
+def test_st_labeled_pair(mined_dir, tmp_path):
+    out = tmp_path / "pairs.parquet"
+    counts = export_st_labeled_pair(str(mined_dir), TEXTS, str(out))
+    expected = [("query one", t("d1"), 1), ("query one", t("d2"), 1),
+                ("query one", t("d5"), 0), ("query one", t("d6"), 0), ("query one", t("d7"), 0),
+                ("query two", t("d3"), 1), ("query two", t("d8"), 0), ("query two", t("d9"), 0),
+                ("query three", t("d4"), 1),
+                ("query three", t("d10"), 0), ("query three", t("d11"), 0), ("query three", t("d12"), 0)]
+    assert rows_of(out) == expected
+    schema = pq.read_schema(out)  # CrossEncoder training reads the integer `label` column
+    assert schema.names == ["anchor", "positive", "label"] and schema.field("label").type == pa.int64()
+    assert counts["rows_written"] == 12 and counts["queries_written"] == 3
+    assert counts["queries_skipped"] == {"no_negatives": 1, "no_positive": 1}
+
+
+def test_st_labeled_list(mined_dir, tmp_path):
+    out = tmp_path / "lists.parquet"
+    counts = export_st_labeled_list(str(mined_dir), TEXTS, str(out))
+    expected = [("query one", [t("d1"), t("d5"), t("d6"), t("d7")], [1, 0, 0, 0]),
+                ("query one", [t("d2"), t("d5"), t("d6"), t("d7")], [1, 0, 0, 0]),
+                ("query two", [t("d3"), t("d8"), t("d9")], [1, 0, 0]),                 # rows may differ in length
+                ("query three", [t("d4"), t("d10"), t("d11"), t("d12")], [1, 0, 0, 0])]
+    assert rows_of(out) == expected
+    assert pq.read_schema(out).names == ["anchor", "positive", "labels"]
+    assert counts["rows_written"] == 4 and counts["queries_skipped"] == {"no_negatives": 1, "no_positive": 1}
+
+
 def test_flagembedding(mined_dir, tmp_path):
     out = tmp_path / "fe.jsonl"
     counts = export_flagembedding(str(mined_dir), TEXTS, str(out))
@@ -141,7 +168,8 @@ def test_flagembedding(mined_dir, tmp_path):
     assert counts["rows_written"] == 3 and counts["queries_skipped"] == {"no_negatives": 1, "no_positive": 1}
 
 
-@pytest.mark.parametrize("exporter", [export_st_triplet, export_st_ntuple, export_flagembedding])
+@pytest.mark.parametrize("exporter", [export_st_triplet, export_st_ntuple, export_st_labeled_pair,
+                                      export_st_labeled_list, export_flagembedding])
 def test_missing_text_names_id_and_part_and_leaves_no_file(mined_dir, tmp_path, exporter):
     texts = {k: v for k, v in TEXTS.items() if k != "d11"}
     out = tmp_path / "out.file"
@@ -213,6 +241,19 @@ def test_st_exports_carry_scores_aligned_with_texts(mined_ce_dir, tmp_path, sour
     for r in rows:
         texts = [r["positive"], r["negative_1"], r["negative_2"]]
         assert r["scores"] == [f32(score(ID_OF[t])) for t in texts]
+    # labeled-pair: a float `score` column in place of `label` (the peer's output_scores=True); labeled-list: `scores`
+    out = tmp_path / "pairs.parquet"
+    export_st_labeled_pair(str(mined_ce_dir), TEXTS, str(out), scores=source)
+    pairs = pq.read_table(out)
+    assert pairs.column_names == ["anchor", "positive", "score"] and pairs.num_rows == 12
+    for r in pairs.to_pylist():
+        assert r["score"] == f32(score(ID_OF[r["positive"]]))
+    out = tmp_path / "lists.parquet"
+    export_st_labeled_list(str(mined_ce_dir), TEXTS, str(out), scores=source)
+    lists = pq.read_table(out)
+    assert lists.column_names == ["anchor", "positive", "scores"] and lists.num_rows == 4
+    for r in lists.to_pylist():
+        assert r["scores"] == [f32(score(ID_OF[t])) for t in r["positive"]]
 
 
 def test_flagembedding_scores_and_prompt(mined_ce_dir, tmp_path):
@@ -239,4 +280,6 @@ def test_registry_names_every_configurable_format_and_its_file():
     from streammine.config import EXPORT_FORMATS
     assert tuple(FORMATS) == EXPORT_FORMATS
     assert {name: f.file for name, f in FORMATS.items()} == {
-        "st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet", "flagembedding": "flagembedding.jsonl"}
+        "st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet",
+        "st-labeled-pair": "st-labeled-pair.parquet", "st-labeled-list": "st-labeled-list.parquet",
+        "flagembedding": "flagembedding.jsonl"}

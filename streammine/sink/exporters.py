@@ -8,6 +8,13 @@ ones (``output.export``).
 * ``export_st_ntuple``   -> Parquet ``anchor, positive, negative_1 .. negative_n[, scores]``: one row per (query,
   positive) with exactly ``n`` negatives, like ``output_format="n-tuple"``; ``scores`` = [s(positive),
   s(negative_1) .. s(negative_n)] (the peer's ``output_scores=True``; MarginMSE / DistillKLDiv labels).
+* ``export_st_labeled_pair`` -> Parquet ``anchor, positive, label`` (or ``score``): one row per (query, document),
+  the query's positives (label 1) then its negatives (label 0) in rank order, like ``output_format="labeled-pair"``
+  (CrossEncoder / reranker training: BinaryCrossEntropyLoss reads ``label``); with scores a float ``score`` column
+  takes the place of ``label``, as the peer's ``output_scores=True`` does.
+* ``export_st_labeled_list`` -> Parquet ``anchor, positive: list[str], labels: list[int]`` (or ``scores:
+  list[float]``): one row per (query, positive) holding [positive, negatives...], like
+  ``output_format="labeled-list"`` (listwise reranker losses: LambdaLoss, ListNet; reranking evaluation sets).
 * ``export_flagembedding`` -> JSONL ``{"query", "pos": [...], "neg": [...][, "pos_scores", "neg_scores"][,
   "prompt"]}``: one line per query (FlagEmbedding's ``hn_mine.py`` output / finetune input; its distillation
   reads ``pos_scores`` / ``neg_scores``, and ``prompt`` is the run's query prompt when it has one).
@@ -213,10 +220,13 @@ def _finish(counts: dict) -> dict:
 RowsOrSkip = Tuple[List[dict], Optional[str]]
 
 
-def _export_parquet(part_urls: List[str], out_url: str, columns: List[str], counts: dict,
+def _export_parquet(part_urls: List[str], out_url: str, columns: Union[List[str], pa.Schema], counts: dict,
                     rows_for: Callable[[str, QueryRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
+    """``columns``: text column names (with ``scores`` a ``scores`` list column after them), or a whole schema."""
+    schema = columns if isinstance(columns, pa.Schema) else string_schema(columns, bool(scores))
+
     def write(f) -> dict:
-        with ParquetRowWriter(f, string_schema(columns, bool(scores))) as out:
+        with ParquetRowWriter(f, schema) as out:
             for url, row in iter_query_rows(part_urls, scores):
                 for record in _count_query(counts, rows_for(url, row)):
                     out.add(record)
@@ -321,6 +331,59 @@ def export_st_ntuple(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out
                            _with_scores(dict(_new_counts("st-ntuple"), num_negatives=n), scores), rows_for, scores)
 
 
+def export_st_labeled_pair(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str,
+                           scores: Optional[str] = None) -> dict:
+    """Parquet (anchor, positive, label): per query, each positive with label 1, then each negative (rank order)
+    with label 0; with ``scores`` the column is ``score`` (float: the document's score) instead of ``label``, as
+    sentence-transformers' ``labeled-pair`` with ``output_scores=True``.
+
+    Skipped (and counted): queries with no positive, queries with no negative (nothing to tell apart)."""
+    lookup = text_lookup(texts)
+    last = ("score", pa.float32()) if scores else ("label", pa.int64())
+    schema = pa.schema([("anchor", pa.string()), ("positive", pa.string()), last])
+
+    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+        reason = unpairable(row)
+        if reason:
+            return [], reason
+        judged = ([(d, 1, row.positive_scores[i] if scores else None) for i, d in enumerate(row.positive_ids)]
+                  + [(d, 0, row.negative_scores[j] if scores else None) for j, d in enumerate(row.negative_ids)])
+        return [{"anchor": row.query, "positive": lookup(d, url, row.query_id), last[0]: score if scores else label}
+                for d, label, score in judged], None
+
+    return _export_parquet(resolve_parts(parts_url_or_paths), out_url, schema,
+                           _with_scores(_new_counts("st-labeled-pair"), scores), rows_for, scores)
+
+
+def export_st_labeled_list(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str,
+                           scores: Optional[str] = None) -> dict:
+    """Parquet (anchor, positive: [positive, negative_1 .. negative_k], labels: [1, 0 .. 0]): one row per (query,
+    positive), the query's negatives in rank order; with ``scores`` the last column is ``scores`` (floats aligned
+    with the list) instead of ``labels``, as sentence-transformers' ``labeled-list`` with ``output_scores=True``.
+    A query's rows may differ in length (k = its negatives).
+
+    Skipped (and counted): queries with no positive, queries with no negative."""
+    lookup = text_lookup(texts)
+    last = ("scores", pa.list_(pa.float32())) if scores else ("labels", pa.list_(pa.int64()))
+    schema = pa.schema([("anchor", pa.string()), ("positive", pa.list_(pa.string())), last])
+
+    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+        reason = unpairable(row)
+        if reason:
+            return [], reason
+        negatives = [lookup(d, url, row.query_id) for d in row.negative_ids]
+        out = []
+        for p, pid in enumerate(row.positive_ids):
+            value = ([row.positive_scores[p]] + list(row.negative_scores) if scores
+                     else [1] + [0] * len(negatives))
+            out.append({"anchor": row.query, "positive": [lookup(pid, url, row.query_id)] + negatives,
+                        last[0]: value})
+        return out, None
+
+    return _export_parquet(resolve_parts(parts_url_or_paths), out_url, schema,
+                           _with_scores(_new_counts("st-labeled-list"), scores), rows_for, scores)
+
+
 def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out_url: str,
                          scores: Optional[str] = None, prompt: str = "") -> dict:
     """JSONL ``{"query": str, "pos": [texts], "neg": [texts]}``, one line per query; with ``scores`` also
@@ -365,12 +428,20 @@ FORMATS: Dict[str, ExportFormat] = {
     "st-ntuple": ExportFormat("st-ntuple.parquet",
                               lambda parts, texts, out, cfg, scores: export_st_ntuple(parts, texts, out,
                                                                                       scores=scores)),
+    "st-labeled-pair": ExportFormat("st-labeled-pair.parquet",
+                                    lambda parts, texts, out, cfg, scores: export_st_labeled_pair(parts, texts, out,
+                                                                                                  scores)),
+    "st-labeled-list": ExportFormat("st-labeled-list.parquet",
+                                    lambda parts, texts, out, cfg, scores: export_st_labeled_list(parts, texts, out,
+                                                                                                  scores)),
     "flagembedding": ExportFormat("flagembedding.jsonl",
                                   lambda parts, texts, out, cfg, scores: export_flagembedding(
                                       parts, texts, out, scores, cfg.encoder.query_prompt)),
 }
 EXPORT_FILES = {name: f.file for name, f in FORMATS.items()}
-EXPORTERS = {"st-triplet": export_st_triplet, "st-ntuple": export_st_ntuple, "flagembedding": export_flagembedding}
+EXPORTERS = {"st-triplet": export_st_triplet, "st-ntuple": export_st_ntuple,
+             "st-labeled-pair": export_st_labeled_pair, "st-labeled-list": export_st_labeled_list,
+             "flagembedding": export_flagembedding}
 
 
 def export_score_source(cfg) -> Optional[str]:
