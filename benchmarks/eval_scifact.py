@@ -6,7 +6,9 @@ the model before fine-tuning), 20% of SciFact's training queries held out (its e
     python benchmarks/eval_scifact.py --tiny           # a smoke run on a slice (100 queries, 400 documents, 4 steps)
     python benchmarks/eval_scifact.py --seeds 0,1,2    # the whole evaluation per seed (training and mining seed;
                                                        # the held-out split stays the config's) -> mean nDCG@10
-                                                       # per variant, per-seed intervals: eval_scifact_seeds.json
+                                                       # per variant, pooled and per-seed intervals:
+                                                       # eval_scifact_seeds.json
+    python benchmarks/eval_scifact.py --seeds 0,1 --variants "naive top-k;SimANS"   # a subset of the variants
 
 Run it alone on an otherwise idle machine: it is timed. The working files (the carved split, the mining outputs
 and the embedding store) go to --work (default: .cache/eval_scifact in the repository, which git ignores); a second
