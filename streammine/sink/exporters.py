@@ -265,6 +265,12 @@ def unpairable(row: QueryRow) -> Optional[str]:
     return None
 
 
+def texts_of(row: QueryRow, url: str, lookup: Callable[[str, str, str], str]) -> Tuple[List[str], List[str]]:
+    """(positive texts, negative texts) of a row, in its order."""
+    return ([lookup(d, url, row.query_id) for d in row.positive_ids],
+            [lookup(d, url, row.query_id) for d in row.negative_ids])
+
+
 def _with_scores(counts: dict, scores: Optional[str]) -> dict:
     return dict(counts, scores=scores) if scores else counts
 
@@ -281,10 +287,9 @@ def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], ou
         reason = unpairable(row)
         if reason:
             return [], reason
-        negatives = [lookup(d, url, row.query_id) for d in row.negative_ids]
+        positives, negatives = texts_of(row, url, lookup)
         out = []
-        for p, pid in enumerate(row.positive_ids):
-            positive = lookup(pid, url, row.query_id)
+        for p, positive in enumerate(positives):
             for j, negative in enumerate(negatives):
                 record = {"anchor": row.query, "positive": positive, "negative": negative}
                 if scores:
@@ -371,14 +376,11 @@ def export_st_labeled_list(parts_url_or_paths: PartsArg, texts: Mapping[str, str
         reason = unpairable(row)
         if reason:
             return [], reason
-        negatives = [lookup(d, url, row.query_id) for d in row.negative_ids]
-        out = []
-        for p, pid in enumerate(row.positive_ids):
-            value = ([row.positive_scores[p]] + list(row.negative_scores) if scores
-                     else [1] + [0] * len(negatives))
-            out.append({"anchor": row.query, "positive": [lookup(pid, url, row.query_id)] + negatives,
-                        last[0]: value})
-        return out, None
+        positives, negatives = texts_of(row, url, lookup)
+        return [{"anchor": row.query, "positive": [positive] + negatives,
+                 last[0]: ([row.positive_scores[p]] + list(row.negative_scores) if scores
+                           else [1] + [0] * len(negatives))}
+                for p, positive in enumerate(positives)], None
 
     return _export_parquet(resolve_parts(parts_url_or_paths), out_url, schema,
                            _with_scores(_new_counts("st-labeled-list"), scores), rows_for, scores)
