@@ -252,7 +252,7 @@ def test_seed_summary_by_hand_and_the_split_seed_holds_the_carve(tmp_path):
 
 # ---- the config ---------------------------------------------------------------------------------------------
 
-def test_config_refuses_mining_anything_but_the_training_split():
+def test_config_refuses_mining_anything_but_the_training_split(tmp_path):
     base = {"base": {"data": MINI}, "variants": [{"name": "none", "mine": "none"},
                                                  {"name": "top", "mine": {"mining": {"sampler": {"method": "top"}}}}]}
     cfg = load_eval_config(base, {"base.train.max_steps": "3"})
@@ -273,8 +273,16 @@ def test_config_refuses_mining_anything_but_the_training_split():
             load_eval_config({"base": {"data": MINI}, "variants": [{"name": "m", "mine": {}, "train": bad}]})
     with pytest.raises(ConfigError, match="needs mined negatives"):
         load_eval_config({"base": {"data": MINI}, "variants": [{"name": "m", "train": {"loss": "marginmse"}}]})
-    # compare_to names an earlier variant: a later one, itself or an unknown name is refused
     two = [{"name": "a", "mine": "none"}, {"name": "b", "mine": "none"}]
+    # compare_to is against the named variant's per-query scores, not the model before fine-tuning
+    from streammine.evaluate.runner import EvalRunner
+    runner = EvalRunner(load_eval_config({"base": {"data": MINI, "output": str(tmp_path / "e")},
+                                          "variants": two[:1] + [dict(two[1], compare_to="a")]}))
+    runner.base_per_query = {q: {"ndcg@10": 0.0} for q in ("q1", "q2", "q3")}
+    runner.ndcg_by_variant["a"] = {"q1": 0.5, "q2": 0.25, "q3": 1.0}
+    d = runner.delta_vs("a", {"q1": 0.75, "q2": 0.25, "q3": 0.5})
+    assert d["reference"] == "a" and d["delta_ndcg@10"][0] == pytest.approx((0.25 + 0 - 0.5) / 3, abs=1e-4)
+    # compare_to names an earlier variant: a later one, itself or an unknown name is refused
     assert load_eval_config({"base": {"data": MINI},
                              "variants": [two[0], dict(two[1], compare_to="a")]}).variants[1].compare_to == "a"
     for variants in ([dict(two[0], compare_to="b"), two[1]], [two[0], dict(two[1], compare_to="b")],

@@ -361,8 +361,7 @@ class EvalRunner:
         if same_as is not None:
             extra["same_training_as"] = same_as
         if v.compare_to is not None:
-            d = M.paired_bootstrap(self.ndcg_by_variant[v.compare_to], ndcg, b.bootstrap_samples, b.seed)
-            extra["delta_vs"] = {"reference": v.compare_to, "delta_ndcg@10": [round(x, 4) for x in d]}
+            extra["delta_vs"] = self.delta_vs(v.compare_to, ndcg)
         if examples.labels is not None:  # MarginMSE: whose scores the margins came from
             extra["teacher_scores"] = examples.counts["teacher_scores"]
         if info:
@@ -373,6 +372,12 @@ class EvalRunner:
                                "mining_config": info["cfg"].to_dict()["mining"]}
         self.rows.append(_row(v.name, means, delta, len(examples.rows), info["seconds"] if info else None,
                               eval_seconds, stats["train_seconds"], len(examples.columns) - 2, extra))
+
+    def delta_vs(self, reference: str, ndcg: Dict[str, float]) -> dict:
+        """The paired-bootstrap ΔnDCG@10 of the per-query scores ``ndcg`` against an earlier variant's."""
+        b = self.cfg.base
+        d = M.paired_bootstrap(self.ndcg_by_variant[reference], ndcg, b.bootstrap_samples, b.seed)
+        return {"reference": reference, "delta_ndcg@10": [round(x, 4) for x in d]}
 
     # ---- 5. report --------------------------------------------------------------------------------------------
     def report(self) -> EvalResult:
