@@ -32,12 +32,14 @@ class Exporter:
                           tag_keys=tags)
         self.age = Gauge("streammine_model_age_seconds",
                          "age of the model version the last committed negatives were mined with", tag_keys=tags)
+        self.refresh_by_version: dict = {}
 
     def refreshed(self, version) -> None:
         if not self.enabled:
             return
         t = {"version": version.version.name}
         self.refresh_seconds.set(version.refresh_seconds, tags=t)
+        self.refresh_by_version[t["version"]] = version.refresh_seconds
         if version.docs_encoded:
             self.docs_encoded.inc(version.docs_encoded, tags=t)
         if version.docs_cached:
@@ -52,5 +54,9 @@ class Exporter:
         if entry["negatives"]:
             self.negatives.inc(entry["negatives"], tags=t)
         self.rate.set(entry["negatives"] / max(seconds, 1e-9), tags=t)
+        if t["version"] in self.refresh_by_version:
+            # recorded again with every commit, like the other gauges: a gauge recorded once can be gone from
+            # the node's Prometheus endpoint by the time it is scraped
+            self.refresh_seconds.set(self.refresh_by_version[t["version"]], tags=t)
         if entry.get("version_created"):
             self.age.set(time.time() - float(entry["version_created"]), tags=t)
