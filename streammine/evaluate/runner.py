@@ -234,8 +234,8 @@ class EvalRunner:
         self.rows: List[dict] = []
         self.base_per_query: Optional[Dict[str, Dict[str, float]]] = None
         self.ndcg_by_variant: Dict[str, Dict[str, float]] = {}  # per-query nDCG@10, for compare_to
-        self.trained: Dict[tuple, str] = {}     # (rows, margins, train settings) -> the variant trained on them
-        self.scored: Dict[str, tuple] = {}      # variant -> (means, per-query metrics, training stats)
+        # (rows, margins, train settings) -> (the variant trained on them, means, per-query metrics, training stats)
+        self.trained: Dict[tuple, tuple] = {}
 
     def run(self) -> EvalResult:
         self.split()
@@ -334,7 +334,7 @@ class EvalRunner:
         # variant's (e.g. a filter that removed nothing) is reused instead of trained and scored again
         key = (tuple(examples.columns), tuple(examples.rows),
                None if examples.labels is None else tuple(examples.labels), repr(variant_train_config(self.cfg, v)))
-        same_as = self.trained.get(key)
+        same_as = self.trained[key][0] if key in self.trained else None
         if same_as is None:
             model, stats, examples = self.train(v, examples)
             t = time.perf_counter()
@@ -342,12 +342,11 @@ class EvalRunner:
             eval_seconds = time.perf_counter() - t
             del model
             gc.collect()
-            self.trained[key] = v.name
-            self.scored[v.name] = (means, per_query, stats)
+            self.trained[key] = (v.name, means, per_query, stats)
             log.info("eval: %r trained in %.1f s, scored in %.1f s: nDCG@10 %.4f", v.name, stats["train_seconds"],
                      eval_seconds, means["ndcg@10"])
         else:
-            means, per_query, stats = self.scored[same_as]
+            _, means, per_query, stats = self.trained[key]
             stats, eval_seconds = dict(stats, train_seconds=0.0), 0.0
             log.info("eval: %r has the same training rows and settings as %r: its model and scores are reused",
                      v.name, same_as)
