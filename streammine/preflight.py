@@ -109,11 +109,65 @@ def check_inputs(cfg: MineConfig) -> None:
             _check_readable(url, "vectors file")
     for key, model in (("encoder.model", e.model if not fmt.precomputed else None),
                        ("mining.cross_encoder.model", cfg.mining.cross_encoder.model)):
-        if model and _looks_like_path(model):
-            local = os.path.expanduser(model) if fs.is_local(model) else model
-            with _access(model):
-                if not fs.exists(local):
-                    raise InputError(model, f"model directory not found ({key})")
+        check_model(model, key)
+
+
+# files one of which a loadable model directory holds: sentence-transformers' module list, or a transformers
+# config (sentence-transformers wraps a plain transformers model with mean pooling; a CrossEncoder is one)
+MODEL_FILES = ("modules.json", "config.json")
+_TRUE = ("1", "on", "yes", "true")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
+
+
+def check_model(model, key: str) -> None:
+    """``model`` (a config's model name: a local or object-store directory, or a hub id) can be loaded, or one
+    InputError names it and why: not found, not a model directory, not a local directory while the hub is offline
+    or unreachable. A hub id is checked against the local hub cache, then (online) with one short request, so a
+    mistake costs seconds in the driver instead of a failed actor per worker. None (the packaged model) and a model
+    object (not a string) pass."""
+    if not model or not isinstance(model, str):
+        return
+    if _looks_like_path(model):
+        local = os.path.expanduser(model) if fs.is_local(model) else model
+        with _access(model):
+            if not fs.exists(local):
+                raise InputError(model, f"model directory not found ({key})")
+            filesystem, path = fs.resolve(local)
+            if not filesystem.isdir(path):
+                raise InputError(model, f"not a model directory: a file ({key})")
+            if not any(filesystem.exists(path.rstrip("/") + "/" + name) for name in MODEL_FILES):
+                raise InputError(model, f"not a sentence-transformers model directory (it holds neither "
+                                        f"{' nor '.join(MODEL_FILES)}) ({key})")
+        return
+    _check_hub_model(model, key)
+
+
+def _check_hub_model(model: str, key: str) -> None:
+    from huggingface_hub import try_to_load_from_cache
+    try:
+        if any(isinstance(try_to_load_from_cache(model, name), str) for name in MODEL_FILES):
+            return  # in the local hub cache: loads offline
+    except Exception:  # noqa: BLE001 - not a valid repo id: answered below
+        pass
+    if _hub_offline():
+        raise InputError(model, f"not a local directory and the hub is offline (HF_HUB_OFFLINE=1), and the hub "
+                                f"cache does not hold it ({key}); pass a model directory")
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import GatedRepoError, HFValidationError, RepositoryNotFoundError
+    try:
+        HfApi().model_info(model, timeout=10)
+    except GatedRepoError:
+        raise InputError(model, f"a gated model on the hub that this machine's token cannot read ({key})") from None
+    except (HFValidationError, RepositoryNotFoundError):
+        raise InputError(model, f"not a local directory nor a model on the hub ({key})") from None
+    except Exception as e:  # noqa: BLE001 - network failures of every kind: the hub cannot be reached
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(model, f"not a local directory and the hub cannot be reached ({reason}) ({key}); "
+                                f"pass a model directory") from None
 
 
 # ---- output ---------------------------------------------------------------------------------------------------

@@ -137,5 +137,6 @@ def _fill_file(store_url: str, name: str, cached_store: str, cached_files: list,
     new_name = store_file_name(int(bucket.split("=", 1)[1]), writer)
     with fs.open_url(fs.join(store_url, new_name), "wb") as f:
         pq.write_table(table.select(STORE_COLUMNS), f)
-    fs.remove_quietly([fs.join(store_url, name)])
+    # ``name`` stays until the commit (the sink's remove_unlisted deletes it then): a retry of this task after its
+    # worker died past this point reads it again; a half-written ``new_name`` is never listed, so never read
     return name, new_name
