@@ -109,7 +109,7 @@ def check_inputs(cfg: MineConfig) -> None:
             _check_readable(url, "vectors file")
     for key, model in (("encoder.model", e.model if not fmt.precomputed else None),
                        ("mining.cross_encoder.model", cfg.mining.cross_encoder.model)):
-        if model and _looks_like_path(model):
+        if model and not model.startswith("memory://") and _looks_like_path(model):  # memory://: an object
             local = os.path.expanduser(model) if fs.is_local(model) else model
             with _access(model):
                 if not fs.exists(local):
