@@ -92,11 +92,24 @@ def ship_to_ray(name: str) -> None:
         return
     model = _LOCAL[key]
     device = str(getattr(model, "device", "cpu"))
+    if not is_sentence_transformer(model):
+        _pickle_class_by_value(type(model))
     ref = ray.put(model if device == "cpu" else copy.deepcopy(model).cpu())
     if _registry is None:
         _registry = _Registry.options(name=REGISTRY_ACTOR, get_if_exists=True).remote()
     ray.get(_registry.put.remote(key, [ref]))  # boxed: the actor keeps the reference, not the value
     _SHIPPED[key] = ref
+
+
+def _pickle_class_by_value(cls) -> None:
+    """A user's wrapper class often lives in a script, notebook or test module the workers cannot import: it
+    travels by value (its code pickled with the object); installed packages stay by reference."""
+    import sys
+    from ray import cloudpickle
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None) or ""
+    if module is not None and cls.__module__ != "__main__" and "site-packages" not in path:
+        cloudpickle.register_pickle_by_value(module)
 
 
 def forget_ray() -> None:
