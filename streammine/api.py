@@ -27,14 +27,22 @@ def load_config(config: Union[MineConfig, dict, str, None] = None, overrides: Op
     return MineConfig.from_sources(config, overrides)
 
 
-def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None, **kwargs):
+def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None, *, model=None,
+         **kwargs):
     """Mines hard negatives; returns a RunResult (output URL and the run summary).
+
+    ``model``: a model object (a ``SentenceTransformer``, or any object with ``encode_query`` /
+    ``encode_document``, or ``encode`` with a prompt): its current in-memory weights encode, under the name
+    ``memory://<digest of its state>`` (``encoder.model``; a path still goes there). The object is not changed.
 
     A user's mistake raises the project's own exception (:class:`~streammine.errors.InputError`,
     :class:`~streammine.errors.ConfigError`, ...), whichever Ray task or actor found it: never Ray's wrapper."""
     from .errors import find_error
     from .run.mine import mine as run
     try:
+        if model is not None:
+            from .encode.model_object import publish
+            overrides = dict(overrides or {}, **{"encoder.model": publish(model)})
         return run(load_config(config, overrides, **kwargs))
     except Exception as e:
         found = find_error(e)

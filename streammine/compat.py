@@ -451,9 +451,10 @@ def mine_hard_negatives(
                               ("document", "passage", "corpus"))
 
     private = tempfile.mkdtemp(prefix="streammine-compat-")
-    tmp_model = None
     try:
-        model_dir, tmp_model = _model_dir(model)
+        from .cache import default_cache_dir
+        duck = is_duck_model(model)
+        model_dir = None if duck else _model_dir(model, cache_folder or default_cache_dir())
         in_dir = _content_dir(cache_folder or private, queries, positives, extra)
         pairs_url = os.path.join(in_dir, "pairs.parquet")
         _write_table(pairs_url, {"anchor": queries, "positive": positives})
@@ -472,6 +473,17 @@ def mine_hard_negatives(
             "mining.exclude_same_text": exclude_same_text,
             "output.path": out, "output.overwrite": True, "run.progress": bool(verbose),
         }
+        if duck:  # encoded here, in the caller's process, then mined as precomputed vectors
+            uq = list(dict.fromkeys(queries))
+            doc_ids = list(texts)
+            vec_dir = tempfile.mkdtemp(prefix="vectors-", dir=private)
+            cfg.update({"encoder.kind": "precomputed", "encoder.model": None,
+                        "encoder.corpus_vectors": os.path.join(vec_dir, "corpus.parquet"),
+                        "encoder.query_vectors": os.path.join(vec_dir, "queries.parquet")})
+            _write_vectors(cfg["encoder.corpus_vectors"], doc_ids,
+                           _encode_side(model, [texts[d] for d in doc_ids], "document", d_prompt, batch_size))
+            _write_vectors(cfg["encoder.query_vectors"], [content_id(q) for q in uq],
+                           _encode_side(model, uq, "query", q_prompt, batch_size))
         if cache_folder:
             cfg["run.work_dir"] = os.path.join(cache_folder, "streammine-work")
         if batch_size != 32:
@@ -490,8 +502,6 @@ def mine_hard_negatives(
         rows = _read_rows(result.output)
     finally:
         shutil.rmtree(private, ignore_errors=True)
-        if tmp_model:
-            shutil.rmtree(tmp_model, ignore_errors=True)
 
     order = list(dict.fromkeys(queries))
     results = []
@@ -585,16 +595,65 @@ def teacher_scores(row: dict, positive_ids: Sequence[str], negative_ids: Sequenc
             [float(by_id.get(d, float("nan"))) for d in negative_ids])
 
 
-def _model_dir(model):
-    """(a directory streammine's encoders load, a temporary directory to remove afterwards or None)."""
+def state_digest(model) -> str:
+    """16 hex digits of the SHA-256 of a torch module's in-memory state (names, dtypes, shapes, bytes) and its
+    sequence length: changed weights get another digest, unchanged weights the same one."""
+    import torch
+    h = hashlib.sha256(str(getattr(model, "max_seq_length", None)).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _model_dir(model, root: str) -> str:
+    """A directory streammine's encoders load holding ``model``'s *current in-memory* weights.
+
+    A path is used as given. A SentenceTransformer object is saved once under ``<root>/models/<state digest>/``
+    (content-addressed: the path, hence the embedding store's model key, follows the weights; unchanged weights
+    find the copy and the vectors already there). The folder it was loaded from is never used: its weights may
+    no longer be the object's."""
     if isinstance(model, (str, os.PathLike)):
-        return str(model), None
-    path = model_source(model)
-    if path:
-        return path, None
-    tmp = tempfile.mkdtemp(prefix="streammine-model-")  # private (0700): only this user reads the weights
-    model.save(tmp)
-    return tmp, tmp
+        return str(model)
+    path = os.path.join(root, "models", state_digest(model))
+    if not os.path.isfile(os.path.join(path, "modules.json")):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))  # private (0700)
+        model.save(tmp)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another call saved the same state first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def is_duck_model(model) -> bool:
+    """An object with the peer's encoding interface but no SentenceTransformer save/state (encoded here)."""
+    if isinstance(model, (str, os.PathLike)):
+        return False
+    return not (hasattr(model, "save") and hasattr(model, "state_dict"))
+
+
+def _encode_side(model, texts: list, side: str, prompt: str, batch_size: int) -> np.ndarray:
+    """Vectors of ``texts`` from a duck-typed model, as the peer calls it (``encode_query`` / ``encode_document``
+    if present, else ``encode`` with the prompt); L2-normalized (the peer's cosine similarity)."""
+    fn = getattr(model, f"encode_{side}", None)
+    kw = {"batch_size": batch_size, "convert_to_numpy": True}
+    if fn is not None:
+        v = fn(texts, prompt=prompt or None, **kw)
+    else:
+        v = model.encode(texts, prompt=prompt or None, **kw)
+    v = np.asarray(getattr(v, "cpu", lambda: v)() if not isinstance(v, np.ndarray) else v, np.float32)
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(n > 0, n, 1.0)
+
+
+def _write_vectors(path: str, ids: list, vectors: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from .vectors import to_arrow
+    pq.write_table(pa.table({"id": ids, "vector": to_arrow(vectors)}), path)
 
 
 def _read_rows(out_url: str) -> dict:

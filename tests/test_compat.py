@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("datasets")
 
 from streammine.compat import (QueryCandidates, mine_hard_negatives, model_source, score_keep_mask,  # noqa: E402
-                               select_negatives)
+                               select_negatives, state_digest)
 from streammine.keys import content_id, key64, normalize_text, uniform_keys  # noqa: E402
 from streammine.mining.filters import score_upper_bound  # noqa: E402
 from streammine.config import FilterConfig  # noqa: E402
@@ -138,7 +138,9 @@ def test_triplet_relative_margin_top_is_the_peers(data):
     ours = _ours(data, candidate_window="sentence-transformers", exclude_same_text=False, **kw)
     assert len(peer) > 0
     _assert_same_rows(ours, peer)
-    assert model_source(data["model"]) == data["path"]  # a model loaded from a directory is used from there
+    # a model object is mined from a copy of its in-memory weights, never from the folder it was loaded from
+    assert model_source(data["model"]) == data["path"]
+    assert os.path.isdir(os.path.join(data["cache"], "models", state_digest(data["model"])))
 
 
 def test_ntuple_absolute_margin_range_min_is_the_peers_and_keep_short_adds_only_short_rows(data):
@@ -168,24 +170,85 @@ def test_labeled_pair_score_window_random_is_the_peers_after_the_same_random_see
     assert set(peer["label"]) == {0, 1}
 
 
-def test_include_positives_is_the_peers_with_a_model_saved_for_the_run(data, monkeypatch):
-    import streammine.compat as compat
-    real, saved = compat._model_dir, []
-
-    def record(model):
-        out = real(model)
-        saved.append(out[1])
-        return out
-    # as for a model built or changed in memory: no source directory, so it is saved to a private temporary one
-    monkeypatch.setattr(compat, "model_source", lambda model: None)
-    monkeypatch.setattr(compat, "_model_dir", record)
+def test_include_positives_is_the_peers(data):
     kw = dict(include_positives=True, num_negatives=4, output_scores=True)
     peer = _peer(data, **kw)
     ours = _ours(data, candidate_window="sentence-transformers", exclude_same_text=False, **kw)
-    assert saved[0] and not os.path.exists(saved[0])  # saved, used, removed
     assert ours.column_names[:3] == [ANCHOR, POSITIVE, "negative_1"]  # n-tuple is forced, as in the peer
     _assert_same_rows(ours, peer)
     assert any(r[POSITIVE] in [r[f"negative_{i}"] for i in range(1, 5)] for r in ours.to_list())
+
+
+class _DuckModel:
+    """Only the peer's encoding interface (no save, no state_dict)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def encode_query(self, texts, **kw):
+        return self._model.encode_query(texts, **kw)
+
+    def encode_document(self, texts, **kw):
+        return self._model.encode_document(texts, **kw)
+
+    def similarity(self, a, b):
+        return self._model.similarity(a, b)
+
+
+@pytest.fixture(scope="module")
+def halved(data):
+    """The model with its last layer's output weights halved in memory (the folder on disk unchanged), a small
+    input, and its brute-force scores with that modified model."""
+    import copy
+    import torch
+    model = copy.deepcopy(data["model"])
+    with torch.no_grad():
+        model[0].auto_model.encoder.layer[-1].output.dense.weight.mul_(0.5)
+    ds = data["dataset"].select(range(8))
+    anchors, positives = list(ds[ANCHOR]), list(ds[POSITIVE])
+    corpus = [t for t in data["corpus"][:40] if t not in anchors]
+    texts = list(dict.fromkeys(corpus + positives))
+    uq = list(dict.fromkeys(anchors))
+    q = model.encode(uq, normalize_embeddings=True, convert_to_numpy=True)
+    d = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    q0 = data["model"].encode(uq, normalize_embeddings=True, convert_to_numpy=True)
+    d0 = data["model"].encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    return {"model": model, "dataset": ds, "corpus": corpus, "texts": texts, "queries": uq,
+            "scores": (q @ d.T).astype(np.float64), "old_scores": (q0 @ d0.T).astype(np.float64)}
+
+
+def _assert_follows(out, h, key="scores"):
+    """Each triplet's scores are the modified model's (positive, negative) scores, and each query's negatives
+    are its top non-positive documents by those scores."""
+    col = {t: j for j, t in enumerate(h["texts"])}
+    pos_of = {}
+    for a, p in zip(list(h["dataset"][ANCHOR]), list(h["dataset"][POSITIVE])):
+        pos_of.setdefault(a, set()).add(p)
+    got = {}
+    for r in out.to_list():
+        i = h["queries"].index(r[ANCHOR])
+        np.testing.assert_allclose(r["scores"], [h[key][i, col[r[POSITIVE]]], h[key][i, col[r["negative"]]]],
+                                   atol=2e-5)
+        got.setdefault(r[ANCHOR], set()).add(r["negative"])
+    for a, negs in got.items():
+        i = h["queries"].index(a)
+        ranked = [t for j, t in sorted(enumerate(h["texts"]), key=lambda x: -h[key][i, x[0]])
+                  if t not in pos_of[a] and normalize_text(t) not in {normalize_text(p) for p in pos_of[a]}]
+        assert negs == set(ranked[:2])
+    assert len(got) == len(h["queries"])
+
+
+def test_scores_follow_the_in_memory_weights(data, halved):
+    assert np.abs(halved["scores"] - halved["old_scores"]).max() > 0.01  # the change is visible in the scores
+    out = mine_hard_negatives(halved["dataset"], halved["model"], corpus=halved["corpus"], num_negatives=2,
+                              output_scores=True, cache_folder=data["cache"], verbose=False)
+    _assert_follows(out, halved)
+
+
+def test_a_duck_typed_model_mines_with_its_own_vectors(data, halved):
+    out = mine_hard_negatives(halved["dataset"], _DuckModel(halved["model"]), corpus=halved["corpus"],
+                              num_negatives=2, output_scores=True, cache_folder=data["cache"], verbose=False)
+    _assert_follows(out, halved)
 
 
 def test_cross_encoder_rescoring_is_the_peers(data):

@@ -36,8 +36,8 @@ class EncodeStage:
     def encoder(self):
         """Loaded on first use when lazy: a warm re-run whose texts are all cached never loads the model."""
         if self._encoder is None:
-            from .sentence_transformer import SentenceTransformerEncoder
-            self._encoder = SentenceTransformerEncoder(self.cfg, torch_threads=self.torch_threads)
+            from .model_object import make_encoder
+            self._encoder = make_encoder(self.cfg, torch_threads=self.torch_threads)
         return self._encoder
 
     def encode(self, block: pa.Table) -> np.ndarray:

@@ -87,6 +87,9 @@ def _check_and_set_up(cfg: MineConfig):
     if store_manifest is not None:
         totals["documents"] = store_manifest.get("docs")
     start_ray(cfg.run)
+    from ..encode.model_object import is_published, ship_to_ray
+    if is_published(cfg.encoder.model):  # a model object: its state goes to the encoder actors via the object store
+        ship_to_ray(cfg.encoder.model)
     prepare_output(cfg)
     return paths, totals, store_manifest is not None
 
