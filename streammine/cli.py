@@ -15,6 +15,7 @@ from . import __version__, cache, config, console
 from .api import demo_data_path, load_config, mine
 from .config import MineConfig, parse_set_items
 from .errors import find_error, one_line
+from .index.kinds import KINDS  # the registry: read when the help is built, so plug-in kinds show
 from .io.formats import FORMATS
 from .evaluate import cli as eval_cli
 from .preflight import check_serve_output
@@ -74,7 +75,7 @@ HELP = {
                           "(include), never (exclude), or ordinary documents (ignore)",
     "min_positive_grade": "graded qrels: a positive has a score >= this (0 < score < this: neither)",
 }
-CHOICES = {"format": tuple(FORMATS), "index": "INDEX_KINDS", "filter": "FILTERS", "sampler": "SAMPLERS",
+CHOICES = {"format": tuple(FORMATS), "index": KINDS, "filter": "FILTERS", "sampler": "SAMPLERS",
            "export": "EXPORT_FORMATS", "supplied_negatives": "SUPPLIED_NEGATIVES"}
 
 DESCRIPTIONS = {

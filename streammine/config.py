@@ -26,7 +26,6 @@ from .io.fs import exists, open_url
 
 FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 SAMPLERS = ("top", "random", "simans")
-INDEX_KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq", "torch-flat")
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
@@ -322,7 +321,8 @@ class MineConfig(ConfigBase):
         if self.encoder.kind == "precomputed" and not (self.encoder.corpus_vectors and self.encoder.query_vectors):
             raise ConfigError("encoder.kind=precomputed needs encoder.corpus_vectors and encoder.query_vectors")
         _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false", "bf16"))
-        _choice("index.kind", self.index.kind, INDEX_KINDS)
+        from .index.kinds import KINDS  # the registry (names only: no faiss or torch import)
+        _choice("index.kind", self.index.kind, tuple(KINDS))
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
         _choice("mining.filter.method", self.mining.filter.method, FILTERS)

@@ -98,7 +98,7 @@ def _shard(x, batch_scan):
 def test_a_shard_gives_the_same_candidates_with_and_without_the_batch_scan():
     x, q = _data(3000, MIN_BATCH + 36, d=24, seed=2)
     fast, plain = _shard(x, True), _shard(x, False)
-    assert fast._ivf_lists is not None and plain._ivf_lists is None
+    assert fast.proposer.lists is not None and plain.proposer.lists is None
     a, b = fast.search(q, 20), plain.search(q, 20)
     np.testing.assert_array_equal(a.ordinals, b.ordinals)
     np.testing.assert_array_equal(a.scores, b.scores)   # exact rescoring: the same bits

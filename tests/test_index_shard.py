@@ -1,6 +1,7 @@
 """IndexShard: exactness against brute force, approximate kinds, duplicates, lookups, empty shards, factory, GPU."""
 from __future__ import annotations
 
+import argparse
 import math
 
 import faiss
@@ -10,9 +11,11 @@ import pytest
 from helpers import one_faiss_thread  # noqa: F401 - autouse fixture
 from streammine.config import IndexConfig
 from streammine.errors import ConfigError, InputError
-from streammine.index import factory
+from streammine.index import factory, kinds
+from streammine.index.answers import Proposal
 from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq
 from streammine.index.merge import assign_shard, merge_answers, merge_topk, rescore_floor
+from streammine.index.kinds import float32_bound
 from streammine.index.shard import IndexShard, ShardDocs, exact_scores, uncertified
 from streammine.mining.tree_sum import tree_sum as _tree_sum
 from streammine.keys import keys64
@@ -334,6 +337,90 @@ def test_tiny_shards_train_and_search(kind):
     ref_ords, ref_scores = reference_topk(queries, docs, 5)
     np.testing.assert_array_equal(got.ordinals, ref_ords)  # 1 IVF list, 50 docs: the search is exhaustive
     np.testing.assert_array_equal(got.scores, ref_scores)
+
+
+# ---- kinds: one proposer object each, from one registry ------------------------------------------------------
+
+class NumpyFlat:
+    """A tiny extra kind, written here as a newcomer would: float32 matrix products in numpy, best k by
+    (score desc, row asc). Counts its proposals, so the test sees that the shard really searched it."""
+    max_k = None
+    proposals = 0
+
+    def __init__(self, dim):
+        self.d, self.index = dim, None
+
+    @classmethod
+    def make(cls, cfg, dim, n):
+        return cls(dim)
+
+    @classmethod
+    def torch_device(cls, cfg):
+        return None
+
+    def placed(self, use_gpu):
+        return self
+
+    def build(self, vectors):
+        self.index = np.array(vectors, np.float32)
+
+    def propose(self, queries, k):
+        NumpyFlat.proposals += 1
+        s = queries @ self.index.T
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return Proposal(top.astype(np.int64), np.take_along_axis(s, top, 1))
+
+    def error_bound(self, max_norm):
+        return float32_bound(self.d, max_norm)
+
+    def memory_bytes(self, n, d):
+        return n * d * 4
+
+    def stored_vectors(self):
+        return None
+
+
+def test_a_new_kind_is_one_class_and_one_registry_line(monkeypatch):
+    from streammine.cli import build_parser
+    from streammine.config import MineConfig
+    monkeypatch.setitem(kinds.KINDS, "numpy-flat", NumpyFlat)
+    # config validation and the CLI's choices read the registry
+    assert MineConfig.from_sources(None, {"input.path": "x", "index.kind": "numpy-flat"}).index.kind == "numpy-flat"
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "numpy-flat" in commands.choices["mine"].format_help()
+    # a shard with it: near-duplicate clusters larger than the oversample, certified to the brute-force top k
+    docs, centers = near_duplicates(4, eps=1e-7, seed=3)
+    queries = towards(centers, 30, 0.05, seed=4, norm=1.05)
+    NumpyFlat.proposals = 0
+    shards = build_shards(docs, 2, IndexConfig(kind="numpy-flat", oversample=4))
+    assert all(isinstance(s.proposer, NumpyFlat) for s in shards)
+    ref_ords, ref_scores = reference_topk(queries, docs, 10)
+    for got in (search_all(shards, queries, 10), pruned_search_all(shards, queries, 10)[0]):
+        np.testing.assert_array_equal(got.ordinals, ref_ords)
+        np.testing.assert_array_equal(got.scores, ref_scores)
+    assert NumpyFlat.proposals > 0 and sum(s._search(queries, 10)[1] for s in shards) > 0  # certified deeper
+    assert shards[0].memory_bytes() >= 2 * len(shards[0]) * 4 * 4  # the shard's vectors and the kind's own copy
+    monkeypatch.delitem(kinds.KINDS, "numpy-flat")
+    with pytest.raises(ConfigError, match="index.kind must be one of"):
+        MineConfig.from_sources(None, {"input.path": "x", "index.kind": "numpy-flat"})
+
+
+def test_ivf_pq_states_the_bound_of_the_index_it_really_built():
+    """A shard too small for a product quantizer builds IVF-Flat and has IVF-Flat's float32 bound (so it prunes
+    and certifies); a PQ shard has none."""
+    cfg = IndexConfig(kind="ivf-pq", pq_m=8, nprobe=4, oversample=16)
+    small, large = build_shards(corpus(500, 32, seed=5), 1, cfg)[0], build_shards(corpus(4000, 32, seed=5), 1, cfg)[0]
+    assert isinstance(faiss.downcast_index(small.index), faiss.IndexIVFFlat) and small.proposer.lists is not None
+    assert small.faiss_error_bound == 2 * 32 * 2.0 ** -24 * small.max_norm
+    assert isinstance(faiss.downcast_index(large.index), faiss.IndexIVFPQ) and large.faiss_error_bound is None
+    docs = corpus(1000, 32, seed=6, clusters=10)
+    queries = (docs.vectors[:20] + 0.05 * np.random.default_rng(7).normal(size=(20, 32))).astype(np.float32)
+    shards = build_shards(docs, 2, cfg)  # 500 a shard or so: IVF-Flat
+    full = search_all(shards, queries, 10)
+    pruned, floor, _ = pruned_search_all(shards, queries, 10)
+    assert floor is not None
+    np.testing.assert_array_equal(pruned.ordinals, full.ordinals)
+    np.testing.assert_array_equal(pruned.scores, full.scores)
 
 
 # ---- factory -------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""faiss index construction from an ``IndexConfig``, optional GPU placement, and the search thread count.
+"""Sizing of the faiss kinds for a shard, GPU placement, and the search thread count.
 
-``make_index`` returns an *empty* (untrained) index; ``IndexShard.build`` trains it (when needed) on the shard's
-own vectors and adds them in local-row order. Every kind here assigns sequential ids on ``add``, so adding rows
-``0..n-1`` in one call makes faiss return local row numbers without an ``IndexIDMap`` wrapper (which would cost
-8 bytes a row, and has no GPU counterpart).
+The kinds themselves are the proposer classes of ``index/kinds.py`` (``kinds.make_proposer`` chooses one per
+shard); ``make_index`` is the empty index such a proposer would search. Every faiss kind assigns sequential ids on
+``add``, so adding rows ``0..n-1`` in one call makes faiss return local row numbers without an ``IndexIDMap``
+wrapper (which would cost 8 bytes a row, and has no GPU counterpart).
 
 Sizes are adapted to the shard (shards differ in size, and tiny test corpora are common):
 
@@ -19,15 +19,17 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 try:
     import faiss
 except ImportError:  # torch-flat needs no faiss (index/torch_flat.py); the faiss kinds say so when asked for
     faiss = None
 
-from ..config import INDEX_KINDS, IndexConfig
 from ..errors import ConfigError
-from . import torch_flat
+
+if TYPE_CHECKING:
+    from ..config import IndexConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,61 +55,21 @@ def resolve_pq(cfg: IndexConfig, dim: int, n: int) -> tuple[int, int]:
 def torch_flat_device(cfg: IndexConfig):
     """The torch device a shard of ``cfg`` searches with ``torch-flat`` on, or None when it uses faiss.
 
-    ``torch-flat``: the GPU when torch sees one (``use_gpu`` auto/true), else the CPU (``true``: an error).
-    ``flat`` with ``use_gpu`` auto/true on a GPU that faiss cannot use (no faiss-gpu): ``torch-flat`` on that GPU,
-    the same exact search. The approximate kinds stay with faiss on the CPU (they exist to save memory or time
-    in ways torch-flat does not).
+    Each kind says (``torch_device`` of its proposer class): ``torch-flat`` the GPU when torch sees one
+    (``use_gpu`` auto/true), else the CPU (``true``: an error); ``flat`` with ``use_gpu`` auto/true on a GPU that
+    faiss cannot use (no faiss-gpu) the GPU, the same exact search; the approximate kinds stay with faiss on the
+    CPU (they exist to save memory or time in ways torch-flat does not).
     """
-    mode = _gpu_mode(cfg.use_gpu)
-    if cfg.kind == "torch-flat":
-        if mode == "false":
-            return "cpu"
-        if torch_flat.cuda_available():
-            return "cuda"
-        if mode == "true":
-            raise ConfigError("index.use_gpu=true, but torch sees no GPU (is a CUDA build of torch installed and a "
-                              "GPU visible to this process?); use index.use_gpu=auto or false to search on CPU")
-        return "cpu"
-    if cfg.kind == "flat" and mode != "false" and num_gpus() == 0 and torch_flat.cuda_available():
-        log.info("faiss has no GPU support here (faiss-gpu absent); index.kind=flat searches with torch-flat on "
-                 "the GPU")
-        return "cuda"
-    return None
+    from .kinds import proposer_class
+    gpu_mode(cfg.use_gpu)
+    return proposer_class(cfg.kind).torch_device(cfg)
 
 
 def make_index(cfg: IndexConfig, dim: int, n: int):
-    """An empty inner-product index of ``cfg.kind`` sized for ``n`` vectors (train it, if needed, then add):
-    a faiss index, or a ``torch_flat.TorchFlatIndex`` (see ``torch_flat_device``)."""
-    kind = cfg.kind
-    if kind not in INDEX_KINDS:
-        raise ConfigError(f"index.kind must be one of {', '.join(INDEX_KINDS)}; got {kind!r}")
-    device = torch_flat_device(cfg)
-    if device is not None:
-        return torch_flat.TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype)
-    if faiss is None:
-        raise ConfigError(f"index.kind={kind} needs faiss (pip install faiss-cpu); index.kind=torch-flat does not")
-    if kind == "flat":
-        return faiss.IndexFlatIP(dim)
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(cfg.hnsw_m), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = int(cfg.ef_search)
-        return index
-    nlist = resolve_nlist(cfg, n)
-    quantizer = faiss.IndexFlatIP(dim)
-    if kind == "ivf-pq":
-        m, nbits = resolve_pq(cfg, dim, n)
-        if nbits >= MIN_PQ_NBITS:
-            if (m, nbits) != (cfg.pq_m, cfg.pq_nbits):
-                log.info("ivf-pq on %d vectors of dim %d: using m=%d nbits=%d (configured m=%d nbits=%d)",
-                         n, dim, m, nbits, cfg.pq_m, cfg.pq_nbits)
-            index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        else:
-            log.info("ivf-pq on %d vectors: too few to train a product quantizer; using ivf-flat", n)
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    else:  # ivf-flat
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.nprobe = max(1, min(int(cfg.nprobe), nlist))
-    return index  # faiss's Python wrapper keeps the quantizer alive with the index
+    """The empty index that a shard of ``n`` vectors of ``cfg`` would search (placed on the GPU or not): a faiss
+    index, or a ``torch_flat.TorchFlatIndex`` (see ``torch_flat_device``)."""
+    from .kinds import make_proposer
+    return make_proposer(cfg, dim, n).index
 
 
 def gpu_supported(index) -> bool:
@@ -115,7 +77,7 @@ def gpu_supported(index) -> bool:
     return isinstance(faiss.downcast_index(index), (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFPQ))
 
 
-def _gpu_mode(use_gpu) -> str:
+def gpu_mode(use_gpu) -> str:
     mode = str(use_gpu).strip().lower()
     if mode not in ("auto", "true", "false"):
         raise ConfigError(f"index.use_gpu must be one of auto, true, false; got {use_gpu!r}")
@@ -135,8 +97,8 @@ def maybe_to_gpu(index: faiss.Index, use_gpu="auto") -> faiss.Index:
     GPU is there but could not be used). ``true``: GPU or a ``ConfigError`` saying why not. ``false``: CPU.
     Call it on the empty index: training and adding then run on the GPU (the pattern of faiss's GPU tutorial).
     """
-    mode = _gpu_mode(use_gpu)
-    if mode == "false" or getattr(index, "is_torch", False):  # torch-flat chose its device when made
+    mode = gpu_mode(use_gpu)
+    if mode == "false":
         return index
     gpus = num_gpus()
     if gpus == 0 or not hasattr(faiss, "StandardGpuResources"):
@@ -164,16 +126,6 @@ def maybe_to_gpu(index: faiss.Index, use_gpu="auto") -> faiss.Index:
     # the GPU resources must live as long as the index
     gpu_index.referenced_objects = list(getattr(gpu_index, "referenced_objects", None) or []) + [res]
     return gpu_index
-
-
-def is_gpu_index(index) -> bool:
-    if index is None or getattr(index, "is_torch", False):  # a faiss GPU index (torch-flat has no k limit)
-        return False
-    try:
-        index = faiss.downcast_index(index)
-    except Exception:  # an index type downcast_index does not know
-        pass
-    return "Gpu" in type(index).__name__
 
 
 def set_search_threads(n) -> None:

@@ -24,8 +24,6 @@ from .merge import pad_columns, rank_order
 
 # Working-set budget of exact rescoring (float64 products), per chunk of queries.
 _RESCORE_BYTES = 32 << 20
-# ... and of the IVF batch scan's candidate buffer (index/ivf_scan.py), per chunk of queries.
-_SCAN_BYTES = 64 << 20
 
 
 # ---- exact scores --------------------------------------------------------------------------------------------
@@ -128,10 +126,8 @@ class IndexShard:
         self.shard_id = shard_id
         self._parts: list = []
         self._built = False
-        self.index = None
-        self._on_gpu = False
-        self._shares_storage = False
-        self._ivf_lists = None  # ivf_scan.InvertedListViews when batches are scanned list by list
+        self.proposer = None  # the index kind's proposer (index/kinds.py); None for an empty shard
+        self._shares_storage = False  # self.vectors is a view of the proposer's own copy
         self.max_norm = 0.0  # largest vector norm: scales the faiss error bound
         self.vectors = np.zeros((0, self._dim), np.float32)
         self.ordinals = np.zeros(0, np.int64)
@@ -239,43 +235,30 @@ class IndexShard:
         return keep, dropped
 
     def _build_index(self) -> None:
-        from .factory import is_gpu_index, make_index, maybe_to_gpu
+        from .kinds import make_proposer
         n = len(self.vectors)
         if n == 0:
-            self.index = None
+            self.proposer = None
             return
-        index = maybe_to_gpu(make_index(self.cfg, self._dim, n), self.cfg.use_gpu)
-        self._on_gpu = is_gpu_index(index)
-        if not index.is_trained:
-            index.train(self.vectors)
-        index.add(self.vectors)  # sequential ids: faiss labels are local rows
-        if index.ntotal != n:
-            raise RuntimeError(f"faiss index holds {index.ntotal} vectors, expected {n}")
-        self.index = index
-        if getattr(index, "is_torch", False):  # torch-flat (index/torch_flat.py): nothing to share or scan
-            return
+        proposer = make_proposer(self.cfg, self._dim, n)
+        proposer.build(self.vectors)  # sequential ids: labels are local rows
+        self.proposer = proposer
         self._share_storage()
-        if self.cfg.ivf_batch_scan and not self._on_gpu:
-            import faiss
-            if isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat):
-                from .ivf_scan import InvertedListViews
-                self._ivf_lists = InvertedListViews.of(index)
 
     def _share_storage(self) -> None:
-        """Flat and HNSW keep the raw float32 vectors themselves: rescore from that copy instead of a second one."""
-        import faiss
-        if self._on_gpu:
+        """Where the proposer keeps the raw float32 vectors itself (Flat, HNSW): rescore from that copy instead of
+        a second one."""
+        view = self.proposer.stored_vectors()
+        if view is None or view.shape != self.vectors.shape or view.dtype != np.float32:
             return
-        idx = faiss.downcast_index(self.index)
-        storage = faiss.downcast_index(idx.storage) if isinstance(idx, faiss.IndexHNSW) else idx
-        if not isinstance(storage, faiss.IndexFlat) or storage.ntotal != len(self.vectors):
-            return
-        view = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self._dim).reshape(-1, self._dim)
-        if view.dtype == np.float32 and np.array_equal(view, self.vectors):
-            view.flags.writeable = False
-            self._storage_owner = storage  # the view is valid while the index lives (self.index holds it)
-            self.vectors = view
+        if np.array_equal(view, self.vectors):
+            self.vectors = view  # valid while the proposer lives (self.proposer holds it)
             self._shares_storage = True
+
+    @property
+    def index(self):
+        """The object the proposer searches (a faiss index or a ``TorchFlatIndex``), or None: for inspection."""
+        return None if self.proposer is None else self.proposer.index
 
     # ---- lookups -----------------------------------------------------------------------------------------
     def _queries(self, queries) -> np.ndarray:
@@ -424,49 +407,25 @@ class IndexShard:
         """faiss' ``k + oversample`` (or ``depth``) candidates: local rows (-1: none) and faiss' own scores
         (-inf: none)."""
         kk = min(k + max(0, int(self.cfg.oversample)) if depth is None else int(depth), len(self))
-        if self._on_gpu:
-            from .factory import GPU_MAX_K
-            if kk > GPU_MAX_K:
-                raise ConfigError(f"a GPU index returns at most {GPU_MAX_K} candidates per query, {kk} were "
-                                  "asked for; lower mining.sampler.range_max or set index.use_gpu=false")
-        approx, rows = self._search_index(q, kk)
+        max_k = self.proposer.max_k
+        if max_k is not None and kk > max_k:
+            raise ConfigError(f"this index returns at most {max_k} candidates per query (a GPU index), {kk} were "
+                              "asked for; lower mining.sampler.range_max or set index.use_gpu=false")
+        rows, approx = self.proposer.propose(q, kk)  # unsorted from some kinds: callers rank after rescoring
         rows = np.asarray(rows, np.int64)
         bad = (rows < 0) | (rows >= len(self))
         rows[bad] = -1
         return Proposal(rows, np.where(bad, -np.inf, approx).astype(np.float32))
 
-    def _search_index(self, q: np.ndarray, k: int):
-        """faiss's search, or for a large batch on a CPU IVF-Flat index the list-by-list scan of the same lists
-        (``ivf_scan``): ``(scores, labels)``, unsorted in the latter case (callers rank after rescoring)."""
-        from .ivf_scan import MIN_BATCH, ivf_batch_search
-        if self._ivf_lists is None or len(q) < MIN_BATCH:
-            return self.index.search(q, k)
-        import faiss
-        ivf = faiss.extract_index_ivf(self.index)
-        # the scan holds nprobe * k candidates per query (12 bytes each): chunks keep that under _SCAN_BYTES
-        step = max(MIN_BATCH, _SCAN_BYTES // (12 * ivf.nprobe * max(1, k)))
-        scores, labels = [], []
-        for a in range(0, len(q), step):
-            _, probes = ivf.quantizer.search(q[a:a + step], ivf.nprobe)
-            s, lab = ivf_batch_search(probes, self._ivf_lists, q[a:a + step], k)
-            scores.append(s)
-            labels.append(lab)
-        return np.concatenate(scores), np.concatenate(labels)
-
     @property
     def faiss_error_bound(self) -> Optional[float]:
         """A bound on |faiss score - exact score| per unit of query norm, or None where there is none.
 
-        Uncompressed CPU indexes (Flat, IVF-Flat, HNSW) score in float32 from the stored vectors: any summation
-        order errs by at most d·u·Σ|q_i v_i| <= d·u·|q|·|v| (u = 2^-24); doubled here, which also covers the
-        rounding of the exact score to float32. PQ codes and GPU kernels (which may use reduced precision) give
-        no such bound, so their candidates are all rescored.
+        The proposer states it (``kinds``): uncompressed float32 CPU indexes (Flat, IVF-Flat, HNSW) give
+        ``kinds.float32_bound``; PQ codes and GPU kernels (which may use reduced precision) give none, so their
+        candidates are all rescored; torch-flat states the bound of its precision.
         """
-        if getattr(self.index, "is_torch", False):  # torch-flat states its own (TorchFlatIndex.error_bound)
-            return self.index.error_bound()
-        if self.cfg.kind == "ivf-pq" or self._on_gpu or self.index is None:
-            return None
-        return 2.0 * self._dim * 2.0 ** -24 * self.max_norm
+        return None if self.proposer is None else self.proposer.error_bound(self.max_norm)
 
     def propose(self, queries, k: int) -> ShardProposal:
         """Round one of a pruned search: faiss' candidates and their faiss scores, and the error bound.
@@ -535,20 +494,7 @@ class IndexShard:
         n, d = len(self), self._dim
         total = self.vectors.nbytes + self.ordinals.nbytes + self.text_keys.nbytes + self._key_sorted.nbytes
         total += self._key_rows.nbytes + self.doc_ids.nbytes + self._id_bytes
-        if self.index is None:
+        if self.proposer is None:
             return int(total)
-        if getattr(self.index, "is_torch", False):
-            return int(total + self.index.device_bytes())
-        import faiss
-        idx = faiss.downcast_index(self.index)
-        if isinstance(idx, faiss.IndexHNSW):
-            # level-0 links (2M) plus ~1/M upper levels, int32 each; offsets and levels
-            total += n * (2 * self.cfg.hnsw_m * 4 * 1.1 + 12)
-        elif isinstance(idx, faiss.IndexIVF):
-            total += n * (idx.code_size + 8) + idx.nlist * d * 4
-            if isinstance(idx, faiss.IndexIVFPQ):
-                total += d * (1 << idx.pq.nbits) * 4
-                total += int(idx.precomputed_table.size()) * 4
-        elif not self._shares_storage:  # flat (e.g. on GPU): its own copy of the vectors
-            total += n * d * 4
-        return int(total)
+        # the proposer's bytes include its own copy of the vectors, counted above already where it is shared
+        return int(total + self.proposer.memory_bytes(n, d) - (self.vectors.nbytes if self._shares_storage else 0))

@@ -13,7 +13,7 @@ Invariants:
 * Queries are processed in chunks of at most ``chunk_bytes // (4 * ntotal)`` (the chunk's float32 score matrix),
   so memory stays bounded whatever the batch size.
 * ``error_bound()`` bounds |approximate score - exact score| per unit of query norm (see its docstring), or is
-  None where no bound holds; ``IndexShard.faiss_error_bound`` returns it.
+  None where no bound holds; ``IndexShard.faiss_error_bound`` returns it (via ``kinds.TorchFlatProposer``).
 """
 from __future__ import annotations
 
@@ -85,7 +85,6 @@ class TorchFlatIndex:
     float32: the GPU's arithmetic), which checks the scaling, the ties and the bound without a GPU.
     ``query_chunk``: queries per matrix product (None: from the memory budget ``chunk_bytes``).
     """
-    is_torch = True   # IndexShard: no faiss structures to share storage with or scan
     is_trained = True
     EMULATE_ON_CPU = False  # tests: honour a reduced dtype on a CPU (emulated; see the class docstring)
 
@@ -151,6 +150,14 @@ class TorchFlatIndex:
         if self.query_chunk:
             return max(1, int(self.query_chunk))
         return int(max(1, min(MAX_CHUNK, self.chunk_bytes // (4 * max(1, self.ntotal)))))
+
+    def host_vectors(self) -> Optional[np.ndarray]:
+        """The (ntotal, d) float32 rows as added (the array given, when added once), or None when empty."""
+        if not self._host_parts:
+            return None
+        if len(self._host_parts) > 1:
+            self._host_parts = [np.concatenate(self._host_parts)]
+        return self._host_parts[0]
 
     # ---- accounting and the bound ------------------------------------------------------------------------
     def device_bytes(self) -> int:

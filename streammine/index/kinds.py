@@ -1,0 +1,346 @@
+"""The index kinds: one proposer class per ``index.kind``, and the registry that names them.
+
+A proposer is what a shard searches to *propose* candidates; the shard (``shard.IndexShard``) owns everything else
+(dedupe, the float32 vectors, exact rescoring, the certificate, lookups). The kind is turned into an object once,
+in ``make_proposer``; nothing downstream tests a kind again. Every proposer has:
+
+* ``build(vectors)``: train if needed and add rows ``0..n-1`` in that order (labels are local rows);
+* ``propose(queries, k) -> Proposal``: per query up to ``k`` rows and their approximate scores (-1 / -inf
+  padding; sorted or not: the shard ranks after rescoring);
+* ``error_bound(max_norm)``: a bound on |approximate - exact score| per unit of query norm, None where none holds
+  (the shard then rescores every candidate and cannot certify);
+* ``max_k``: the most candidates per query it can return (None: no limit);
+* ``memory_bytes(n, d)``: bytes it holds for ``n`` rows of dimension ``d``, its own copy of the vectors included;
+* ``stored_vectors()``: a read-only (n, d) float32 view of its own copy of the rows, in local order, or None
+  (the shard then rescores from that copy instead of keeping a second one);
+* ``index``: the object searched (a faiss index or a ``torch_flat.TorchFlatIndex``), for inspection.
+
+A new kind is one class here (or anywhere: ``register``) and one line in ``KINDS``. Built-in entries name their
+class as ``"module:Class"`` so that reading the names (config validation, the CLI's choices) imports neither
+faiss nor torch.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+from .answers import Proposal
+
+if TYPE_CHECKING:
+    from ..config import IndexConfig
+
+log = logging.getLogger(__name__)
+
+# The IVF batch scan's candidate buffer (index/ivf_scan.py), per chunk of queries.
+SCAN_BYTES = 64 << 20
+_U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def float32_bound(dim: int, max_norm: float) -> float:
+    """Uncompressed float32 scoring (Flat, IVF-Flat, HNSW on a CPU): any summation order errs by at most
+    d·u·Σ|q_i v_i| <= d·u·|q|·|v| (u = 2^-24); doubled, which also covers the rounding of the exact score."""
+    return 2.0 * dim * _U32 * max_norm
+
+
+class FaissProposer:
+    """A CPU faiss index that assigns sequential ids on ``add``. Subclasses make the empty index (``new_index``)."""
+    max_k: Optional[int] = None
+
+    def __init__(self, cfg: "IndexConfig", dim: int, n: int):
+        self.cfg, self.d = cfg, int(dim)
+        self.index = self.new_index(cfg, self.d, int(n))
+
+    @classmethod
+    def make(cls, cfg: "IndexConfig", dim: int, n: int):
+        """The proposer to build for a shard of ``n`` rows (a subclass may pick another, e.g. a fallback)."""
+        return cls(cfg, dim, n)
+
+    @classmethod
+    def torch_device(cls, cfg: "IndexConfig") -> Optional[str]:
+        """The torch device on which ``torch-flat`` stands in for this kind, or None (faiss)."""
+        return None
+
+    @staticmethod
+    def new_index(cfg, dim: int, n: int):
+        raise NotImplementedError
+
+    def placed(self, use_gpu):
+        """This proposer, or a ``GpuProposer`` over its index moved to the GPU (``factory.maybe_to_gpu``)."""
+        from .factory import maybe_to_gpu
+        moved = maybe_to_gpu(self.index, use_gpu)
+        return self if moved is self.index else GpuProposer(moved, self)
+
+    def build(self, vectors: np.ndarray) -> None:
+        if not self.index.is_trained:
+            self.index.train(vectors)
+        self.index.add(vectors)
+        if self.index.ntotal != len(vectors):
+            raise RuntimeError(f"faiss index holds {self.index.ntotal} vectors, expected {len(vectors)}")
+
+    def propose(self, queries: np.ndarray, k: int) -> Proposal:
+        scores, rows = self.index.search(queries, k)
+        return Proposal(rows, scores)
+
+    def error_bound(self, max_norm: float) -> Optional[float]:
+        return float32_bound(self.d, max_norm)
+
+    def memory_bytes(self, n: int, d: int) -> int:
+        return n * d * 4
+
+    def stored_vectors(self) -> Optional[np.ndarray]:
+        return None
+
+    @staticmethod
+    def _flat_view(storage, d: int) -> Optional[np.ndarray]:
+        import faiss
+        storage = faiss.downcast_index(storage)
+        if not isinstance(storage, faiss.IndexFlat):
+            return None
+        view = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * d).reshape(-1, d)
+        view.flags.writeable = False
+        return view  # valid while the index lives (the proposer holds it)
+
+
+class FlatProposer(FaissProposer):
+    """``flat``: exact float32 inner products, scanned query by query (faiss ``IndexFlatIP``)."""
+
+    @staticmethod
+    def new_index(cfg, dim, n):
+        return _faiss(cfg).IndexFlatIP(dim)
+
+    @classmethod
+    def torch_device(cls, cfg):
+        # a GPU that faiss cannot use (no faiss-gpu) but torch can: the same exact search with torch-flat there
+        from . import factory, torch_flat
+        if factory.gpu_mode(cfg.use_gpu) != "false" and factory.num_gpus() == 0 and torch_flat.cuda_available():
+            log.info("faiss has no GPU support here (faiss-gpu absent); index.kind=flat searches with torch-flat "
+                     "on the GPU")
+            return "cuda"
+        return None
+
+    def stored_vectors(self):
+        return self._flat_view(self.index, self.d)
+
+
+class HnswProposer(FaissProposer):
+    """``hnsw``: a graph over the raw float32 vectors (faiss ``IndexHNSWFlat``)."""
+
+    @staticmethod
+    def new_index(cfg, dim, n):
+        faiss = _faiss(cfg)
+        index = faiss.IndexHNSWFlat(dim, int(cfg.hnsw_m), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = int(cfg.ef_search)
+        return index
+
+    def memory_bytes(self, n, d):
+        # the vectors, level-0 links (2M) plus ~1/M upper levels, int32 each; offsets and levels
+        return int(n * d * 4 + n * (2 * self.cfg.hnsw_m * 4 * 1.1 + 12))
+
+    def stored_vectors(self):
+        return self._flat_view(self.index.storage, self.d)
+
+
+class IvfFlatProposer(FaissProposer):
+    """``ivf-flat``: inverted lists of raw float32 vectors; a large batch is scanned list by list
+    (``ivf_scan``, with ``index.ivf_batch_scan``), the same lists and vectors as faiss's query-by-query search."""
+
+    def __init__(self, cfg, dim, n):
+        super().__init__(cfg, dim, n)
+        self.lists = None  # ivf_scan.InvertedListViews once built, when batches are scanned list by list
+
+    @staticmethod
+    def new_index(cfg, dim, n):
+        faiss = _faiss(cfg)
+        return _ivf(cfg, dim, n, lambda quantizer, nlist: faiss.IndexIVFFlat(
+            quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT))
+
+    def build(self, vectors):
+        super().build(vectors)
+        if self.cfg.ivf_batch_scan:
+            from .ivf_scan import InvertedListViews
+            self.lists = InvertedListViews.of(self.index)
+
+    def propose(self, queries, k):
+        from .ivf_scan import MIN_BATCH, ivf_batch_search
+        if self.lists is None or len(queries) < MIN_BATCH:
+            return super().propose(queries, k)
+        ivf = _faiss().extract_index_ivf(self.index)
+        # the scan holds nprobe * k candidates per query (12 bytes each): chunks keep that under SCAN_BYTES
+        step = max(MIN_BATCH, SCAN_BYTES // (12 * ivf.nprobe * max(1, k)))
+        scores, labels = [], []
+        for a in range(0, len(queries), step):
+            _, probes = ivf.quantizer.search(queries[a:a + step], ivf.nprobe)
+            s, lab = ivf_batch_search(probes, self.lists, queries[a:a + step], k)
+            scores.append(s)
+            labels.append(lab)
+        return Proposal(np.concatenate(labels), np.concatenate(scores))
+
+    def memory_bytes(self, n, d):
+        return int(n * (self.index.code_size + 8) + self.index.nlist * d * 4)
+
+
+class IvfPqProposer(FaissProposer):
+    """``ivf-pq``: inverted lists of product-quantized codes. Their scores have no error bound; a shard too small
+    to train a product quantizer gets an ``IvfFlatProposer`` instead (with that index's bound)."""
+
+    @classmethod
+    def make(cls, cfg, dim, n):
+        from .factory import MIN_PQ_NBITS, resolve_pq
+        m, nbits = resolve_pq(cfg, dim, n)
+        if nbits < MIN_PQ_NBITS:
+            log.info("ivf-pq on %d vectors: too few to train a product quantizer; using ivf-flat", n)
+            return IvfFlatProposer(cfg, dim, n)
+        if (m, nbits) != (cfg.pq_m, cfg.pq_nbits):
+            log.info("ivf-pq on %d vectors of dim %d: using m=%d nbits=%d (configured m=%d nbits=%d)",
+                     n, dim, m, nbits, cfg.pq_m, cfg.pq_nbits)
+        return cls(cfg, dim, n)
+
+    @staticmethod
+    def new_index(cfg, dim, n):
+        from .factory import resolve_pq
+        faiss = _faiss(cfg)
+        m, nbits = resolve_pq(cfg, dim, n)
+        return _ivf(cfg, dim, n, lambda quantizer, nlist: faiss.IndexIVFPQ(
+            quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT))
+
+    def error_bound(self, max_norm):
+        return None
+
+    def memory_bytes(self, n, d):
+        ivf = self.index
+        return int(n * (ivf.code_size + 8) + ivf.nlist * d * 4 + d * (1 << ivf.pq.nbits) * 4
+                   + int(ivf.precomputed_table.size()) * 4)
+
+
+class GpuProposer:
+    """A faiss index on the GPU, made from a CPU proposer's empty index (``FaissProposer.placed``). Its kernels
+    may use reduced precision: no error bound; at most ``GPU_MAX_K`` candidates per query."""
+
+    def __init__(self, gpu_index, cpu: FaissProposer):
+        from .factory import GPU_MAX_K
+        self.index, self.cpu, self.d, self.max_k = gpu_index, cpu, cpu.d, GPU_MAX_K
+
+    build = FaissProposer.build
+    propose = FaissProposer.propose
+
+    def error_bound(self, max_norm):
+        return None
+
+    def memory_bytes(self, n, d):
+        return n * d * 4  # device memory of its copy of the vectors (codes are smaller; an upper estimate)
+
+    def stored_vectors(self):
+        return None
+
+
+class TorchFlatProposer:
+    """``torch-flat``: exact candidates from a matrix product on a torch tensor (``torch_flat.TorchFlatIndex``);
+    states its own error bound (it depends on the device's precision)."""
+    max_k: Optional[int] = None
+
+    def __init__(self, cfg: "IndexConfig", dim: int, device: str = "cpu"):
+        from .torch_flat import TorchFlatIndex
+        self.index = TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype)
+
+    @classmethod
+    def make(cls, cfg, dim, n):
+        return cls(cfg, dim, cls.torch_device(cfg))
+
+    @classmethod
+    def torch_device(cls, cfg):
+        """The GPU when torch sees one (``use_gpu`` auto/true), else the CPU (``true``: an error)."""
+        from . import factory, torch_flat
+        mode = factory.gpu_mode(cfg.use_gpu)
+        if mode == "false":
+            return "cpu"
+        if torch_flat.cuda_available():
+            return "cuda"
+        if mode == "true":
+            raise ConfigError("index.use_gpu=true, but torch sees no GPU (is a CUDA build of torch installed and a "
+                              "GPU visible to this process?); use index.use_gpu=auto or false to search on CPU")
+        return "cpu"
+
+    def placed(self, use_gpu):
+        return self  # its device was chosen when made
+
+    def build(self, vectors):
+        self.index.add(vectors)
+
+    def propose(self, queries, k):
+        scores, rows = self.index.search(queries, k)
+        return Proposal(rows, scores)
+
+    def error_bound(self, max_norm):
+        return self.index.error_bound()
+
+    def memory_bytes(self, n, d):
+        return n * d * 4 + self.index.device_bytes()  # the host array it was given, and any device copy
+
+    def stored_vectors(self):
+        host = self.index.host_vectors()
+        if host is None:
+            return None
+        view = host.view()
+        view.flags.writeable = False
+        return view
+
+
+# ---- the registry --------------------------------------------------------------------------------------------
+
+KINDS: dict = {
+    "flat": "streammine.index.kinds:FlatProposer",
+    "ivf-flat": "streammine.index.kinds:IvfFlatProposer",
+    "hnsw": "streammine.index.kinds:HnswProposer",
+    "ivf-pq": "streammine.index.kinds:IvfPqProposer",
+    "torch-flat": "streammine.index.kinds:TorchFlatProposer",
+}
+
+
+def register(name: str, proposer_class) -> None:
+    """Add (or replace) an index kind: ``proposer_class`` has ``make(cfg, dim, n)``, ``torch_device(cfg)`` and
+    makes objects with the proposer surface (see the module docstring)."""
+    KINDS[str(name)] = proposer_class
+
+
+def proposer_class(kind: str):
+    entry = KINDS.get(kind)
+    if entry is None:
+        raise ConfigError(f"index.kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+    return entry
+
+
+def make_proposer(cfg: "IndexConfig", dim: int, n: int):
+    """The proposer a shard of ``n`` rows of ``cfg`` searches, placed (GPU or CPU) and still empty: the one place
+    where a kind is looked at."""
+    from . import factory
+    cls = proposer_class(cfg.kind)
+    device = factory.torch_flat_device(cfg)
+    if device is not None:
+        return TorchFlatProposer(cfg, dim, device)
+    proposer = cls.make(cfg, dim, n)
+    return proposer.placed(cfg.use_gpu)
+
+
+def _faiss(cfg=None):
+    try:
+        import faiss
+    except ImportError:  # torch-flat needs no faiss
+        kind = f"index.kind={cfg.kind}" if cfg is not None else "this index.kind"
+        raise ConfigError(f"{kind} needs faiss (pip install faiss-cpu); index.kind=torch-flat does not") from None
+    return faiss
+
+
+def _ivf(cfg, dim: int, n: int, make_ivf):
+    """An IVF index from ``make_ivf(quantizer, nlist)``, with ``resolve_nlist`` lists and nprobe clamped to them."""
+    from .factory import resolve_nlist
+    nlist = resolve_nlist(cfg, n)
+    index = make_ivf(_faiss(cfg).IndexFlatIP(dim), nlist)
+    index.nprobe = max(1, min(int(cfg.nprobe), nlist))
+    return index  # faiss's Python wrapper keeps the quantizer alive with the index
