@@ -33,7 +33,7 @@ def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[
 
     ``model``: a model object (a ``SentenceTransformer``, or any object with ``encode_query`` /
     ``encode_document``, or ``encode`` with a prompt): its current in-memory weights encode, under the name
-    ``memory://<digest of its state>`` (``encoder.model``; a path still goes there). The object is not changed.
+    ``pyobject://<digest of its state>`` (``encoder.model``; a path still goes there). The object is not changed.
 
     A user's mistake raises the project's own exception (:class:`~streammine.errors.InputError`,
     :class:`~streammine.errors.ConfigError`, ...), whichever Ray task or actor found it: never Ray's wrapper."""

@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .encode.model_object import publish
 from .keys import content_id, key64, uniform_keys
 from .mining.samplers import sample_random, sample_top
 
@@ -211,23 +212,6 @@ def build_columns(results: Sequence[QueryResult], anchor: str, positive: str, ou
 
 
 # ---- the model and the input files -------------------------------------------------------------------------
-
-def model_source(model) -> Optional[str]:
-    """The local directory a SentenceTransformer was loaded from (one holding ``modules.json``), else None."""
-    candidates = []
-    try:
-        candidates.append(model[0].auto_model.config._name_or_path)
-    except Exception:  # noqa: BLE001 - not a transformers-backed first module: no path to recover
-        pass
-    candidates.append(getattr(getattr(model, "model_card_data", None), "base_model", None))
-    for path in candidates:
-        if not path or not isinstance(path, str):
-            continue
-        for d in (path, os.path.dirname(path.rstrip("/"))):  # the module may sit in a subfolder (0_Transformer)
-            if d and os.path.isfile(os.path.join(d, "modules.json")):
-                return d
-    return None
-
 
 def model_prompts(model) -> tuple:
     """(prompts dict, default prompt name) of a SentenceTransformer, or of a model directory (its
@@ -452,9 +436,8 @@ def mine_hard_negatives(
 
     private = tempfile.mkdtemp(prefix="streammine-compat-")
     try:
-        from .cache import default_cache_dir
-        duck = is_duck_model(model)
-        model_dir = None if duck else _model_dir(model, cache_folder or default_cache_dir())
+        # an object's current in-memory weights encode (named by their digest); a path is loaded as given
+        model_name = str(model) if isinstance(model, (str, os.PathLike)) else publish(model)
         in_dir = _content_dir(cache_folder or private, queries, positives, extra)
         pairs_url = os.path.join(in_dir, "pairs.parquet")
         _write_table(pairs_url, {"anchor": queries, "positive": positives})
@@ -466,24 +449,13 @@ def mine_hard_negatives(
         cfg = {
             "input.format": "pairs", "input.path": pairs_url, "input.corpus": corpus_url,
             "input.columns.query": "anchor", "input.columns.positive": "positive",
-            "encoder.model": model_dir, "encoder.query_prompt": q_prompt, "encoder.document_prompt": d_prompt,
+            "encoder.model": model_name, "encoder.query_prompt": q_prompt, "encoder.document_prompt": d_prompt,
             "index.kind": "flat", "index.shards": shards,
             "mining.sampler.method": "top", "mining.sampler.num_negatives": pool,
             "mining.sampler.range_min": 0, "mining.sampler.range_max": pool,
             "mining.exclude_same_text": exclude_same_text,
             "output.path": out, "output.overwrite": True, "run.progress": bool(verbose),
         }
-        if duck:  # encoded here, in the caller's process, then mined as precomputed vectors
-            uq = list(dict.fromkeys(queries))
-            doc_ids = list(texts)
-            vec_dir = tempfile.mkdtemp(prefix="vectors-", dir=private)
-            cfg.update({"encoder.kind": "precomputed", "encoder.model": None,
-                        "encoder.corpus_vectors": os.path.join(vec_dir, "corpus.parquet"),
-                        "encoder.query_vectors": os.path.join(vec_dir, "queries.parquet")})
-            _write_vectors(cfg["encoder.corpus_vectors"], doc_ids,
-                           _encode_side(model, [texts[d] for d in doc_ids], "document", d_prompt, batch_size))
-            _write_vectors(cfg["encoder.query_vectors"], [content_id(q) for q in uq],
-                           _encode_side(model, uq, "query", q_prompt, batch_size))
         if cache_folder:
             cfg["run.work_dir"] = os.path.join(cache_folder, "streammine-work")
         if batch_size != 32:
@@ -593,67 +565,6 @@ def teacher_scores(row: dict, positive_ids: Sequence[str], negative_ids: Sequenc
     by_id.update(zip(row["positive_ids"], row["positive_ce_scores"]))
     return ([float(by_id.get(d, float("nan"))) for d in positive_ids],
             [float(by_id.get(d, float("nan"))) for d in negative_ids])
-
-
-def state_digest(model) -> str:
-    """16 hex digits of the SHA-256 of a torch module's in-memory state (names, dtypes, shapes, bytes) and its
-    sequence length: changed weights get another digest, unchanged weights the same one."""
-    import torch
-    h = hashlib.sha256(str(getattr(model, "max_seq_length", None)).encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _model_dir(model, root: str) -> str:
-    """A directory streammine's encoders load holding ``model``'s *current in-memory* weights.
-
-    A path is used as given. A SentenceTransformer object is saved once under ``<root>/models/<state digest>/``
-    (content-addressed: the path, hence the embedding store's model key, follows the weights; unchanged weights
-    find the copy and the vectors already there). The folder it was loaded from is never used: its weights may
-    no longer be the object's."""
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    path = os.path.join(root, "models", state_digest(model))
-    if not os.path.isfile(os.path.join(path, "modules.json")):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))  # private (0700)
-        model.save(tmp)
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another call saved the same state first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def is_duck_model(model) -> bool:
-    """An object with the peer's encoding interface but no SentenceTransformer save/state (encoded here)."""
-    if isinstance(model, (str, os.PathLike)):
-        return False
-    return not (hasattr(model, "save") and hasattr(model, "state_dict"))
-
-
-def _encode_side(model, texts: list, side: str, prompt: str, batch_size: int) -> np.ndarray:
-    """Vectors of ``texts`` from a duck-typed model, as the peer calls it (``encode_query`` / ``encode_document``
-    if present, else ``encode`` with the prompt); L2-normalized (the peer's cosine similarity)."""
-    fn = getattr(model, f"encode_{side}", None)
-    kw = {"batch_size": batch_size, "convert_to_numpy": True}
-    if fn is not None:
-        v = fn(texts, prompt=prompt or None, **kw)
-    else:
-        v = model.encode(texts, prompt=prompt or None, **kw)
-    v = np.asarray(getattr(v, "cpu", lambda: v)() if not isinstance(v, np.ndarray) else v, np.float32)
-    n = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(n > 0, n, 1.0)
-
-
-def _write_vectors(path: str, ids: list, vectors: np.ndarray) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from .vectors import to_arrow
-    pq.write_table(pa.table({"id": ids, "vector": to_arrow(vectors)}), path)
 
 
 def _read_rows(out_url: str) -> dict:

