@@ -17,6 +17,7 @@ from .config import MineConfig, parse_set_items
 from .errors import find_error, one_line
 from .index.kinds import KINDS  # the registry: read when the help is built, so plug-in kinds show
 from .io.formats import FORMATS
+from .mining.samplers import SAMPLERS  # the registry, as KINDS
 from .evaluate import cli as eval_cli
 from .preflight import check_serve_output
 from .refresh.versions import check_version_name
@@ -75,7 +76,7 @@ HELP = {
                           "(include), never (exclude), or ordinary documents (ignore)",
     "min_positive_grade": "graded qrels: a positive has a score >= this (0 < score < this: neither)",
 }
-CHOICES = {"format": tuple(FORMATS), "index": KINDS, "filter": "FILTERS", "sampler": "SAMPLERS",
+CHOICES = {"format": tuple(FORMATS), "index": KINDS, "filter": "FILTERS", "sampler": SAMPLERS,
            "export": "EXPORT_FORMATS", "supplied_negatives": "SUPPLIED_NEGATIVES"}
 
 DESCRIPTIONS = {

@@ -25,7 +25,6 @@ from .errors import ConfigError, StreamMineError
 from .io.fs import exists, open_url
 
 FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
-SAMPLERS = ("top", "random", "simans")
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
@@ -181,7 +180,8 @@ class SamplerConfig:
     def resolved_range_max(self) -> int:
         if self.range_max is not None:
             return self.range_max
-        return 200 if self.method == "simans" else 50
+        from .mining.samplers import sampler_named  # the sampler's own range rule
+        return sampler_named(self.method).default_range_max
 
 
 @dataclass
@@ -326,7 +326,8 @@ class MineConfig(ConfigBase):
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
         _choice("mining.filter.method", self.mining.filter.method, FILTERS)
-        _choice("mining.sampler.method", self.mining.sampler.method, SAMPLERS)
+        from .mining.samplers import SAMPLERS  # the registry
+        _choice("mining.sampler.method", self.mining.sampler.method, tuple(SAMPLERS))
         _choice("mining.supplied_negatives", self.mining.supplied_negatives, SUPPLIED_NEGATIVES)
         if self.input.columns.negative and self.input.columns.negative_id:
             raise ConfigError("set columns.negative (negative texts) or columns.negative_id (corpus ids), not both")

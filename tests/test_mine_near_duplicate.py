@@ -373,3 +373,60 @@ def test_distinct_picks_match_the_naive_loop_with_long_runs_of_copies(seed):
             want, _, want_skipped = naive_greedy([v[o] for o in ordinals[i, walk]], n, thr)
             assert sorted(walk[want].tolist()) == cols[i][cols[i] >= 0].tolist() and skipped[i] == want_skipped
             assert np.array_equal(kept[i], v[ordinals[i, walk[want]]])
+
+
+# ---- a new sampler is one class and one registry line --------------------------------------------------------
+
+class _Easiest:
+    """A sampler written as a newcomer would: the *lowest*-ranked survivors of the window first (its own range rule:
+    a window of 12). Only keys and a name; the registry makes it a choice everywhere."""
+    name = "easiest"
+    uses_uniform_keys = False
+    default_range_max = 12
+
+    def keys(self, scores, pos_ref, u, params):
+        return -np.broadcast_to(np.arange(np.shape(scores)[1], dtype=np.float64)[None, :], np.shape(scores))
+
+    def pick(self, survivors, scores, pos_ref, n, u, params):
+        from streammine.mining.samplers import pick_smallest
+        return pick_smallest(survivors, self.keys(scores, pos_ref, u, params), n)
+
+
+def _easiest_reference(v, q, positives, n, window, pos_thr, neg_thr):
+    """Brute force: the window's non-positives, those near a positive dropped, the rest from the lowest-ranked up,
+    a naive greedy pass; the picks back in rank order."""
+    out = {}
+    for i in range(len(q)):
+        scores = (v.astype(np.float64) @ q[i].astype(np.float64)).astype(np.float32)
+        pos = sorted({int(p[1:]) for p in positives[i]})
+        ranked = [j for j in sorted(range(len(v)), key=lambda j: (-scores[j], j)) if j not in pos][:window]
+        surv = [j for j in ranked if pos_thr is None or not any(naive_cos(v[j], v[p]) >= pos_thr for p in pos)]
+        pref = surv[::-1]
+        kept, _, _ = naive_greedy([v[j] for j in pref], n, neg_thr)
+        out[i] = [f"d{j}" for j in sorted((pref[x] for x in kept), key=ranked.index)]
+    return out
+
+
+def test_a_sampler_added_by_one_class_and_one_registry_line_mines_with_and_without_the_guard(monkeypatch):
+    import argparse
+    from streammine.cli import build_parser
+    from streammine.mining.samplers import SAMPLERS
+    monkeypatch.setitem(SAMPLERS, "easiest", _Easiest())
+    # config validation, the range rule and the CLI's choices read the registry
+    cfg = MineConfig.from_sources(None, {"input.path": "x", "mining.sampler.method": "easiest"})
+    assert cfg.mining.sampler.resolved_range_max() == 12
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "easiest" in commands.choices["mine"].format_help()
+    v, q, positives = _corpus(seed=2)
+    qids = [f"q{i}" for i in range(len(q))]
+    for pos_thr, neg_thr in ((None, None), (0.98, 0.99)):
+        mining = MiningConfig(filter=FilterConfig(method="none"), seed=3,
+                              sampler=SamplerConfig(method="easiest", num_negatives=4),
+                              near_duplicate=NearDuplicateConfig(positive=pos_thr, negatives=neg_thr))
+        mined, _, _ = mine_block(_index(v, 2), q, qids, positives, mining, len(v))
+        want = _easiest_reference(v, q, positives, 4, 12, pos_thr, neg_thr)
+        assert [mined.negative_doc_ids[i] for i in range(len(q))] == [want[i] for i in range(len(q))], pos_thr
+    assert mined.n_removed_near_duplicate_negative.sum() > 0  # the guard did pass over some of its picks
+    monkeypatch.delitem(SAMPLERS, "easiest")
+    with pytest.raises(ConfigError, match="mining.sampler.method must be one of"):
+        MineConfig.from_sources(None, {"input.path": "x", "mining.sampler.method": "easiest"})

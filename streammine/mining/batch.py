@@ -10,10 +10,10 @@ from ..config import MiningConfig, SamplerConfig
 from ..keys import uniform_keys
 from .exclude import positive_masks, positive_reference, row_isin
 from .filters import cross_encoder_bound, filter_candidates, score_filter_masks
-from .near_duplicate import (VectorTable, distinct_fill, distinct_picks, near_positive, preference_keys,
+from .near_duplicate import (VectorTable, distinct_fill, distinct_picks, near_positive,
                              preference_order)
 from .rescore import cross_encoder_keep, padded_ids, positive_ce_reference, rescore_pool
-from .samplers import sample_random, sample_simans, sample_top
+from .samplers import sampler_named
 from .supplied import Supplied, merge_supplied, padded_ordinals
 from .types import CandidateBatch, PositiveBatch
 
@@ -59,13 +59,7 @@ def num_random(s: SamplerConfig) -> int:
 def sample_hard(s: SamplerConfig, survivors: np.ndarray, scores: np.ndarray, pos_ref: np.ndarray, n: int,
                 u: Optional[np.ndarray]) -> np.ndarray:
     """(B, n) columns picked by the configured sampler."""
-    if s.method == "top":
-        return sample_top(survivors, n)
-    if s.method == "random":
-        return sample_random(survivors, n, u)
-    if s.method == "simans":
-        return sample_simans(survivors, scores, pos_ref, n, s.simans_a, s.simans_b, u)
-    raise ValueError(f"unknown sampler method {s.method!r}")
+    return sampler_named(s.method).pick(survivors, scores, pos_ref, n, u, s)
 
 
 def first_occurrences(ordinals: np.ndarray, usable: np.ndarray) -> np.ndarray:
@@ -177,10 +171,11 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
         survivors = cross_encoder_keep(ce_cands, pool, bound)
         n_removed_ce = (pool & ~survivors).sum(axis=1).astype(np.int64)
 
-    u = uniform_keys(cfg.seed, query_keys[:, None], cands.ordinals) if s.method in ("random", "simans") else None
+    u = uniform_keys(cfg.seed, query_keys[:, None], cands.ordinals) if sampler_named(s.method).uses_uniform_keys \
+        else None
     hard_cols = sample_hard(s, survivors, cands.scores, pos_ref, n_hard, u)  # (B, n_hard), sorted, -1 padded
     if table is not None:  # the same picks, unless the negatives guard passes over near-duplicates of kept ones
-        keys = preference_keys(s.method, k, cands.scores, pos_ref, u, s.simans_a, s.simans_b)
+        keys = sampler_named(s.method).keys(cands.scores, pos_ref, u, s)
         hard_cols, n_near_neg, kept_vectors = distinct_picks(preference_order(survivors, keys), cands.ordinals,
                                                              table, n_hard, nd.negatives)
     n_hard_got = (hard_cols >= 0).sum(axis=1)

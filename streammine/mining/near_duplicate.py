@@ -27,7 +27,6 @@ from typing import Callable, Optional
 import numpy as np
 
 from .tree_sum import tree_sum
-from .samplers import gumbel, simans_log_weights
 
 # Working-set budget (float64 products) of one chunk of candidate-positive pairs in ``near_positive``.
 _PAIR_BYTES = 16 << 20
@@ -124,19 +123,6 @@ def near_positive(ordinals: np.ndarray, mask: np.ndarray, positive_ordinals: lis
     hits = np.bincount(np.repeat(np.arange(len(row)), reps), weights=near, minlength=len(row)) > 0
     out[row, col] = hits
     return out
-
-
-def preference_keys(method: str, n_cols: int, scores: np.ndarray, pos_ref: np.ndarray, u: Optional[np.ndarray],
-                    simans_a: float = 0.5, simans_b: float = 0.0) -> np.ndarray:
-    """(B, K) keys, smaller preferred, that order a row's candidates as its sampler prefers them (the keys
-    ``samplers.pick_smallest`` takes the n smallest of)."""
-    if method == "top":
-        return np.broadcast_to(np.arange(n_cols, dtype=np.float64)[None, :], np.shape(scores))
-    if method == "random":
-        return np.asarray(u, np.float64)
-    if method == "simans":
-        return -(simans_log_weights(scores, pos_ref, simans_a, simans_b) + gumbel(u))
-    raise ValueError(f"unknown sampler method {method!r}")
 
 
 def preference_order(survivors: np.ndarray, keys: np.ndarray) -> np.ndarray:

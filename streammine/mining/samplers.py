@@ -3,8 +3,15 @@
 Every sampler returns (B, n) int64 column indices into the candidate batch, -1 padded where a row has fewer than
 n survivors, each row's picks sorted by column (i.e. by rank, score descending). Randomness comes only from the
 per-(seed, query, document) uniform keys ``u``, so a query's picks do not depend on the batch it arrived in.
+
+Every sampler is "keys, then the smallest": a ``Sampler`` object states its preference keys (``keys``), whether
+it needs ``u``, its parameters' checks and its range rule (``default_range_max``); ``SAMPLERS`` names them. The
+miner (mining/batch.py), the near-duplicate guard's preference order, config validation and the CLI's choices
+read that registry, so a new sampler is one class and one line there.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
@@ -83,3 +90,63 @@ def random_corpus_ordinals(seed: int, query_keys: np.ndarray, n_total: int, coun
     u = uniform_keys(seed ^ _RANDOM_DOCS_SALT, q, np.arange(count, dtype=np.uint64)[None, :])
     # u < 1 strictly; the clip only guards float rounding of u * n_total for huge corpora
     return np.minimum((u * n_total).astype(np.int64), n_total - 1)
+
+
+# ---- the samplers as objects, and their registry --------------------------------------------------------------
+
+class Sampler:
+    """A sampler: preference keys over a row's candidate columns, smaller preferred; the picks are the n survivors
+    with the smallest keys (``pick_smallest``). ``params`` is the run's ``SamplerConfig`` (its fields are the
+    samplers' parameters)."""
+    name = ""
+    uses_uniform_keys = False   # needs the per-(seed, query, document) uniforms u
+    default_range_max = 50      # the rank window's end when mining.sampler.range_max is unset
+
+    def keys(self, scores: np.ndarray, pos_ref: np.ndarray, u: Optional[np.ndarray], params) -> np.ndarray:
+        raise NotImplementedError
+
+    def pick(self, survivors: np.ndarray, scores: np.ndarray, pos_ref: np.ndarray, n: int,
+             u: Optional[np.ndarray], params) -> np.ndarray:
+        """(B, n) columns, sorted, -1 padded (the module's contract)."""
+        return pick_smallest(survivors, self.keys(scores, pos_ref, u, params), n)
+
+
+class TopSampler(Sampler):
+    """``top``: the highest-ranked survivors (ANCE / FlagEmbedding's rank window, sentence-transformers' top)."""
+    name = "top"
+
+    def keys(self, scores, pos_ref, u, params):
+        return np.broadcast_to(np.arange(np.shape(scores)[1], dtype=np.int64)[None, :], np.shape(scores))
+
+
+class RandomSampler(Sampler):
+    """``random``: survivors uniformly without replacement (``sample_random``)."""
+    name = "random"
+    uses_uniform_keys = True
+
+    def keys(self, scores, pos_ref, u, params):
+        return np.asarray(u, np.float64)
+
+
+class SimansSampler(Sampler):
+    """``simans``: SimANS' weighted draws without replacement (``sample_simans``); its pool defaults to 200."""
+    name = "simans"
+    uses_uniform_keys = True
+    default_range_max = 200
+
+    def keys(self, scores, pos_ref, u, params):
+        return -(simans_log_weights(scores, pos_ref, params.simans_a, params.simans_b) + gumbel(u))
+
+    def pick(self, survivors, scores, pos_ref, n, u, params):
+        return sample_simans(survivors, scores, pos_ref, n, params.simans_a, params.simans_b, u)
+
+
+SAMPLERS: dict = {cls.name: cls() for cls in (TopSampler, RandomSampler, SimansSampler)}
+
+
+def sampler_named(name: str) -> Sampler:
+    """The registered sampler ``name`` (config validation names the choices before any mining)."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler method {name!r}; one of {', '.join(SAMPLERS)}") from None
