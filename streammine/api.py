@@ -18,13 +18,17 @@ def load_config(config: Union[MineConfig, dict, str, None] = None, overrides: Op
 
     Keyword arguments are overrides too, with ``__`` for the dot: ``index__shards=4`` is ``{"index.shards": 4}``.
     """
+    from .registries import check_names
     overrides = dict(overrides or {}, **{k.replace("__", "."): v for k, v in kwargs.items()})
     if isinstance(config, MineConfig):
         config = config.to_dict()
     if isinstance(config, dict):
-        cfg = MineConfig.from_dict(config)
-        return MineConfig.from_sources(None, dict(flatten_keys(cfg.to_dict()), **overrides))
-    return MineConfig.from_sources(config, overrides)
+        config = MineConfig.from_dict(config)
+        cfg = MineConfig.from_sources(None, dict(flatten_keys(config.to_dict()), **overrides))
+    else:
+        cfg = MineConfig.from_sources(config, overrides)
+    check_names(cfg)  # the plug-in registries' names (config.py imports no registry)
+    return cfg
 
 
 def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None, *, model=None,

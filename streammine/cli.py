@@ -11,13 +11,10 @@ import tempfile
 import time
 import traceback
 
-from . import __version__, cache, config, console
+from . import __version__, cache, config, console, registries
 from .api import demo_data_path, load_config, mine
 from .config import MineConfig, parse_set_items
 from .errors import find_error, one_line
-from .index.kinds import KINDS  # the registry: read when the help is built, so plug-in kinds show
-from .io.formats import FORMATS
-from .mining.samplers import SAMPLERS  # the registry, as KINDS
 from .evaluate import cli as eval_cli
 from .preflight import check_serve_output
 from .refresh.versions import check_version_name
@@ -76,8 +73,9 @@ HELP = {
                           "(include), never (exclude), or ordinary documents (ignore)",
     "min_positive_grade": "graded qrels: a positive has a score >= this (0 < score < this: neither)",
 }
-CHOICES = {"format": tuple(FORMATS), "index": KINDS, "filter": "FILTERS", "sampler": SAMPLERS,
-           "export": "EXPORT_FORMATS", "supplied_negatives": "SUPPLIED_NEGATIVES"}
+# a flag's choices: the registry of its config key (registries.py), else a tuple config.py owns
+CHOICES = {"format": "input.format", "index": "index.kind", "filter": "mining.filter.method",
+           "sampler": "mining.sampler.method", "export": "output.export", "supplied_negatives": "SUPPLIED_NEGATIVES"}
 
 DESCRIPTIONS = {
     "mine": "Mine hard negatives for every query of a BEIR directory or a pairs table, and write them as Parquet "
@@ -148,7 +146,8 @@ def _add_run_arguments(m) -> None:
         parts = [HELP[flag]] if flag in HELP else []
         if flag in CHOICES:
             choices = CHOICES[flag]
-            parts.append(f"one of {', '.join(getattr(config, choices) if isinstance(choices, str) else choices)}")
+            names = registries.names(choices) if choices in registries.REGISTRIES else getattr(config, choices)
+            parts.append(f"one of {', '.join(names)}")
         shown = ",".join(default) if isinstance(default, list) else default
         parts.append(f"{key}, default: {shown if shown not in (None, '', []) else 'none'}")
         text = "; ".join(parts)

@@ -24,11 +24,9 @@ import yaml
 from .errors import ConfigError, StreamMineError
 from .io.fs import exists, open_url
 
-FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
-EXPORT_FORMATS = ("st-triplet", "st-ntuple", "st-labeled-pair", "st-labeled-list", "flagembedding")
 
 
 class ConfigBase:
@@ -169,7 +167,7 @@ class SamplerConfig:
     method: str = "top"
     num_negatives: int = 5
     range_min: int = 0                  # rank window [range_min, range_max) over the ranked non-positive candidates
-    range_max: Optional[int] = None     # None -> 200 for simans (the SimANS pool), else 50
+    range_max: Optional[int] = None     # None: the sampler's own default (mining/samplers.window_end)
     simans_a: float = 0.5
     simans_b: float = 0.0
     random_share: float = 0.0           # STAR: this share of the negatives is uniform random corpus documents
@@ -177,11 +175,6 @@ class SamplerConfig:
     # documents also take the hard slots the window could not fill (summary: random_fill_negatives).
     fill_with_random: bool = False
 
-    def resolved_range_max(self) -> int:
-        if self.range_max is not None:
-            return self.range_max
-        from .mining.samplers import sampler_named  # the sampler's own range rule
-        return sampler_named(self.method).default_range_max
 
 
 @dataclass
@@ -234,7 +227,7 @@ class MiningConfig:
 @dataclass
 class OutputConfig:
     path: str = "streammine-out"
-    export: list = field(default_factory=list)   # any of EXPORT_FORMATS, written beside the parquet parts
+    export: list = field(default_factory=list)   # names in sink/exporters.FORMATS, written beside the parquet parts
     export_scores: bool = False         # exports carry the bi-encoder's scores (always the cross-encoder's, if on)
     overwrite: bool = False
 
@@ -310,29 +303,22 @@ class MineConfig(ConfigBase):
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
+        """The schema's own rules. Names held by a plug-in registry (format, index kind, filter, sampler, exports)
+        are checked by ``registries.check_names``: config imports no registry."""
         self.check_types()
         for key, (low, high, low_open) in NUMERIC_RANGES.items():
             _in_range(key, _get_dotted(self, key), low, high, low_open)
-        from .io.formats import FORMATS  # the registry's modules import this one: imported here, not at the top
-        _choice("input.format", self.input.format, tuple(FORMATS))
         if not self.input.path:
             raise ConfigError("input.path is required (a BEIR directory or a pairs table URL)")
         _choice("encoder.kind", self.encoder.kind, ENCODER_KINDS)
         if self.encoder.kind == "precomputed" and not (self.encoder.corpus_vectors and self.encoder.query_vectors):
             raise ConfigError("encoder.kind=precomputed needs encoder.corpus_vectors and encoder.query_vectors")
         _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false", "bf16"))
-        from .index.kinds import KINDS  # the registry (names only: no faiss or torch import)
-        _choice("index.kind", self.index.kind, tuple(KINDS))
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
-        _choice("mining.filter.method", self.mining.filter.method, FILTERS)
-        from .mining.samplers import SAMPLERS  # the registry
-        _choice("mining.sampler.method", self.mining.sampler.method, tuple(SAMPLERS))
         _choice("mining.supplied_negatives", self.mining.supplied_negatives, SUPPLIED_NEGATIVES)
         if self.input.columns.negative and self.input.columns.negative_id:
             raise ConfigError("set columns.negative (negative texts) or columns.negative_id (corpus ids), not both")
-        for fmt in self.output.export:
-            _choice("output.export", fmt, EXPORT_FORMATS)
         s = self.mining.sampler
         _positive("index.shards", self.index.shards)
         if self.encoder.num_actors < 0:
@@ -344,9 +330,9 @@ class MineConfig(ConfigBase):
         _positive("run.miner_actors", self.run.miner_actors)
         _positive("run.query_batch_size", self.run.query_batch_size)
         _positive("mining.sampler.num_negatives", s.num_negatives)
-        if s.range_min < 0 or s.range_min >= s.resolved_range_max():
+        if s.range_min < 0 or (s.range_max is not None and s.range_min >= s.range_max):  # unset: registries.py
             raise ConfigError(f"mining.sampler.range_min must satisfy 0 <= range_min < range_max, got "
-                              f"[{s.range_min}, {s.resolved_range_max()})")
+                              f"[{s.range_min}, {s.range_max})")
         _positive("mining.max_search_depth", self.mining.max_search_depth)
         if not 0.0 <= s.random_share <= 1.0:
             raise ConfigError(f"mining.sampler.random_share must be in [0, 1], got {s.random_share}")

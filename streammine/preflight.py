@@ -334,7 +334,9 @@ def scan_inputs(cfg: MineConfig, corpus: bool = True) -> dict:
 
 def check_run(cfg: MineConfig) -> str:
     """Config, inputs and output, before Ray (the read pass is :func:`scan_inputs`); returns the output state."""
+    from .registries import check_names
     cfg.validate()
+    check_names(cfg)
     check_inputs(cfg)
     return check_output(cfg)
 

@@ -277,8 +277,8 @@ def test_cross_encoder_scores_asked_of_an_output_without_them(mined_dir, tmp_pat
 
 
 def test_registry_names_every_configurable_format_and_its_file():
-    from streammine.config import EXPORT_FORMATS
-    assert tuple(FORMATS) == EXPORT_FORMATS
+    from streammine.registries import names
+    assert names("output.export") == tuple(FORMATS)  # config validation and the CLI read this registry
     assert {name: f.file for name, f in FORMATS.items()} == {
         "st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet",
         "st-labeled-pair": "st-labeled-pair.parquet", "st-labeled-list": "st-labeled-list.parquet",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import one_faiss_thread  # noqa: F401 - autouse fixture
+from streammine.api import load_config
 from streammine.config import IndexConfig
 from streammine.errors import ConfigError, InputError
 from streammine.index import factory, kinds
@@ -385,7 +386,7 @@ def test_a_new_kind_is_one_class_and_one_registry_line(monkeypatch):
     from streammine.config import MineConfig
     monkeypatch.setitem(kinds.KINDS, "numpy-flat", NumpyFlat)
     # config validation and the CLI's choices read the registry
-    assert MineConfig.from_sources(None, {"input.path": "x", "index.kind": "numpy-flat"}).index.kind == "numpy-flat"
+    assert load_config(None, {"input.path": "x", "index.kind": "numpy-flat"}).index.kind == "numpy-flat"
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert "numpy-flat" in commands.choices["mine"].format_help()
     # a shard with it: near-duplicate clusters larger than the oversample, certified to the brute-force top k
@@ -402,7 +403,7 @@ def test_a_new_kind_is_one_class_and_one_registry_line(monkeypatch):
     assert shards[0].memory_bytes() >= 2 * len(shards[0]) * 4 * 4  # the shard's vectors and the kind's own copy
     monkeypatch.delitem(kinds.KINDS, "numpy-flat")
     with pytest.raises(ConfigError, match="index.kind must be one of"):
-        MineConfig.from_sources(None, {"input.path": "x", "index.kind": "numpy-flat"})
+        load_config(None, {"input.path": "x", "index.kind": "numpy-flat"})
 
 
 def test_ivf_pq_states_the_bound_of_the_index_it_really_built():

@@ -410,11 +410,11 @@ def _easiest_reference(v, q, positives, n, window, pos_thr, neg_thr):
 def test_a_sampler_added_by_one_class_and_one_registry_line_mines_with_and_without_the_guard(monkeypatch):
     import argparse
     from streammine.cli import build_parser
-    from streammine.mining.samplers import SAMPLERS
+    from streammine.mining.samplers import SAMPLERS, window_end
     monkeypatch.setitem(SAMPLERS, "easiest", _Easiest())
     # config validation, the range rule and the CLI's choices read the registry
-    cfg = MineConfig.from_sources(None, {"input.path": "x", "mining.sampler.method": "easiest"})
-    assert cfg.mining.sampler.resolved_range_max() == 12
+    cfg = streammine.load_config(None, {"input.path": "x", "mining.sampler.method": "easiest"})
+    assert window_end(cfg.mining.sampler) == 12
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert "easiest" in commands.choices["mine"].format_help()
     v, q, positives = _corpus(seed=2)
@@ -429,4 +429,4 @@ def test_a_sampler_added_by_one_class_and_one_registry_line_mines_with_and_witho
     assert mined.n_removed_near_duplicate_negative.sum() > 0  # the guard did pass over some of its picks
     monkeypatch.delitem(SAMPLERS, "easiest")
     with pytest.raises(ConfigError, match="mining.sampler.method must be one of"):
-        MineConfig.from_sources(None, {"input.path": "x", "mining.sampler.method": "easiest"})
+        streammine.load_config(None, {"input.path": "x", "mining.sampler.method": "easiest"})

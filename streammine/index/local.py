@@ -14,6 +14,7 @@ import numpy as np
 from ..config import IndexConfig, MiningConfig
 from ..keys import keys64
 from ..mining import first_depths, mine_batch, num_random, random_corpus_ordinals, search_to_depth
+from ..mining.samplers import window_end
 from .answers import BlockSearch, MergedAnswer
 from .merge import assign_shard, merge_answers, rescore_floor
 from .shard import IndexShard, ShardDocs, assemble_vectors
@@ -77,7 +78,7 @@ def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list
     s = cfg.sampler
     query_keys = keys64(list(query_ids))
     n_excluded = [len(p) + (len(excluded_ids[i]) if excluded_ids else 0) for i, p in enumerate(positive_ids)]
-    depths = first_depths(s.resolved_range_max(), n_excluded, n_total)
+    depths = first_depths(window_end(s), n_excluded, n_total)
     random_ordinals = None
     n_random = num_random(s)
     if n_random:
@@ -89,7 +90,7 @@ def search_block(index, queries: np.ndarray, query_ids: list, positive_ids: list
 
     def search(rows, k):
         return index.answer(queries[rows], k, [positive_ids[i] for i in rows]).candidates
-    cands, _, n_deeper = search_to_depth(search, first.candidates, first.positives, depths, s.resolved_range_max(),
+    cands, _, n_deeper = search_to_depth(search, first.candidates, first.positives, depths, window_end(s),
                                          cfg.exclude_same_text, cfg.max_search_depth, n_total, excluded_ids)
     return BlockSearch(query_keys, first._replace(candidates=cands), n_deeper,
                        index.certificate_researches - researches)

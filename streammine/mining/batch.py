@@ -13,7 +13,7 @@ from .filters import cross_encoder_bound, filter_candidates, score_filter_masks
 from .near_duplicate import (VectorTable, distinct_fill, distinct_picks, near_positive,
                              preference_order)
 from .rescore import cross_encoder_keep, padded_ids, positive_ce_reference, rescore_pool
-from .samplers import sampler_named
+from .samplers import sampler_named, window_end
 from .supplied import Supplied, merge_supplied, padded_ordinals
 from .types import CandidateBatch, PositiveBatch
 
@@ -146,7 +146,7 @@ def mine_batch(query_keys: np.ndarray, cands: CandidateBatch, positives: Positiv
     pos_ref = positive_reference(positives)
     known = row_isin(cands.ordinals, supplied.excluded()) if supplied is not None else np.zeros_like(valid)
     out = filter_candidates(cands.scores, valid & ~is_positive & ~is_same_text & ~known, pos_ref, cfg.filter,
-                            s.range_min, s.resolved_range_max())
+                            s.range_min, window_end(s))
     nd, table = cfg.near_duplicate, None
     n_near_pos, n_near_neg = np.zeros(b, np.int64), np.zeros(b, np.int64)
     if nd.enabled:

@@ -12,6 +12,8 @@ import numpy as np
 
 from ..config import FilterConfig
 
+# the filter methods (config's mining.filter.method; registries.py reads this)
+FILTERS = ("none", "topk-abs", "topk-marginpos", "topk-percpos")
 _RELATIVE = ("topk-marginpos", "topk-percpos")
 
 

@@ -144,6 +144,11 @@ class SimansSampler(Sampler):
 SAMPLERS: dict = {cls.name: cls() for cls in (TopSampler, RandomSampler, SimansSampler)}
 
 
+def window_end(s) -> int:
+    """The rank window's end of ``s`` (a SamplerConfig): its range_max, else its sampler's default."""
+    return int(s.range_max) if s.range_max is not None else sampler_named(s.method).default_range_max
+
+
 def sampler_named(name: str) -> Sampler:
     """The registered sampler ``name`` (config validation names the choices before any mining)."""
     try:

@@ -400,7 +400,9 @@ class Server:
     # ---- main ----
     def run(self) -> dict:
         cfg = self.cfg
+        from ..registries import check_names
         cfg.validate()
+        check_names(cfg)
         if not cfg.output.path:
             raise ConfigError("output.path is required: it is the run's identity (restart with the same URL)")
         from ..preflight import check_output_location, input_urls

@@ -41,6 +41,7 @@ def filter_from_config(config: Optional[dict]) -> tuple[Optional[Callable], Filt
     """(bounds function positive_ref -> per-query threshold, or None; what to say about the filter/sampler)."""
     from ..config import FilterConfig, SamplerConfig
     from ..mining.filters import score_upper_bound
+    from ..mining.samplers import window_end
     mining = (config or {}).get("mining") or {}
     if not mining:
         return None, FilterInfo()
@@ -51,7 +52,7 @@ def filter_from_config(config: Optional[dict]) -> tuple[Optional[Callable], Filt
     text = {"topk-abs": f"max_score {f.max_score:g}", "topk-marginpos": f"s⁺ − {f.margin:g}",
             "topk-percpos": f"{f.perc:g}·s⁺"}.get(f.method)
     info = FilterInfo(method=f.method, bound_text=text, min_score=f.min_score, num_negatives=s.num_negatives,
-                      range_min=s.range_min, range_max=s.resolved_range_max())
+                      range_min=s.range_min, range_max=window_end(s))
     if f.method == "none":
         return None, info
 
