@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import List, Sequence, Union
 
-import pyarrow.parquet as pq
 
 from ..io import fs
 from ..sink.layout import PARTS_MANIFEST, committed_part_urls
@@ -41,6 +40,6 @@ def resolve_parts(parts: PartsArg) -> List[str]:
 
 def iter_rows(out_url: str, columns=None, batch_rows: int = 4096):
     """Streams the committed rows as pyarrow RecordBatches (never the whole output at once)."""
-    for url in list_parts(out_url):
-        with fs.open_url(url, "rb") as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+    from ..sink.mined import read_batches
+    for _, _, batch in read_batches(list_parts(out_url), columns, batch_rows):
+        yield batch

@@ -13,10 +13,9 @@ from collections import deque
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..io import fs
 from ..sink.layout import output_log
+from ..sink.mined import read_batches
 from ..sink.schema import MINED_SCHEMA
 from .rules import assigned_to, backoff_delays, stale, transient_errors
 
@@ -239,22 +238,21 @@ class NegativesFeed:
         retrier = _Retrier(self)
         while True:
             try:
-                with fs.open_url(url, "rb") as f:
-                    skip = done
-                    # pre_buffer=False: row group by row group, not the whole part in one read (bounded memory)
-                    parquet = pq.ParquetFile(f, pre_buffer=False)
-                    for batch in parquet.iter_batches(batch_size=self.batch_rows, columns=self.columns):
-                        retrier.ok()
-                        if skip:
-                            if batch.num_rows <= skip:
-                                skip -= batch.num_rows
-                                continue
-                            batch, skip = batch.slice(skip), 0
-                        if batch.num_rows == 0:
+                skip = done
+                # pre_buffer=False: row group by row group, not the whole part in one read (bounded memory)
+                for _, _, batch in read_batches([url], self.columns, self.batch_rows, required=self.columns,
+                                                pre_buffer=False):
+                    retrier.ok()
+                    if skip:
+                        if batch.num_rows <= skip:
+                            skip -= batch.num_rows
                             continue
-                        batch = batch.select(self.columns)  # the order asked for, whatever the file's order
-                        done += batch.num_rows
-                        yield batch
+                        batch, skip = batch.slice(skip), 0
+                    if batch.num_rows == 0:
+                        continue
+                    batch = batch.select(self.columns)  # the order asked for, whatever the file's order
+                    done += batch.num_rows
+                    yield batch
                 return
             except transient_errors() as e:
                 retrier.failed(e, f"reading {url}")

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..device import pick_device, set_seed
 from ..errors import StreamMineError
-from ..sink.exporters import READ_COLUMNS, SCORE_COLUMNS, iter_mined_batches, ntuple_columns, resolve_parts
+from ..sink.exporters import ntuple_columns, resolve_parts
+from ..sink.mined import iter_mined_rows
 
 
 @dataclass
@@ -100,8 +101,12 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
     found, skipped, mined = [], {"short_of_negatives": 0, "no_positive": 0}, []
     leaked = []
-    rows = [row for _, row in _mined_rows(output, margins)]
-    source = teacher_source([row.ce is not None for row in rows if row.positive_ids]) if margins else None
+    rows = list(iter_mined_rows(resolve_parts(output), ("bi-encoder", "cross-encoder") if margins else ()))
+    if margins:
+        for row in rows:
+            row.require_scores("bi-encoder")  # every output has them; the cross-encoder's only with one
+    source = teacher_source([row.scores("cross-encoder") is not None for row in rows if row.positive_ids]) \
+        if margins else None
     if margins:
         skipped["no_teacher_score"] = 0
     for row in rows:
@@ -118,7 +123,7 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
         negatives = tuple(texts[d] for d in row.negative_ids[:num_negatives])
         table = None
         if margins:
-            pos, neg = row.ce if source == "cross-encoder" else row.bi
+            pos, neg = row.scores(source)
             table = teacher_margins(pos, neg, num_negatives)
         for i, pid in enumerate(row.positive_ids):
             label = None
@@ -138,35 +143,6 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
         counts["teacher_scores"] = source
     return Examples(ntuple_columns(num_negatives), [r for _, r, _ in found], [k[0] for k, _, _ in found],
                     counts, sorted(mined), [lab for _, _, lab in found] if margins else None)
-
-
-class _Mined:
-    __slots__ = ("query_id", "query", "positive_ids", "negative_ids", "bi", "ce")
-
-
-def _mined_rows(output: str, scores: bool) -> Iterator[Tuple[str, _Mined]]:
-    """The mined rows with both score pairs when ``scores`` (``ce`` None where the output has no cross-encoder
-    scores for the row)."""
-    bi, ce = SCORE_COLUMNS["bi-encoder"], SCORE_COLUMNS["cross-encoder"]
-    names = READ_COLUMNS + (list(bi) + list(ce) if scores else [])
-    for url, batch in iter_mined_batches(resolve_parts(output), names):
-        have = batch.schema.names
-        cols = {n: batch.column(n).to_pylist() if n in have else [None] * batch.num_rows for n in names}
-        for i in range(batch.num_rows):
-            r = _Mined()
-            r.query_id, r.query = cols["query_id"][i], cols["query"][i]
-            r.positive_ids, r.negative_ids = cols["positive_ids"][i] or [], cols["negative_ids"][i] or []
-            r.bi = r.ce = None
-            if scores:
-                r.bi = (cols[bi[0]][i], cols[bi[1]][i])
-                if cols[ce[0]][i] is not None and cols[ce[1]][i] is not None:
-                    r.ce = (cols[ce[0]][i], cols[ce[1]][i])
-                for pair in (r.bi, r.ce):
-                    if pair is not None and (pair[0] is None or pair[1] is None or len(pair[0]) != len(r.positive_ids)
-                                             or len(pair[1]) != len(r.negative_ids)):
-                        raise StreamMineError(f"{url}: query {r.query_id!r}: scores missing or not aligned with "
-                                              f"its ids")
-            yield url, r
 
 
 def no_duplicate_batches(rows: Sequence[Tuple[str, ...]], batch_size: int, seed: int) -> Iterator[List[int]]:

@@ -494,12 +494,10 @@ def remove_unit_leftovers(unit_url: str) -> int:
 
 def count_negatives(part_urls: list) -> int:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    from ..sink.mined import read_batches
     total = 0
-    for url in part_urls:
-        with fs.open_url(url, "rb") as f:
-            col = pq.read_table(f, columns=["negative_ids"]).column("negative_ids")
-        total += int(pc.sum(pc.list_value_length(col)).as_py() or 0)
+    for _, _, batch in read_batches(part_urls, ["negative_ids"], required=["negative_ids"]):
+        total += int(pc.sum(pc.list_value_length(batch.column("negative_ids"))).as_py() or 0)
     return total
 
 

@@ -6,14 +6,13 @@ bins, counts per negatives-per-query / per rank) and the ``sample`` rows kept. N
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from ..io import fs
+from ..sink.mined import read_batches
 from .accumulators import BottomK, Histogram, IntCounts
 
 BATCH_ROWS = 2048
@@ -88,16 +87,6 @@ def _int(column) -> np.ndarray:
     return pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def iter_part_batches(part_urls: Iterable[str], batch_rows: int = BATCH_ROWS):
-    """(part URL, columns present, record batch) over every part, a batch at a time (any fsspec URL)."""
-    for url in part_urls:
-        with fs.open_url(url, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            present = [c for c in COLUMNS if c in parquet.schema_arrow.names]
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
-                yield url, present, batch
-
-
 def scan_output(part_urls: List[str], bounds: Optional[BoundFn] = None, sample: int = 20, seed: int = 0,
                 batch_rows: int = BATCH_ROWS) -> ScanResult:
     """Streams over the parts once and accumulates the report's numbers.
@@ -107,7 +96,7 @@ def scan_output(part_urls: List[str], bounds: Optional[BoundFn] = None, sample: 
     """
     r = ScanResult(sample=BottomK(sample, seed))
     seen_parts = set()
-    for url, present, batch in iter_part_batches(part_urls, batch_rows):
+    for url, present, batch in read_batches(part_urls, COLUMNS, batch_rows):  # absent columns left out
         seen_parts.add(url)
         missing = [c for c in REQUIRED if c not in present]
         if missing:

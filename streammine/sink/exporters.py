@@ -46,14 +46,10 @@ import pyarrow.parquet as pq
 from ..errors import StreamMineError
 from ..io import fs
 from ..io.formats import format_of, input_format
+from .mined import BATCH_ROWS, MinedRow, iter_mined_rows, read_batches
 from ..consume.committed import list_parts, resolve_parts  # noqa: F401  (part of this module's API: exporters take what it takes)
 
 PartsArg = Union[str, Sequence[str]]
-READ_COLUMNS = ["query_id", "query", "positive_ids", "negative_ids"]
-BATCH_ROWS = 1024
-# where each kind of score is in the mined output: (positive column, negative column)
-SCORE_COLUMNS = {"cross-encoder": ("positive_ce_scores", "negative_ce_scores"),
-                 "bi-encoder": ("positive_scores", "negative_scores")}
 
 
 class MissingTextError(StreamMineError, KeyError):
@@ -71,53 +67,14 @@ class MissingTextError(StreamMineError, KeyError):
         return (type(self), (self.doc_id, self.part_url, self.query_id))
 
 
-# ---- reading the mined output --------------------------------------------------------------------------------
+# ---- reading the mined output: sink/mined.py (one reader, one row type) ------------------------------------
 
-def iter_mined_batches(part_urls: Iterable[str], columns: List[str]) -> Iterator[Tuple[str, pa.RecordBatch]]:
-    """(part URL, record batch) over every part, a batch at a time."""
-    for url in part_urls:
-        with fs.open_url(url, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            have = parquet.schema_arrow.names  # outputs mined before an optional column existed lack it
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS,
-                                              columns=[c for c in columns if c in have or c != "prompt"]):
-                yield url, batch
-
-
-class QueryRow:
-    """One mined query; ``negative_ids`` keep the output's order (by rank). ``positive_scores`` /
-    ``negative_scores``: the scores asked for (aligned with the ids), else None."""
-    __slots__ = ("query_id", "query", "positive_ids", "negative_ids", "positive_scores", "negative_scores", "prompt")
-
-    def __init__(self, query_id, query, positive_ids, negative_ids, positive_scores=None, negative_scores=None):
-        self.query_id, self.query = query_id, query
-        self.positive_ids, self.negative_ids = positive_ids or [], negative_ids or []
-        self.positive_scores, self.negative_scores = positive_scores, negative_scores
-        self.prompt = None  # a per-query prompt (FlagEmbedding input), where the output has one
-
-
-def iter_query_rows(part_urls: Iterable[str], scores: Optional[str] = None) -> Iterator[Tuple[str, QueryRow]]:
-    """(part URL, QueryRow) over every mined row; ``scores``: a key of SCORE_COLUMNS, or None."""
-    names = READ_COLUMNS + (list(SCORE_COLUMNS[scores]) if scores else [])
-    for url, batch in iter_mined_batches(part_urls, names + ["prompt"]):
-        columns = [batch.column(name).to_pylist() for name in names]
-        prompts = batch.column("prompt").to_pylist() if "prompt" in batch.schema.names else [None] * batch.num_rows
-        for values, prompt in zip(zip(*columns), prompts):
-            row = QueryRow(*values)
-            row.prompt = prompt
-            if scores:
-                check_scores(row, scores, url)
-            yield url, row
-
-
-def check_scores(row: QueryRow, scores: str, part_url: str) -> None:
-    """Scores exist and are aligned with the ids: else the output was not mined with them (a cross-encoder)."""
-    pos, neg = SCORE_COLUMNS[scores]
-    if row.positive_scores is None or row.negative_scores is None:
-        raise StreamMineError(f"{part_url}: query {row.query_id!r} has no {pos}/{neg}: was the output mined with "
-                              f"{'a cross-encoder (mining.cross_encoder.model)' if scores == 'cross-encoder' else 'a streammine version that writes them'}?")
-    if len(row.positive_scores) != len(row.positive_ids) or len(row.negative_scores) != len(row.negative_ids):
-        raise StreamMineError(f"{part_url}: query {row.query_id!r}: {pos}/{neg} are not aligned with its ids")
+def _rows(part_urls: Iterable[str], scores: Optional[str]) -> Iterator[Tuple[str, MinedRow]]:
+    """(part URL, row) over every mined row; with ``scores`` every row must have that source's scores."""
+    for row in iter_mined_rows(part_urls, (scores,) if scores else (), BATCH_ROWS):
+        if scores:
+            row.require_scores(scores)
+        yield row.part_url, row
 
 
 def text_lookup(texts: Mapping[str, str]) -> Callable[[str, str, str], str]:
@@ -133,7 +90,7 @@ def text_lookup(texts: Mapping[str, str]) -> Callable[[str, str, str], str]:
 def max_negatives(part_urls: Sequence[str]) -> int:
     """The widest negative list in the output (one cheap pass over a single column): the n-tuple width."""
     widest = 0
-    for _, batch in iter_mined_batches(part_urls, ["negative_ids"]):
+    for _, _, batch in read_batches(part_urls, ["negative_ids"], BATCH_ROWS, required=["negative_ids"]):
         if batch.num_rows:
             widest = max(widest, int(pc.max(pc.list_value_length(batch.column("negative_ids"))).as_py() or 0))
     return widest
@@ -214,20 +171,20 @@ def _finish(counts: dict) -> dict:
 
 
 # ---- the exporters -------------------------------------------------------------------------------------------
-# Each format is a function QueryRow -> (output rows, skip reason or None); the drivers below do the streaming,
+# Each format is a function MinedRow -> (output rows, skip reason or None); the drivers below do the streaming,
 # the counting and the file handling.
 
 RowsOrSkip = Tuple[List[dict], Optional[str]]
 
 
 def _export_parquet(part_urls: List[str], out_url: str, columns: Union[List[str], pa.Schema], counts: dict,
-                    rows_for: Callable[[str, QueryRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
+                    rows_for: Callable[[str, MinedRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
     """``columns``: text column names (with ``scores`` a ``scores`` list column after them), or a whole schema."""
     schema = columns if isinstance(columns, pa.Schema) else string_schema(columns, bool(scores))
 
     def write(f) -> dict:
         with ParquetRowWriter(f, schema) as out:
-            for url, row in iter_query_rows(part_urls, scores):
+            for url, row in _rows(part_urls, scores):
                 for record in _count_query(counts, rows_for(url, row)):
                     out.add(record)
         counts["rows_written"] = out.rows
@@ -236,9 +193,9 @@ def _export_parquet(part_urls: List[str], out_url: str, columns: Union[List[str]
 
 
 def _export_jsonl(part_urls: List[str], out_url: str, counts: dict,
-                  rows_for: Callable[[str, QueryRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
+                  rows_for: Callable[[str, MinedRow], RowsOrSkip], scores: Optional[str] = None) -> dict:
     def write(f) -> dict:
-        for url, row in iter_query_rows(part_urls, scores):
+        for url, row in _rows(part_urls, scores):
             for record in _count_query(counts, rows_for(url, row)):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["rows_written"] += 1
@@ -256,7 +213,7 @@ def _count_query(counts: dict, rows_or_skip: RowsOrSkip) -> List[dict]:
     return records
 
 
-def unpairable(row: QueryRow) -> Optional[str]:
+def unpairable(row: MinedRow) -> Optional[str]:
     """Why no (query, positive, negative) example can be formed from this row, or None."""
     if not row.positive_ids:
         return "no_positive"
@@ -265,7 +222,7 @@ def unpairable(row: QueryRow) -> Optional[str]:
     return None
 
 
-def texts_of(row: QueryRow, url: str, lookup: Callable[[str, str, str], str]) -> Tuple[List[str], List[str]]:
+def texts_of(row: MinedRow, url: str, lookup: Callable[[str, str, str], str]) -> Tuple[List[str], List[str]]:
     """(positive texts, negative texts) of a row, in its order."""
     return ([lookup(d, url, row.query_id) for d in row.positive_ids],
             [lookup(d, url, row.query_id) for d in row.negative_ids])
@@ -283,7 +240,7 @@ def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], ou
     Skipped (and counted): queries with no positive, queries with no negative (no triplet can be formed)."""
     lookup = text_lookup(texts)
 
-    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+    def rows_for(url: str, row: MinedRow) -> RowsOrSkip:
         reason = unpairable(row)
         if reason:
             return [], reason
@@ -293,7 +250,7 @@ def export_st_triplet(parts_url_or_paths: PartsArg, texts: Mapping[str, str], ou
             for j, negative in enumerate(negatives):
                 record = {"anchor": row.query, "positive": positive, "negative": negative}
                 if scores:
-                    record["scores"] = [row.positive_scores[p], row.negative_scores[j]]
+                    record["scores"] = [row.scores(scores)[0][p], row.scores(scores)[1][j]]
                 out.append(record)
         return out, None
 
@@ -318,7 +275,7 @@ def export_st_ntuple(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out
     lookup = text_lookup(texts)
     columns = ntuple_columns(n)
 
-    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+    def rows_for(url: str, row: MinedRow) -> RowsOrSkip:
         if not row.positive_ids:
             return [], "no_positive"
         if len(row.negative_ids) < n:
@@ -328,7 +285,7 @@ def export_st_ntuple(parts_url_or_paths: PartsArg, texts: Mapping[str, str], out
         for p, pid in enumerate(row.positive_ids):
             record = dict(zip(columns, [row.query, lookup(pid, url, row.query_id)] + negatives))
             if scores:
-                record["scores"] = [row.positive_scores[p]] + list(row.negative_scores[:n])
+                record["scores"] = [row.scores(scores)[0][p]] + list(row.scores(scores)[1][:n])
             out.append(record)
         return out, None
 
@@ -347,12 +304,12 @@ def export_st_labeled_pair(parts_url_or_paths: PartsArg, texts: Mapping[str, str
     last = ("score", pa.float32()) if scores else ("label", pa.int64())
     schema = pa.schema([("anchor", pa.string()), ("positive", pa.string()), last])
 
-    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+    def rows_for(url: str, row: MinedRow) -> RowsOrSkip:
         reason = unpairable(row)
         if reason:
             return [], reason
-        judged = ([(d, 1, row.positive_scores[i] if scores else None) for i, d in enumerate(row.positive_ids)]
-                  + [(d, 0, row.negative_scores[j] if scores else None) for j, d in enumerate(row.negative_ids)])
+        judged = ([(d, 1, row.scores(scores)[0][i] if scores else None) for i, d in enumerate(row.positive_ids)]
+                  + [(d, 0, row.scores(scores)[1][j] if scores else None) for j, d in enumerate(row.negative_ids)])
         return [{"anchor": row.query, "positive": lookup(d, url, row.query_id), last[0]: score if scores else label}
                 for d, label, score in judged], None
 
@@ -372,13 +329,13 @@ def export_st_labeled_list(parts_url_or_paths: PartsArg, texts: Mapping[str, str
     last = ("scores", pa.list_(pa.float32())) if scores else ("labels", pa.list_(pa.int64()))
     schema = pa.schema([("anchor", pa.string()), ("positive", pa.list_(pa.string())), last])
 
-    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+    def rows_for(url: str, row: MinedRow) -> RowsOrSkip:
         reason = unpairable(row)
         if reason:
             return [], reason
         positives, negatives = texts_of(row, url, lookup)
         return [{"anchor": row.query, "positive": [positive] + negatives,
-                 last[0]: ([row.positive_scores[p]] + list(row.negative_scores) if scores
+                 last[0]: ([row.scores(scores)[0][p]] + list(row.scores(scores)[1]) if scores
                            else [1] + [0] * len(negatives))}
                 for p, positive in enumerate(positives)], None
 
@@ -397,7 +354,7 @@ def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str],
     and counted: no positive (it needs pos[0]), no negatives at all (its sampler divides by len(neg))."""
     lookup = text_lookup(texts)
 
-    def rows_for(url: str, row: QueryRow) -> RowsOrSkip:
+    def rows_for(url: str, row: MinedRow) -> RowsOrSkip:
         reason = unpairable(row)
         if reason:
             return [], reason
@@ -405,8 +362,8 @@ def export_flagembedding(parts_url_or_paths: PartsArg, texts: Mapping[str, str],
                   "pos": [lookup(d, url, row.query_id) for d in row.positive_ids],
                   "neg": [lookup(d, url, row.query_id) for d in row.negative_ids]}
         if scores:
-            record["pos_scores"] = list(row.positive_scores)
-            record["neg_scores"] = list(row.negative_scores)
+            record["pos_scores"] = list(row.scores(scores)[0])
+            record["neg_scores"] = list(row.scores(scores)[1])
         if row.prompt or prompt:  # the query's own prompt (FlagEmbedding input) wins over the run's
             record["prompt"] = row.prompt or prompt
         return [record], None
