@@ -286,20 +286,23 @@ class MineConfig(ConfigBase):
                               if k not in ("shards", "use_gpu", "cpus_per_shard", "prune_rescoring",
                                            "ivf_batch_scan", "torch_dtype", "gpus_per_shard")},
                     "mining": d["mining"]}
-        if not self.mining.near_duplicate.enabled:  # off: hashes stay what they were before the option existed
-            d["mining"] = {k: v for k, v in d["mining"].items() if k != "near_duplicate"}
-        relevant["input"]["columns"] = {k: v for k, v in relevant["input"]["columns"].items()  # unset: as before
+        # Compatibility, in one place: an option added after the first release is left out of the hash while it
+        # is off or at its default, so outputs and caches made before it existed keep their hash.
+        relevant["input"]["columns"] = {k: v for k, v in relevant["input"]["columns"].items()
                                         if not (k in ("negative", "negative_id", "prompt") and v is None)}
-        for key, default in (("supplied_negatives", "include"), ("min_positive_grade", 1.0)):
-            if relevant["mining"].get(key) == default:  # the defaults: hashes stay what they were before
-                relevant["mining"] = {k: v for k, v in relevant["mining"].items() if k != key}
-                d["mining"] = {k: v for k, v in d["mining"].items() if k != key}
-        if not self.mining.cross_encoder.model:  # off: hashes stay what they were before the option existed
-            relevant["mining"] = {k: v for k, v in d["mining"].items() if k != "cross_encoder"}
-        else:  # the kernels it runs on do not change its scores beyond float noise
-            relevant["mining"] = dict(d["mining"], cross_encoder={k: v for k, v in d["mining"]["cross_encoder"].items()
-                                                                  if k != "cpu_onednn" and not
-                                                                  (k in ("margin", "relative_margin") and v is None)})
+        mining = dict(d["mining"])
+        omitted_at = {"supplied_negatives": "include", "min_positive_grade": 1.0}
+        for key, default in omitted_at.items():
+            if mining.get(key) == default:
+                del mining[key]
+        if not self.mining.near_duplicate.enabled:
+            del mining["near_duplicate"]
+        if not self.mining.cross_encoder.model:
+            del mining["cross_encoder"]
+        else:  # the kernels it runs on (cpu_onednn) change its scores only by float noise; unset margins as before
+            mining["cross_encoder"] = {k: v for k, v in mining["cross_encoder"].items()
+                                       if k != "cpu_onednn" and not (k in ("margin", "relative_margin") and v is None)}
+        relevant["mining"] = mining
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
