@@ -38,7 +38,6 @@ FLAGS = {
     "random_share": "mining.sampler.random_share", "seed": "mining.seed", "export": "output.export",
     "address": "run.address", "query_batch_size": "run.query_batch_size", "cache_dir": "run.cache_dir",
     "cross_encoder": "mining.cross_encoder.model", "ce_threshold": "mining.cross_encoder.threshold",
-    "ce_pool": "mining.cross_encoder.pool",
     "near_dup_positive": "mining.near_duplicate.positive", "near_dup_negatives": "mining.near_duplicate.negatives",
     "ce_pool": "mining.cross_encoder.pool", "ce_margin": "mining.cross_encoder.margin",
     "ce_relative_margin": "mining.cross_encoder.relative_margin",

@@ -463,6 +463,12 @@ def _unwrap_optional(hint) -> Tuple[Any, bool]:
     return hint, False
 
 
+def load_section(cls, data: Mapping, key_prefix: str = ""):
+    """A section dataclass ``cls`` from a mapping, read as ``ConfigBase`` reads one; ``key_prefix``: where the
+    section sits in a larger file, for the error lines (``variants[0].train.``)."""
+    return _build(cls, dict(data), key_prefix)
+
+
 def _build(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import api
-from ..config import ConfigBase, _build, flatten_keys
+from ..config import ConfigBase, flatten_keys, load_section
 from ..encode.base import default_model_path
 from ..errors import ConfigError, StreamMineError
 from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
@@ -141,7 +141,7 @@ def _variant_train(train: Any, i: int) -> dict:
         return {}
     if not isinstance(train, dict):
         raise ConfigError(f"variants[{i}].train must be a mapping of base.train keys, got {train!r}")
-    built = _build(TrainConfig, dict(train), f"variants[{i}].train.")
+    built = load_section(TrainConfig, train, f"variants[{i}].train.")
     out = {k: getattr(built, k) for k in train}
     if "loss" in out:
         out["loss"] = str(out["loss"]).lower()
