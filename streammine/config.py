@@ -27,6 +27,7 @@ from .io.fs import exists, open_url
 TORCH_DTYPES = ("float16", "bfloat16", "float32")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
+EXECUTORS = ("auto", "ray", "in-process")  # run.executor (run/in_process.py: runs_in_process)
 
 
 class ConfigBase:
@@ -245,6 +246,10 @@ class RunConfig:
     cache_dir: Optional[str] = None     # the cache shared by runs; None -> $STREAMMINE_CACHE, ~/.cache/streammine
     cache_queries: bool = True          # reuse query vectors of an unchanged model (in the cache)
     progress: bool = True
+    # where the run executes (run/in_process.py): "auto" runs a small local run in the calling process (no Ray),
+    # "ray" always uses Ray, "in-process" always the calling process; $STREAMMINE_EXECUTOR replaces "auto"
+    executor: str = "auto"
+    in_process_max_texts: int = 20000   # "auto": documents + queries up to this run in-process
 
 
 @dataclass
@@ -331,6 +336,7 @@ class MineConfig(ConfigBase):
         if self.run.corpus_batch_size < 0:
             raise ConfigError(f"run.corpus_batch_size must be >= 0 (0: automatic), got {self.run.corpus_batch_size}")
         _positive("run.miner_actors", self.run.miner_actors)
+        _choice("run.executor", self.run.executor, EXECUTORS)
         _positive("run.query_batch_size", self.run.query_batch_size)
         _positive("mining.sampler.num_negatives", s.num_negatives)
         if s.range_min < 0 or (s.range_max is not None and s.range_min >= s.range_max):  # unset: registries.py
@@ -364,6 +370,7 @@ class MineConfig(ConfigBase):
 # key -> (low, high, low is exclusive); None: unbounded on that side. A None value (an Optional key left unset)
 # is not checked. Every numeric key is listed here or checked in validate() (tests/test_config.py checks that).
 NUMERIC_RANGES = {
+    "run.in_process_max_texts": (0, None, False),
     "input.max_queries": (1, None, False), "input.read_tasks": (0, None, False),
     "input.read_split_mb": (0, None, True),
     "encoder.max_length": (1, None, False), "encoder.cpus_per_actor": (0, None, True),

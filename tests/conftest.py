@@ -19,6 +19,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+# The tests were written for the Ray path (actors, faults, object store): small runs keep using it here, where
+# "auto" would run them in-process (run/in_process.py). The in-process tests choose their executor themselves.
+os.environ.setdefault("STREAMMINE_EXECUTOR", "ray")
 
 
 def _free_port() -> int:

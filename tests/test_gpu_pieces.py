@@ -9,7 +9,7 @@ import pytest
 
 from streammine.config import FilterConfig, IndexConfig, MiningConfig, SamplerConfig
 from streammine.errors import ConfigError
-from streammine.index import factory
+from streammine.index import factory, kinds
 from streammine.index.local import LocalShardedIndex, mine_block
 from streammine.index.merge import merge_topk, rescore_floor
 from streammine.index.shard import ShardDocs
@@ -52,7 +52,7 @@ def torch_kind(request, monkeypatch):
     if device == "cuda" and not CUDA:
         pytest.skip("no CUDA device")
     monkeypatch.setattr(TorchFlatIndex, "EMULATE_ON_CPU", True)
-    monkeypatch.setattr(factory, "torch_flat_device", lambda cfg: device)
+    monkeypatch.setattr(kinds, "torch_flat_device", lambda cfg: device)
     return device, dtype
 
 
@@ -174,21 +174,21 @@ def test_factory_placement(monkeypatch):
     gpu = IndexConfig(kind="torch-flat", use_gpu="auto")
     import streammine.index.torch_flat as tf
     monkeypatch.setattr(tf, "cuda_available", lambda: False)
-    assert factory.torch_flat_device(gpu) == "cpu"
-    assert factory.torch_flat_device(IndexConfig(kind="torch-flat", use_gpu="false")) == "cpu"
+    assert kinds.torch_flat_device(gpu) == "cpu"
+    assert kinds.torch_flat_device(IndexConfig(kind="torch-flat", use_gpu="false")) == "cpu"
     with pytest.raises(ConfigError, match="torch sees no GPU"):
-        factory.torch_flat_device(IndexConfig(kind="torch-flat", use_gpu="true"))
-    assert factory.torch_flat_device(IndexConfig(kind="flat")) is None  # faiss on the CPU
+        kinds.torch_flat_device(IndexConfig(kind="torch-flat", use_gpu="true"))
+    assert kinds.torch_flat_device(IndexConfig(kind="flat")) is None  # faiss on the CPU
     # a GPU that torch sees and faiss cannot use: flat searches with torch-flat there; approximate kinds stay
     monkeypatch.setattr(tf, "cuda_available", lambda: True)
     monkeypatch.setattr(factory, "num_gpus", lambda: 0)
-    assert factory.torch_flat_device(IndexConfig(kind="flat")) == "cuda"
-    assert factory.torch_flat_device(IndexConfig(kind="flat", use_gpu="true")) == "cuda"
-    assert factory.torch_flat_device(IndexConfig(kind="flat", use_gpu="false")) is None
-    assert factory.torch_flat_device(IndexConfig(kind="ivf-flat")) is None
-    assert factory.torch_flat_device(gpu) == "cuda"
+    assert kinds.torch_flat_device(IndexConfig(kind="flat")) == "cuda"
+    assert kinds.torch_flat_device(IndexConfig(kind="flat", use_gpu="true")) == "cuda"
+    assert kinds.torch_flat_device(IndexConfig(kind="flat", use_gpu="false")) is None
+    assert kinds.torch_flat_device(IndexConfig(kind="ivf-flat")) is None
+    assert kinds.torch_flat_device(gpu) == "cuda"
     monkeypatch.setattr(factory, "num_gpus", lambda: 1)  # faiss-gpu present: faiss's GPU Flat
-    assert factory.torch_flat_device(IndexConfig(kind="flat")) is None
+    assert kinds.torch_flat_device(IndexConfig(kind="flat")) is None
 
 
 def test_config_accepts_torch_flat():
@@ -212,7 +212,7 @@ def test_mine_block_in_one_process(device, monkeypatch):
     negatives are those a brute-force ranking gives to mine_batch (and Flat's, where faiss is installed)."""
     from streammine.mining import mine_batch, num_random, random_corpus_ordinals
     from streammine.mining.types import CandidateBatch
-    monkeypatch.setattr(factory, "torch_flat_device", lambda cfg: device)
+    monkeypatch.setattr(kinds, "torch_flat_device", lambda cfg: device)
     docs = corpus(2000, 24, seed=11, clusters=40)
     rng = np.random.default_rng(12)
     pos = rng.integers(0, 2000, (30, 2))

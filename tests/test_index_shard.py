@@ -14,7 +14,8 @@ from streammine.config import IndexConfig
 from streammine.errors import ConfigError, InputError
 from streammine.index import factory, kinds
 from streammine.index.answers import Proposal
-from streammine.index.factory import make_index, maybe_to_gpu, resolve_nlist, resolve_pq
+from streammine.index.factory import maybe_to_gpu, resolve_nlist, resolve_pq
+from streammine.index.kinds import make_index
 from streammine.index.merge import assign_shard, merge_answers, merge_topk, rescore_floor
 from streammine.index.kinds import float32_bound
 from streammine.index.shard import IndexShard, ShardDocs, exact_scores, uncertified

@@ -123,3 +123,22 @@ def test_the_weights_key_follows_in_place_changes():
     with torch.no_grad():
         lin.weight.mul_(0.5)
     assert weights_key(lin) != k0
+
+
+def test_in_process_a_model_object_mines_with_its_in_memory_weights_and_ray_never_starts(halved, tmp_path,
+                                                                                        monkeypatch):
+    """The small-run path (run/in_process.py): the caller's object (a copy of it) encodes here; no Ray."""
+    import streammine
+    import streammine.run.mine as run_mine
+    monkeypatch.setattr(run_mine, "start_ray", lambda *a, **k: pytest.fail("the in-process run started Ray"))
+    monkeypatch.delenv("STREAMMINE_EXECUTOR", raising=False)  # "auto" as a user has it (tests/conftest.py)
+    before = _state(halved)
+    result = streammine.mine(overrides=dict(_inputs(tmp_path), **{"run.executor": "auto"}), model=halved,
+                             run__in_process_max_texts=1000)
+    assert result.executor == "in-process"
+    assert all(torch_equal(before[k], v) for k, v in halved.state_dict().items())
+    _assert_scores_follow(_mined(result.output), halved)
+    duck = streammine.mine(overrides=dict(_inputs(tmp_path), **{"run.executor": "in-process",
+                                                                "output.overwrite": True}),
+                           model=DuckModel(halved))
+    _assert_scores_follow(_mined(duck.output), halved)

@@ -25,9 +25,11 @@ class EncodeStage:
     """Records -> the same records plus a ``vector`` column; subclasses say which texts and which side."""
     stage = ""
 
-    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None, lazy: bool = False):
+    def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None, lazy: bool = False,
+                 encoder=None):
+        """``encoder``: one already loaded (the in-process path shares one model between its stages)."""
         self.cfg, self.torch_threads = cfg, torch_threads
-        self._encoder = None
+        self._encoder = encoder
         self.metrics = MetricsClient(metrics)
         if not lazy:
             self.encoder  # noqa: B018 - load now: the first block should not wait for the model
@@ -57,8 +59,8 @@ class EncodeDocuments(EncodeStage):
     stage = "encode_corpus"
 
     def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
-                 cached_store: Optional[str] = None, prefetcher=None):
-        super().__init__(cfg, torch_threads, metrics)
+                 cached_store: Optional[str] = None, prefetcher=None, encoder=None):
+        super().__init__(cfg, torch_threads, metrics, encoder=encoder)
         from ..index.store import stored_doc_keys
         # 8 bytes per stored document, per encoder actor: the price of never encoding a document twice
         self.cached_keys = stored_doc_keys(cached_store) if cached_store else None

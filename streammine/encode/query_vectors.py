@@ -126,11 +126,11 @@ class EncodeQueries(EncodeStage):
     stage = "encode_queries"
 
     def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
-                 cache_url: Optional[str] = None, lazy: Optional[bool] = None):
+                 cache_url: Optional[str] = None, lazy: Optional[bool] = None, encoder=None):
         self.cache = QueryVectorCache(cache_url).load() if cache_url else None
         if lazy is None:  # the model is loaded up front unless the cache may answer every query
             lazy = self.cache is not None and len(self.cache.keys) > 0
-        super().__init__(cfg, torch_threads, metrics, lazy=lazy)
+        super().__init__(cfg, torch_threads, metrics, lazy=lazy, encoder=encoder)
 
     def encode(self, block: pa.Table) -> np.ndarray:
         return self.encoder.encode_queries(block.column("query").to_pylist())

@@ -10,23 +10,7 @@ from ray.exceptions import ActorUnavailableError
 
 from ..config import IndexConfig
 from ..errors import StreamMineError
-from ..vectors import from_arrow
 from .answers import MergedAnswer, ProposalScores
-from .store import buckets_of_shard, file_offsets, read_buckets
-
-
-def _shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shards: int):
-    from .shard import ShardDocs
-    offsets = file_offsets(manifest)
-    for table in read_buckets(store_url, buckets_of_shard(shard_id, n_shards), manifest):
-        file_idx = table.column("file_idx").to_numpy()
-        rows = table.column("row").to_numpy().astype(np.int64)
-        ordinals = np.fromiter((offsets[int(f)] for f in file_idx), np.int64, len(file_idx)) + rows
-        yield ShardDocs(doc_ids=np.asarray(table.column("doc_id").to_pylist(), dtype=object),
-                        ordinals=ordinals,
-                        text_keys=table.column("text_key").to_numpy().astype(np.uint64),
-                        vectors=from_arrow(table.column("vector")),
-                        locations=np.asarray(table.column("location").to_pylist(), dtype=object))
 
 
 # Round-one candidates a shard keeps for round two (one per query block in flight; a few more for miners that died).
@@ -57,27 +41,13 @@ class ShardActor:
         self.proposals: dict = {}  # token -> faiss candidates of round one, until round two takes them
 
     def _build(self) -> None:
-        from ..io.records import Quarantine
         from .factory import set_search_threads
-        from .shard import IndexShard
-        from .store import read_manifest
+        from .local import build_shard
         store_url, shard_id, n_shards, cfg, lenient, quarantine_url, search_threads = self.args
         try:
-            manifest = read_manifest(store_url)
-            if manifest is None:
-                raise StreamMineError(f"no committed embedding store at {store_url}")
             if search_threads:
                 set_search_threads(search_threads)
-            shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
-            for docs in _shard_docs_from_store(store_url, manifest, shard_id, n_shards):
-                shard.add(docs)
-            dropped = shard.build(lenient=lenient)
-            if dropped and quarantine_url:
-                q = Quarantine()
-                for record in dropped:
-                    q.add(record["kind"], record["location"], record["reason"], record.get("raw", ""))
-                q.write(quarantine_url)
-            self.shard = shard
+            self.shard = build_shard(store_url, shard_id, n_shards, cfg, lenient, quarantine_url)
         except StreamMineError as e:  # surfaced by ready(), as the user's error rather than an actor crash
             self.error = e
 

@@ -1,9 +1,9 @@
 """Sizing of the faiss kinds for a shard, GPU placement, and the search thread count.
 
 The kinds themselves are the proposer classes of ``index/kinds.py`` (``kinds.make_proposer`` chooses one per
-shard); ``make_index`` is the empty index such a proposer would search. Every faiss kind assigns sequential ids on
-``add``, so adding rows ``0..n-1`` in one call makes faiss return local row numbers without an ``IndexIDMap``
-wrapper (which would cost 8 bytes a row, and has no GPU counterpart).
+shard, ``kinds.make_index`` the empty index it would search; this module imports no kind). Every faiss kind
+assigns sequential ids on ``add``, so adding rows ``0..n-1`` in one call makes faiss return local row numbers
+without an ``IndexIDMap`` wrapper (which would cost 8 bytes a row, and has no GPU counterpart).
 
 Sizes are adapted to the shard (shards differ in size, and tiny test corpora are common):
 
@@ -50,26 +50,6 @@ def resolve_pq(cfg: IndexConfig, dim: int, n: int) -> tuple[int, int]:
     room = n // MIN_POINTS_PER_CENTROID
     nbits = min(int(cfg.pq_nbits), room.bit_length() - 1 if room > 0 else 0)
     return m, nbits
-
-
-def torch_flat_device(cfg: IndexConfig):
-    """The torch device a shard of ``cfg`` searches with ``torch-flat`` on, or None when it uses faiss.
-
-    Each kind says (``torch_device`` of its proposer class): ``torch-flat`` the GPU when torch sees one
-    (``use_gpu`` auto/true), else the CPU (``true``: an error); ``flat`` with ``use_gpu`` auto/true on a GPU that
-    faiss cannot use (no faiss-gpu) the GPU, the same exact search; the approximate kinds stay with faiss on the
-    CPU (they exist to save memory or time in ways torch-flat does not).
-    """
-    from .kinds import proposer_class
-    gpu_mode(cfg.use_gpu)
-    return proposer_class(cfg.kind).torch_device(cfg)
-
-
-def make_index(cfg: IndexConfig, dim: int, n: int):
-    """The empty index that a shard of ``n`` vectors of ``cfg`` would search (placed on the GPU or not): a faiss
-    index, or a ``torch_flat.TorchFlatIndex`` (see ``torch_flat_device``)."""
-    from .kinds import make_proposer
-    return make_proposer(cfg, dim, n).index
 
 
 def gpu_supported(index) -> bool:

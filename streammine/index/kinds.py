@@ -316,12 +316,30 @@ def proposer_class(kind: str):
     return entry
 
 
+def torch_flat_device(cfg: "IndexConfig"):
+    """The torch device a shard of ``cfg`` searches with ``torch-flat`` on, or None when it uses faiss.
+
+    Each kind says (``torch_device`` of its proposer class): ``torch-flat`` the GPU when torch sees one
+    (``use_gpu`` auto/true), else the CPU (``true``: an error); ``flat`` with ``use_gpu`` auto/true on a GPU that
+    faiss cannot use (no faiss-gpu) the GPU, the same exact search; the approximate kinds stay with faiss on the
+    CPU (they exist to save memory or time in ways torch-flat does not).
+    """
+    from .factory import gpu_mode
+    gpu_mode(cfg.use_gpu)
+    return proposer_class(cfg.kind).torch_device(cfg)
+
+
+def make_index(cfg: "IndexConfig", dim: int, n: int):
+    """The empty index that a shard of ``n`` vectors of ``cfg`` would search (placed on the GPU or not): a faiss
+    index, or a ``torch_flat.TorchFlatIndex`` (see ``torch_flat_device``)."""
+    return make_proposer(cfg, dim, n).index
+
+
 def make_proposer(cfg: "IndexConfig", dim: int, n: int):
     """The proposer a shard of ``n`` rows of ``cfg`` searches, placed (GPU or CPU) and still empty: the one place
     where a kind is looked at."""
-    from . import factory
     cls = proposer_class(cfg.kind)
-    device = factory.torch_flat_device(cfg)
+    device = torch_flat_device(cfg)
     if device is not None:
         return TorchFlatProposer(cfg, dim, device)
     proposer = cls.make(cfg, dim, n)

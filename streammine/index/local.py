@@ -1,9 +1,10 @@
 """The sharded search and the mining of one query block in a single process, without Ray.
 
 ``LocalShardedIndex.answer`` makes the same calls on ``IndexShard`` objects that ``actor.ShardedIndex.answer``
-makes on shard actors (round one ``propose``, ``merge.rescore_floor``, round two ``answer``, ``merge_answers``),
-so the GPU pieces (encoder, shard kinds, mining) can be run and checked together where Ray is not installed
-(benchmarks/gpu_check.py, tests/test_gpu_pieces.py). Keep the two ``answer`` methods in step.
+makes on shard actors (round one ``propose``, ``merge.rescore_floor``, round two ``answer``, ``merge_answers``):
+the in-process path of small runs (run/in_process.py) and the GPU check where Ray is not installed
+(benchmarks/gpu_check.py, tests/test_gpu_pieces.py) use it. Keep the two ``answer`` methods in step. A shard is
+built from the embedding store by ``build_shard`` on both paths (the shard actor calls it too).
 """
 from __future__ import annotations
 
@@ -18,6 +19,43 @@ from ..mining.samplers import window_end
 from .answers import BlockSearch, MergedAnswer
 from .merge import assign_shard, merge_answers, rescore_floor
 from .shard import IndexShard, ShardDocs, assemble_vectors
+from .store import buckets_of_shard, file_offsets, read_buckets, read_manifest
+
+
+def shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shards: int):
+    """The documents of shard ``shard_id`` of ``n_shards``, read from the store's buckets of that shard."""
+    from ..vectors import from_arrow
+    offsets = file_offsets(manifest)
+    for table in read_buckets(store_url, buckets_of_shard(shard_id, n_shards), manifest):
+        file_idx = table.column("file_idx").to_numpy()
+        rows = table.column("row").to_numpy().astype(np.int64)
+        ordinals = np.fromiter((offsets[int(f)] for f in file_idx), np.int64, len(file_idx)) + rows
+        yield ShardDocs(doc_ids=np.asarray(table.column("doc_id").to_pylist(), dtype=object),
+                        ordinals=ordinals,
+                        text_keys=table.column("text_key").to_numpy().astype(np.uint64),
+                        vectors=from_arrow(table.column("vector")),
+                        locations=np.asarray(table.column("location").to_pylist(), dtype=object))
+
+
+def build_shard(store_url: str, shard_id: int, n_shards: int, cfg: IndexConfig, lenient: bool = False,
+                quarantine_url: Optional[str] = None) -> IndexShard:
+    """Shard ``shard_id`` built from the committed store; in lenient runs the documents it drops (conflicting
+    duplicates) are quarantined under ``quarantine_url``."""
+    from ..errors import StreamMineError
+    from ..io.records import Quarantine
+    manifest = read_manifest(store_url)
+    if manifest is None:
+        raise StreamMineError(f"no committed embedding store at {store_url}")
+    shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
+    for docs in shard_docs_from_store(store_url, manifest, shard_id, n_shards):
+        shard.add(docs)
+    dropped = shard.build(lenient=lenient)
+    if dropped and quarantine_url:
+        q = Quarantine()
+        for record in dropped:
+            q.add(record["kind"], record["location"], record["reason"], record.get("raw", ""))
+        q.write(quarantine_url)
+    return shard
 
 
 class LocalShardedIndex:
@@ -39,6 +77,20 @@ class LocalShardedIndex:
             shard.build()
             shards.append(shard)
         return cls(shards, cfg.prune_rescoring)
+
+    @classmethod
+    def from_store(cls, store_url: str, cfg: IndexConfig, lenient: bool = False,
+                   quarantine_url: Optional[str] = None) -> "LocalShardedIndex":
+        """``cfg.shards`` shards built from the committed store, as the shard actors build them."""
+        return cls([build_shard(store_url, s, cfg.shards, cfg, lenient, quarantine_url) for s in range(cfg.shards)],
+                   cfg.prune_rescoring)
+
+    def shard_info(self) -> list:
+        """Each shard's report, as ``ShardActor.ready`` gives it."""
+        return [{"shard": i, "docs": len(s), "bytes": s.memory_bytes()} for i, s in enumerate(self.shards)]
+
+    def shutdown(self) -> None:
+        """Nothing to stop (``actor.ShardedIndex.shutdown`` kills its actors)."""
 
     @property
     def n_total(self) -> int:

@@ -8,7 +8,8 @@
 
 Nothing is gathered in the driver: blocks stream from readers to sinks, and the summary is computed by streaming
 over what was written. The driver reads in five steps: check and set up, open the version (encode the corpus,
-build the index), mine the queries, summarize, export.
+build the index), mine the queries, summarize, export. An executor runs the steps: ``RayExecutor`` (the stages
+above), or for a small local run ``in_process.InProcessExecutor`` (the same stages called in this process, no Ray).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from .output import prepare_output
 from .paths import RunPaths
 from .query_pass import mine_queries
 from .ray_runtime import start_ray
+from .in_process import InProcessExecutor, runs_in_process
 from .version import OpenVersion, open_version
 
 log = logging.getLogger("streammine")
@@ -46,17 +48,62 @@ log = logging.getLogger("streammine")
 class RunResult:
     output: str
     summary: dict = field(default_factory=dict)
+    executor: str = "ray"     # where the run executed: "ray" or "in-process" (run/in_process.py)
+
+
+class RayExecutor:
+    """The run's stages as Ray Data pipelines over actors (the module docstring); the small-run counterpart is
+    ``in_process.InProcessExecutor``, with the same methods."""
+
+    name = "ray"
+
+    def __init__(self):
+        self.metrics = None
+
+    def setup(self, cfg: MineConfig) -> None:
+        start_ray(cfg.run)
+        from ..encode.model_object import is_published, ship_to_ray
+        if is_published(cfg.encoder.model):  # a model object: its state goes to the encoder actors via the store
+            ship_to_ray(cfg.encoder.model)
+        self.metrics = start_stage_metrics()
+
+    def open_version(self, cfg: MineConfig, paths: RunPaths, prefetch_queries: bool = True,
+                     encode_progress=None) -> OpenVersion:
+        return open_version(cfg, paths, self.metrics, prefetch_queries=prefetch_queries,
+                            encode_progress=encode_progress)
+
+    def mine_queries(self, cfg: MineConfig, version: OpenVersion, out_url: str, model_version: str,
+                     source: QueryVectorSource) -> None:
+        mine_queries(cfg, version, out_url, self.metrics, model_version, source=source)
+
+    def stages(self) -> dict:
+        return ray.get(self.metrics.snapshot.remote())
+
+    def count_rows(self, stages: tuple) -> int:
+        snap = ray.get(self.metrics.snapshot.remote(), timeout=10)
+        return sum(snap.get(s, {}).get("rows", 0) for s in stages)
+
+    def export(self, cfg: MineConfig, out_url: str) -> dict:
+        from ..sink.exporters import run_exports
+        return run_exports(cfg, out_url)
+
+    def cleanup(self) -> None:
+        if self.metrics is not None:
+            ray.kill(self.metrics)
 
 
 def mine(cfg: MineConfig) -> RunResult:
-    """Runs the whole mining path; returns where the output is and the run summary."""
-    paths, totals, store_exists = _check_and_set_up(cfg)
-    metrics = start_stage_metrics()
+    """Runs the whole mining path; returns where the output is and the run summary. A small local run executes
+    in this process (``in_process.runs_in_process``), any other on Ray: the same stages either way."""
+    paths, totals, store_exists = _check(cfg)
+    executor = InProcessExecutor() if runs_in_process(cfg, totals) else RayExecutor()
     version: Optional[OpenVersion] = None
     try:
+        executor.setup(cfg)
+        prepare_output(cfg)
         show = bool(cfg.run.progress) and console.configured()
-        version = open_version(cfg, paths, metrics, prefetch_queries=True, encode_progress=_progress(
-            "encode", metrics, ("encode_corpus", "corpus_cached"), totals["documents"], "documents",
+        version = executor.open_version(cfg, paths, prefetch_queries=True, encode_progress=_progress(
+            "encode", executor, ("encode_corpus", "corpus_cached"), totals["documents"], "documents",
             show and not store_exists))
         log.info("corpus: %d documents in the store (%s)", version.manifest["docs"],
                  "reused" if version.store_reused else "encoded")
@@ -64,38 +111,37 @@ def mine(cfg: MineConfig) -> RunResult:
                   "index_build_seconds": version.index_build_seconds}
         source = choose_source(cfg, paths.query_cache_complete, prefetched=not version.store_reused)
         with _phase(phases, "query_mining_seconds"), _progress(
-                "mine", metrics, ("search_and_mine",), totals["queries"], "queries", show):
-            mine_queries(cfg, version, paths.output, metrics, version.manifest["store_key"], source=source)
+                "mine", executor, ("search_and_mine",), totals["queries"], "queries", show):
+            executor.mine_queries(cfg, version, paths.output, version.manifest["store_key"], source)
         mark_complete(paths.query_cache_complete, paths.output)
-        summary = _summarize(cfg, version, source, phases, ray.get(metrics.snapshot.remote()))
-        _export(cfg, summary)
+        summary = _summarize(cfg, version, source, phases, executor.stages())
+        summary["executor"] = executor.name
+        write_summary(paths.output, summary)
+        if cfg.output.export:
+            summary["exports"] = executor.export(cfg, cfg.output.path)
+            write_summary(cfg.output.path, summary)
     finally:
         if version is not None:
             version.shutdown()
-        ray.kill(metrics)
-    return RunResult(paths.output, summary)
+        executor.cleanup()
+    return RunResult(paths.output, summary, executor.name)
 
 
-def _check_and_set_up(cfg: MineConfig):
-    """Everything that can be checked without Ray is checked before it starts: config, inputs, output, and a read
-    pass over the corpus and queries (bad rows, conflicting duplicate ids) before any document is encoded. Then
-    Ray, and the output folder. Returns the run's paths, the input's totals and whether the store exists."""
+def _check(cfg: MineConfig):
+    """Everything that can be checked before Ray (or the in-process run) starts: config, inputs, output, and a
+    read pass over the corpus and queries (bad rows, conflicting duplicate ids) before any document is encoded.
+    Returns the run's paths, the input's totals (which also choose the executor) and whether the store exists."""
     check_run(cfg)
     paths = RunPaths.for_mine(cfg)
     store_manifest = read_manifest(paths.store)
     totals = scan_inputs(cfg, corpus=store_manifest is None)
     if store_manifest is not None:
         totals["documents"] = store_manifest.get("docs")
-    start_ray(cfg.run)
-    from ..encode.model_object import is_published, ship_to_ray
-    if is_published(cfg.encoder.model):  # a model object: its state goes to the encoder actors via the object store
-        ship_to_ray(cfg.encoder.model)
-    prepare_output(cfg)
     return paths, totals, store_manifest is not None
 
 
 def _summarize(cfg: MineConfig, version: OpenVersion, source: QueryVectorSource, phases: dict, stages: dict) -> dict:
-    """The run summary, written; a run that mined no query is the user's mistake and raises instead."""
+    """The run summary (written by the caller); a run that mined no query is the user's mistake and raises."""
     out = version.paths.output
     summary = build_summary(cfg, out, phases=phases, stages=stages, shards=version.shard_info,
                             store=version.manifest)
@@ -110,24 +156,13 @@ def _summarize(cfg: MineConfig, version: OpenVersion, source: QueryVectorSource,
             f"{format_of(cfg.input).no_query_reason})"))
     if source is not QueryVectorSource.PRECOMPUTED:
         summary["encoder_plan"] = dataclasses.asdict(version.plan)
-    write_summary(out, summary)
     return summary
 
 
-def _export(cfg: MineConfig, summary: dict) -> None:
-    if cfg.output.export:
-        from ..sink.exporters import run_exports
-        summary["exports"] = run_exports(cfg, cfg.output.path)
-        write_summary(cfg.output.path, summary)
-
-
 @contextmanager
-def _progress(label: str, metrics, stages: tuple, total: Optional[int], unit: str, enabled: bool):
-    """A progress line for one phase, counting the rows the given stages reported to the metrics actor."""
-    def count() -> int:
-        snap = ray.get(metrics.snapshot.remote(), timeout=10)
-        return sum(snap.get(s, {}).get("rows", 0) for s in stages)
-    p = console.Progress(label, count, total, unit, enabled=enabled)
+def _progress(label: str, executor, stages: tuple, total: Optional[int], unit: str, enabled: bool):
+    """A progress line for one phase, counting the rows the given stages reported to the executor's metrics."""
+    p = console.Progress(label, lambda: executor.count_rows(stages), total, unit, enabled=enabled)
     try:
         yield p
     finally:

@@ -25,13 +25,20 @@ class MineQueries:
     With ``query_cache_url`` the records come without vectors: the miner looks them up in the query-vector cache,
     which holds every query of the run (filled by the corpus encoders' prefetch, or by an earlier pass: see
     run.paths.RunPaths.query_cache_complete), so the query pass starts no encoder actors; a query missing from the
-    cache is encoded here, with a model loaded on first need."""
+    cache is encoded here, with a model loaded on first need.
 
-    def __init__(self, cfg: MineConfig, shard_handles: list, n_total: int, model_version: str,
-                 quarantine_url: str, metrics=None, query_cache_url: Optional[str] = None):
-        from ..index.actor import ShardedIndex
+    ``index``: the shard actors' handles (a miner actor of the Ray path), or an index with ``answer`` and
+    ``vectors_of`` (``index.local.LocalShardedIndex``: the in-process path). ``encoder``: a loaded encoder for
+    the queries the cache lacks (else one is loaded on first need, with ``query_torch_threads``)."""
+
+    def __init__(self, cfg: MineConfig, index, n_total: int, model_version: str,
+                 quarantine_url: str, metrics=None, query_cache_url: Optional[str] = None, encoder=None,
+                 query_torch_threads: Optional[int] = 1):
         self.cfg = cfg
-        self.index = ShardedIndex(shard_handles, cfg.index.prune_rescoring)
+        if isinstance(index, list):
+            from ..index.actor import ShardedIndex
+            index = ShardedIndex(index, cfg.index.prune_rescoring)
+        self.index = index
         self.n_total = n_total
         self.model = cfg.encoder.model or "all-MiniLM-L6-v2"
         self.model_version = model_version
@@ -41,7 +48,8 @@ class MineQueries:
         self.query_vectors = None
         if query_cache_url:
             from ..encode.query_vectors import EncodeQueries
-            self.query_vectors = EncodeQueries(cfg.encoder, 1, metrics, query_cache_url, lazy=True)
+            self.query_vectors = EncodeQueries(cfg.encoder, query_torch_threads, metrics, query_cache_url, lazy=True,
+                                               encoder=encoder)
         self.cross_encoder = None
         if cfg.mining.cross_encoder.model:
             from ..encode.cross_encoder import CrossEncoderScorer, document_texts

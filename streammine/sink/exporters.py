@@ -424,9 +424,12 @@ def write_exports(cfg, out_url: str) -> dict:
     return results
 
 
-def run_exports(cfg, out_url: str) -> dict:
-    """``write_exports`` in a Ray task (the id -> text map stays off the driver)."""
+def run_exports(cfg, out_url: str, in_process: bool = False) -> dict:
+    """``write_exports`` in a Ray task (the id -> text map stays off the driver), or here (``in_process``: a small
+    run without Ray)."""
     if input_format(cfg).precomputed:
         return {"skipped": "precomputed vectors carry no texts to export"}
+    if in_process:
+        return write_exports(cfg, out_url)
     import ray
     return ray.get(ray.remote(num_cpus=0.25)(write_exports).remote(cfg, out_url))
