@@ -54,7 +54,7 @@ def mine(cfg: MineConfig) -> RunResult:
     metrics = start_stage_metrics()
     version: Optional[OpenVersion] = None
     try:
-        show = bool(cfg.run.progress) and console.configured()
+        show = bool(cfg.run.progress) and console.show_progress()
         version = open_version(cfg, paths, metrics, prefetch_queries=True, encode_progress=_progress(
             "encode", metrics, ("encode_corpus", "corpus_cached"), totals["documents"], "documents",
             show and not store_exists))
