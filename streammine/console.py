@@ -187,7 +187,7 @@ def progress_text(label: str, done: int, total: Optional[int], elapsed: float, u
         of = f"/{total:,}" if total else ""
         return f"{label}: {done:,}{of} {unit}, {shown:,.1f} {unit}/s, {_fmt_eta(elapsed)}"
     if rate is None:
-        what = "starting" if done == 0 else "ETA after the next batch"
+        what = "starting" if done == 0 else "measuring the rate"
         return f"{label}: {done:,}/{total:,} {unit}, {what}" if total else f"{label}: {done:,} {unit}, {what}"
     if total:
         eta = (total - done) / rate if rate > 0 else None
