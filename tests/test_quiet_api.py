@@ -111,7 +111,7 @@ def test_run_finished_prints_one_line_and_warns_about_rows_set_aside(capsys):
 
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
-    """One embedding cache for both runs (the verbose run then encodes less)."""
+    """One embedding cache (and compat cache_folder) for both runs: the second one encodes nothing again."""
     return str(tmp_path_factory.mktemp("quiet-cache"))
 
 
@@ -121,14 +121,15 @@ def _run_script(tmp_path, shared_cache, verbose: bool):
     env.update(PYTHONPATH=ROOT, HF_HUB_OFFLINE="1", STREAMMINE_CACHE=shared_cache)
     log = tmp_path / "output.txt"
     with open(log, "wb") as f:
-        proc = subprocess.run([sys.executable, SCRIPT, "1" if verbose else "0", str(tmp_path)], stdout=f,
+        proc = subprocess.run([sys.executable, SCRIPT, "1" if verbose else "0", str(tmp_path),
+                               os.path.join(shared_cache, "compat")], stdout=f,
                               stderr=subprocess.STDOUT, env=env, timeout=600)
     text = log.read_bytes()
     assert proc.returncode == 0, text.decode(errors="replace")[-3000:]
     info = json.loads((tmp_path / "sizes.json").read_text())
     s = info["sizes"]
     parts = {"mine": text[s["start"]:s["after_mine"]], "compat": text[s["after_mine"]:s["after_compat"]],
-             "after": text[s["after_compat"]:]}
+             "consume": text[s["after_compat"]:s["after_consume"]], "after": text[s["after_consume"]:]}
     return text.decode(errors="replace"), {k: v.decode(errors="replace") for k, v in parts.items()}, info
 
 
@@ -145,7 +146,8 @@ def test_a_script_calling_mine_then_compat_prints_at_most_three_lines(tmp_path, 
     assert all(OWN_LINE.match(line) for line in lines), text
     assert re.search(rf"^streammine: {_slice_queries()} queries mined of", parts["mine"], re.M), text
     assert parts["compat"] == "" and parts["after"] == "", text     # compat(verbose=False): nothing at all
-    assert info["mined_queries"] == _slice_queries() and info["compat_rows"] > 0
+    assert parts["consume"] == "", text
+    assert info["mined_queries"] == info["consumed"] == _slice_queries() and info["compat_rows"] > 0
     assert info["shutdown"] is True and info["ray_after_shutdown"] is False and info["shutdown_again"] is False
 
 

@@ -6,6 +6,7 @@ import atexit
 import json
 import logging
 import os
+from contextlib import contextmanager
 from typing import Optional
 
 import ray
@@ -45,6 +46,24 @@ def start_ray(run_cfg) -> None:
     if console.quiet():
         ctx.print_on_execution_start = False
     console.silence_ray_loggers()
+
+
+@contextmanager
+def quiet_data_context():
+    """Quiet mode: Ray Data datasets made inside the block run without progress output or execution plans (a
+    dataset copies the current context when it is made); the current context is restored after."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start)
+    if console.quiet():
+        ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
+        # Ray Data says once, when such a dataset runs (after this call), that its progress bars are off: that
+        # line is marked as said already (the dataset may run with Ray's loggers at their own levels again)
+        from ray.util.debug import log_once
+        log_once("ray_data_progress_manager_disabled")
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
 
 
 def ensure_ray(address: Optional[str] = None) -> None:
