@@ -34,6 +34,9 @@ QUIET_ENV = {"RAY_BACKEND_LOG_LEVEL": "fatal",        # core_worker.cc / gcs_ser
 QUIET_WORKER_ENV = {k: QUIET_ENV[k] for k in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS",
                                                "TRANSFORMERS_VERBOSITY", "TOKENIZERS_PARALLELISM")}
 _call_levels: dict = {}   # logger name -> its level before the current api_call quieted it
+# Ray's loggers stay quiet after a quiet call while the private Ray it started runs (a dataset made by a call runs
+# later, under them); their earlier levels come back when that Ray stops (``private_ray_stopped``).
+_private_ray = {"quiet": False, "levels": {}}
 NOISY_LOGGERS = ("ray", "ray.data", "ray.serve", "ray.tune", "ray.train", "filelock", "botocore", "s3fs",
                  "aiobotocore", "urllib3", "sentence_transformers", "transformers", "faiss", "fsspec", "httpx",
                  "huggingface_hub", "torch")
@@ -99,7 +102,10 @@ def api_call(verbose: Optional[bool] = False, *, progress: bool = True, summary:
             yield
         finally:
             for name, level in _call_levels.items():
-                logging.getLogger(name).setLevel(level)
+                if _private_ray["quiet"] and name.startswith("ray"):
+                    _private_ray["levels"].setdefault(name, level)
+                else:
+                    logging.getLogger(name).setLevel(level)
             _call_levels.clear()
             for k, v in saved_env.items():
                 if v is None:
@@ -130,6 +136,18 @@ def show_progress() -> bool:
 def show_summary() -> bool:
     """The one-line summary of ``streammine.mine``: a Python call only (the CLI prints its own)."""
     return _state["owner"] == "api" and _state["summary"] and _state["progress"]
+
+
+def private_ray_started(quiet_ray: bool) -> None:
+    """ray_runtime started a private local Ray (quiet: with its logs off)."""
+    _private_ray["quiet"] = bool(quiet_ray)
+
+
+def private_ray_stopped() -> None:
+    """The private Ray stopped: Ray's loggers get back the levels they had before a quiet call silenced them."""
+    for name, level in _private_ray["levels"].items():
+        logging.getLogger(name).setLevel(level)
+    _private_ray.update(quiet=False, levels={})
 
 
 def silence_ray_loggers() -> None:

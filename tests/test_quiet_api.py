@@ -66,6 +66,7 @@ def test_a_quiet_call_writes_one_final_line_per_phase_to_a_file():
 
 def test_api_call_is_quiet_and_restores_the_process_state(monkeypatch):
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(console, "_private_ray", {"quiet": False, "levels": {}})   # no private Ray of ours up
     for k in console.QUIET_ENV:
         monkeypatch.delenv(k, raising=False)
     logging.getLogger("ray.data").setLevel(logging.INFO)
@@ -92,6 +93,23 @@ def test_api_call_is_quiet_and_restores_the_process_state(monkeypatch):
         assert not console.quiet()   # STREAMMINE_VERBOSE=1 wins over verbose=False
     with console.api_call(False, progress=False):
         assert console.quiet() is False and not console.show_progress()
+
+
+def test_rays_loggers_stay_quiet_while_the_private_ray_a_quiet_call_started_runs(monkeypatch):
+    """A dataset from ``committed_dataset`` runs after the call returned: Ray's loggers stay quiet until
+    ``streammine.shutdown()`` stops that Ray; the other loggers are restored at once."""
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(console, "_private_ray", {"quiet": False, "levels": {}})
+    logging.getLogger("ray.data").setLevel(logging.INFO)
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    with console.api_call(False):
+        console.private_ray_started(console.quiet())   # what ensure_ray does when it starts one
+    assert logging.getLogger("ray.data").level == logging.ERROR
+    assert logging.getLogger("transformers").level == logging.WARNING
+    with console.api_call(False):   # a second quiet call on the same Ray: the first levels are the ones kept
+        pass
+    console.private_ray_stopped()   # what streammine.shutdown() does
+    assert logging.getLogger("ray.data").level == logging.INFO
 
 
 def test_run_finished_prints_one_line_and_warns_about_rows_set_aside(capsys):

@@ -99,6 +99,8 @@ def ensure_ray(address: Optional[str] = None) -> None:
                 atexit.register(_stop_local_autoscaler)  # runs before Ray's exit hook (atexit: last in, first out)
                 _ours["atexit"] = True
     _ours.update(kind="joined" if address else "private", log_to_driver=kwargs["log_to_driver"])
+    if not address:
+        console.private_ray_started(console.quiet())
     console.silence_ray_loggers()
 
 
@@ -115,6 +117,7 @@ def shutdown_ray() -> bool:
         ray.shutdown()
     forget_ray()  # the model objects shipped to that Ray's object store are gone with it
     _ours.update(kind=None, log_to_driver=None)
+    console.private_ray_stopped()
     return True
 
 
