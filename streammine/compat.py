@@ -471,8 +471,7 @@ def mine_hard_negatives(
         else:
             cfg.update(pipeline_filter(absolute_margin, relative_margin, max_score, min_score))
         cfg.update(overrides or {})
-        # the peer's verbose: streammine's progress (no run summary: the lines below are the peer's); Ray's logs
-        # only with STREAMMINE_VERBOSE=1
+        # the peer's verbose: streammine's progress, the peer's summary; Ray's logs only with STREAMMINE_VERBOSE=1
         with console.api_call(False, progress=bool(verbose), summary=False):
             result = streammine.mine(overrides=cfg)
         rows = _read_rows(result.output)

@@ -1,9 +1,12 @@
 """What a run prints: streammine's own progress lines, with Ray's and the libraries' chatter behind ``--verbose``.
 
-:func:`configure` is called by the CLI (the Python API keeps Ray's defaults unless it is called). Quiet mode turns
-off Ray's driver-side log forwarding and INFO/WARNING logs, Ray Data's progress blocks, Python warnings from
-libraries and the C++ core's non-fatal log lines. Progress goes to stdout: one line per phase, rewritten in place
-on a terminal, printed every ``PIPE_INTERVAL_S`` seconds otherwise.
+Two ways in: :func:`configure`, called once by the CLI for the whole process, and :func:`api_call`, the context
+manager the Python entry points (``streammine.mine``, ``compat.mine_hard_negatives``, ``committed_dataset``) wrap
+themselves in: the same quiet mode for the call, what it changed restored when it returns. Quiet mode turns off
+Ray's driver-side log forwarding and INFO/WARNING logs, Ray Data's progress blocks, Python warnings from libraries
+(not :class:`~streammine.errors.StreamMineWarning`: the user should act on those) and the C++ core's non-fatal log
+lines. Progress goes to stdout: one line per phase, rewritten in place on a terminal; otherwise printed every
+``PIPE_INTERVAL_S`` seconds by the CLI and a verbose call, only as the phase's final line by a quiet Python call.
 """
 from __future__ import annotations
 
