@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -52,7 +53,6 @@ def test_a_quiet_call_writes_one_final_line_per_phase_to_a_file():
     counts = iter(range(0, 10_000, 7))
     with console.api_call(False):
         p = console.Progress("mine", lambda: next(counts), 40, "queries", stream=_Pipe())
-        import time
         time.sleep(1.3)   # several polls
         p.close()
     lines = p.stream.getvalue().splitlines()
