@@ -32,7 +32,7 @@ def load_config(config: Union[MineConfig, dict, str, None] = None, overrides: Op
 
 
 def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[dict] = None, *, model=None,
-         **kwargs):
+         verbose: bool = False, **kwargs):
     """Mines hard negatives; returns a RunResult (output URL and the run summary).
 
     ``model``: a model object (a ``SentenceTransformer``, or any object with ``encode_query`` /
@@ -40,16 +40,37 @@ def mine(config: Union[MineConfig, dict, str, None] = None, overrides: Optional[
     ``pyobject://<digest of its state>`` (``encoder.model``; a path still goes there). The object is not changed.
 
     A user's mistake raises the project's own exception (:class:`~streammine.errors.InputError`,
-    :class:`~streammine.errors.ConfigError`, ...), whichever Ray task or actor found it: never Ray's wrapper."""
+    :class:`~streammine.errors.ConfigError`, ...), whichever Ray task or actor found it: never Ray's wrapper.
+
+    Prints streammine's own progress and a one-line summary only; ``verbose=True`` (or ``STREAMMINE_VERBOSE=1``)
+    adds Ray's and the libraries' logs. What the user should act on is a :class:`~streammine.errors.StreamMineWarning`.
+    The private local Ray it starts stays up for the next call: :func:`shutdown` stops it."""
+    from . import console
     from .errors import find_error
     from .run.mine import mine as run
-    try:
-        if model is not None:
-            from .encode.model_object import publish
-            overrides = dict(overrides or {}, **{"encoder.model": publish(model)})
-        return run(load_config(config, overrides, **kwargs))
-    except Exception as e:
-        found = find_error(e)
-        if found is None or found is e:
-            raise
-        raise found from e
+    with console.api_call(verbose):
+        try:
+            if model is not None:
+                from .encode.model_object import publish
+                overrides = dict(overrides or {}, **{"encoder.model": publish(model)})
+            result = run(load_config(config, overrides, **kwargs))
+        except Exception as e:
+            found = find_error(e)
+            if found is None or found is e:
+                raise
+            raise found from e
+        console.run_finished(result.output, result.summary)
+        return result
+
+
+def shutdown() -> bool:
+    """Stops the private local Ray a call started in this process (or leaves the cluster a call joined); a Ray the
+    caller started with ``ray.init`` is left alone. True when there was one to stop. A later call starts a new one
+    (a few seconds). Without it the private Ray stays up until the process exits: the next call starts faster."""
+    import sys
+    if "ray" not in sys.modules:  # nothing imported Ray: nothing started it
+        return False
+    from . import console
+    from .run.ray_runtime import shutdown_ray
+    with console.api_call(False):  # Ray's shutdown lines are not the user's business
+        return shutdown_ray()

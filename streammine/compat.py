@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from . import console
 from .encode.model_object import publish
 from .keys import content_id, key64, uniform_keys
 from .mining.samplers import sample_random, sample_top
@@ -470,7 +471,9 @@ def mine_hard_negatives(
         else:
             cfg.update(pipeline_filter(absolute_margin, relative_margin, max_score, min_score))
         cfg.update(overrides or {})
-        result = streammine.mine(overrides=cfg)
+        # the peer's verbose: streammine's progress, the peer's summary; Ray's logs only with STREAMMINE_VERBOSE=1
+        with console.api_call(False, progress=bool(verbose), summary=False):
+            result = streammine.mine(overrides=cfg)
         rows = _read_rows(result.output)
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -89,3 +89,9 @@ def _is_ray_wrapper_type(cls: type) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return issubclass(cls, RayError)
+
+
+class StreamMineWarning(UserWarning):
+    """Something the user should act on in a run that still finished (rows set aside, a setting that cannot take
+    effect): shown even when a Python call is quiet; ``warnings.simplefilter("error", StreamMineWarning)`` makes
+    it an exception."""

@@ -65,7 +65,7 @@ def _run_cli(argv, capfd):
     finally:
         os.environ.clear()
         os.environ.update(env)
-        console._state.update(configured=False, verbose=True)
+        console._state.update(configured=False, verbose=True, owner=None)  # as before the CLI ran
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         own.handlers[:], own.propagate = handlers, propagate

@@ -19,18 +19,31 @@ def committed_parts(out_url: str, last_versions: Optional[int] = None) -> List[s
     return [p["part"] for e in entries for p in e["parts"]]
 
 
-def committed_dataset(out_url: str, last_versions: Optional[int] = None, columns: Optional[Sequence[str]] = None):
+def committed_dataset(out_url: str, last_versions: Optional[int] = None, columns: Optional[Sequence[str]] = None,
+                      verbose: bool = False):
     """A ``ray.data.Dataset`` of the rows committed under ``out_url`` now (later entries are not in it). Only parts
     named by log entries are read; ``last_versions`` and ``columns`` are as for :class:`NegativesFeed` (with the
-    whole snapshot listed before anything is read). Rows carry no ``_seq`` column."""
+    whole snapshot listed before anything is read). Rows carry no ``_seq`` column.
+
+    Without a Ray in the process, a private local Ray starts (quietly unless ``verbose``; ``streammine.shutdown()``
+    stops it). Unless ``verbose``, the dataset runs without Ray Data's progress blocks and execution plans."""
+    from .. import console
+    with console.api_call(verbose):
+        return _committed_dataset(out_url, last_versions, columns)
+
+
+def _committed_dataset(out_url: str, last_versions: Optional[int], columns: Optional[Sequence[str]]):
     import ray
+    from ..run.ray_runtime import ensure_ray, quiet_data_context
     cols = list(columns) if columns is not None else list(MINED_SCHEMA.names)
     unknown = [c for c in cols if c not in MINED_SCHEMA.names]
     if unknown:
         raise ValueError(f"unknown columns {unknown}; the mined rows have {MINED_SCHEMA.names}")
     parts = committed_parts(out_url, last_versions)
-    if not parts:
-        return ray.data.from_arrow(MINED_SCHEMA.empty_table().select(cols))
-    filesystem, base = fs.pyarrow_fs(out_url)
-    paths = [base.rstrip("/") + "/" + p.lstrip("/") for p in parts]
-    return ray.data.read_parquet(paths, filesystem=filesystem, columns=cols)
+    ensure_ray()
+    with quiet_data_context():  # the dataset keeps a copy of the context it was made in
+        if not parts:
+            return ray.data.from_arrow(MINED_SCHEMA.empty_table().select(cols))
+        filesystem, base = fs.pyarrow_fs(out_url)
+        paths = [base.rstrip("/") + "/" + p.lstrip("/") for p in parts]
+        return ray.data.read_parquet(paths, filesystem=filesystem, columns=cols)

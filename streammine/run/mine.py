@@ -101,7 +101,7 @@ def mine(cfg: MineConfig) -> RunResult:
     try:
         executor.setup(cfg)
         prepare_output(cfg)
-        show = bool(cfg.run.progress) and console.configured()
+        show = bool(cfg.run.progress) and console.show_progress()
         version = executor.open_version(cfg, paths, prefetch_queries=True, encode_progress=_progress(
             "encode", executor, ("encode_corpus", "corpus_cached"), totals["documents"], "documents",
             show and not store_exists))

@@ -6,6 +6,7 @@ import atexit
 import json
 import logging
 import os
+from contextlib import contextmanager
 from typing import Optional
 
 import ray
@@ -20,6 +21,9 @@ log = logging.getLogger("streammine")
 S3_ENV_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
                "STREAMMINE_S3_ENDPOINT", "HF_HUB_OFFLINE")
 SECRET_ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# The Ray this process's calls started or joined: None (none, or the caller's own ray.init), else its kind
+# ("private" or "joined") and whether its workers' logs are forwarded (fixed when Ray starts).
+_ours: dict = {"kind": None, "log_to_driver": None}
 
 
 def worker_env() -> dict:
@@ -44,6 +48,24 @@ def start_ray(run_cfg) -> None:
     console.silence_ray_loggers()
 
 
+@contextmanager
+def quiet_data_context():
+    """Quiet mode: Ray Data datasets made inside the block run without progress output or execution plans (a
+    dataset copies the current context when it is made); the current context is restored after."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start)
+    if console.quiet():
+        ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
+        # Ray Data says once, when such a dataset runs (after this call), that its progress bars are off: that
+        # line is marked as said already (the dataset may run with Ray's loggers at their own levels again)
+        from ray.util.debug import log_once
+        log_once("ray_data_progress_manager_disabled")
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+
+
 def ensure_ray(address: Optional[str] = None) -> None:
     """Join the given cluster (or RAY_ADDRESS), else start a private local Ray. One code path either way.
 
@@ -51,12 +73,17 @@ def ensure_ray(address: Optional[str] = None) -> None:
     another instance that happens to run on the machine (a ``ray start --head``, another tool's). With an address
     it joins that cluster and passes nothing that conflicts with it (no CPU or GPU counts)."""
     if ray.is_initialized():
-        return
+        if _ours["kind"] != "private" or _ours["log_to_driver"] == console.verbose():
+            return
+        # The private Ray was started by a call of the other verbosity: its workers' log forwarding is fixed at
+        # start, so it starts again (a few seconds) rather than hide a verbose call's logs or print a quiet one's.
+        shutdown_ray()
     address = address or os.environ.get("RAY_ADDRESS") or None
     # Workers must see the same object-store endpoint as the driver. Credentials are not passed (see S3_ENV_VARS).
     # Inside a `ray job submit` job, Ray merges the job's runtime env into ours and refuses a variable set in
     # both: pass only what the job does not already give its workers.
-    env = {k: v for k, v in worker_env().items() if k not in _job_env_vars()}
+    env = dict(worker_env(), **(console.QUIET_WORKER_ENV if console.quiet() else {}))
+    env = {k: v for k, v in env.items() if k not in _job_env_vars()}
     kwargs = dict(include_dashboard=False, log_to_driver=console.verbose(),
                   runtime_env={"env_vars": env} if env else None)
     if console.quiet():
@@ -68,8 +95,30 @@ def ensure_ray(address: Optional[str] = None) -> None:
             # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit
             # an encoder beside a 1-CPU read or write task (see encode/plan.py).
             ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), **kwargs)
-            atexit.register(_stop_local_autoscaler)  # runs before Ray's exit hook (atexit is last-in, first-out)
+            if not _ours.get("atexit"):
+                atexit.register(_stop_local_autoscaler)  # runs before Ray's exit hook (atexit: last in, first out)
+                _ours["atexit"] = True
+    _ours.update(kind="joined" if address else "private", log_to_driver=kwargs["log_to_driver"])
+    if not address:
+        console.private_ray_started(console.quiet())
     console.silence_ray_loggers()
+
+
+def shutdown_ray() -> bool:
+    """Stops the private local Ray started here (or leaves the cluster joined here); True when there was one. A Ray
+    the caller started itself (``ray.init`` before the first call) is not ours and stays."""
+    from ..encode.model_object import forget_ray
+    if _ours["kind"] is None or not ray.is_initialized():
+        _ours.update(kind=None, log_to_driver=None)
+        return False
+    if _ours["kind"] == "private":
+        _stop_local_autoscaler()
+    with console.native_stderr_muted():
+        ray.shutdown()
+    forget_ray()  # the model objects shipped to that Ray's object store are gone with it
+    _ours.update(kind=None, log_to_driver=None)
+    console.private_ray_stopped()
+    return True
 
 
 def _stop_local_autoscaler() -> None:
