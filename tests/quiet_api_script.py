@@ -55,6 +55,7 @@ stopped = streammine.shutdown()
 sizes["after_shutdown"] = size()
 with open(os.path.join(work, "sizes.json"), "w") as f:
     json.dump({"sizes": sizes, "mined_queries": result.summary["counts"]["queries_out"], "compat_rows": len(rows),
+               "executor": result.executor,
                "consumed": consumed,
                "shutdown": stopped, "ray_after_shutdown": ray.is_initialized(),
                "shutdown_again": streammine.shutdown()}, f)
