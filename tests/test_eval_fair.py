@@ -175,3 +175,38 @@ def test_merging_folds_scores_every_query_once(tmp_path):
         merge_folds([fold0, fold0])
     assert M.paired_bootstrap(base["ndcg@10_per_query"], top["ndcg@10_per_query"], 200)[0] == \
         pytest.approx(top["delta_ndcg@10"][0], abs=1e-4)
+
+
+# ---- end to end ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_fold_eval_keeps_every_row_through_the_real_pipeline(ray_session, tmp_path):
+    """2 folds over 12 demo queries, through real mining (a local Ray), training (1 step) and scoring: a filter
+    strict enough to leave queries without a negative still trains on every (query, positive) row, and the merged
+    rows score each query once."""
+    from streammine.evaluate import run_eval
+    config = {"base": {"data": MINI, "folds": 2, "max_queries": 12, "max_docs": 30, "max_seq_length": 32,
+                       "output": str(tmp_path / "eval"), "eval_batch_size": 16, "bootstrap_samples": 100,
+                       "train": {"max_steps": 1, "batch_size": 4},
+                       "mine": {"index": {"shards": 1}, "encoder": {"num_actors": 1},
+                                "mining": {"sampler": {"num_negatives": 1}}}},
+              "variants": [{"name": "strict percpos",  # of the top 2 candidates only those below 0.5 s+
+                            "mine": {"mining": {"filter": {"method": "topk-percpos", "perc": 0.5},
+                                                "sampler": {"method": "top", "range_max": 2}}}}]}
+    result = run_eval(config)
+    base, strict = result.rows
+    every = set(result.report["split"]["heldout_ids"])
+    assert len(every) == 12 and result.report["split"]["folds"] == 2
+    for r in result.rows:
+        assert set(r["ndcg@10_per_query"]) == every and r["heldout_per_fold"] == [6, 6]
+    # the fair protocol: each fold trained on every (query, positive) pair of its training qrels (read back from
+    # the carved files), though some queries had no negative left
+    pairs_per_fold = [sum(len(p.ids) for p in read_qrels(beir_qrels_url(str(tmp_path / "eval" / "data" / f"fold-{i}"),
+                                                                        "train")).values()) for i in range(2)]
+    assert [f["train_rows"] for f in strict["per_fold"]] == pairs_per_fold
+    assert strict["train_rows"] == sum(pairs_per_fold)
+    assert strict["rows_full_negatives"] < strict["train_rows"]
+    assert base["delta_ndcg@10"] is None and strict["delta_ndcg@10"] is not None
+    assert f"| {strict['train_rows']} ({strict['rows_full_negatives']}) |" in result.table
+    print(result.table)
+    print([f["mining"]["store_reused"] for f in strict["per_fold"]], [f["mining"]["seconds"] for f in strict["per_fold"]])
