@@ -210,3 +210,30 @@ def test_two_fold_eval_keeps_every_row_through_the_real_pipeline(ray_session, tm
     assert f"| {strict['train_rows']} ({strict['rows_full_negatives']}) |" in result.table
     print(result.table)
     print([f["mining"]["store_reused"] for f in strict["per_fold"]], [f["mining"]["seconds"] for f in strict["per_fold"]])
+
+
+def test_shipped_fair_config_mines_with_the_teacher_and_scores_it(monkeypatch):
+    """benchmarks/eval_scifact_fair.yaml: 5 folds, rows kept, the teacher-mined variants train the student, and the
+    teacher's directory (as eval_scifact.py resolves it) is the same string in the variants and the reference row
+    (so the reference row takes its corpus vectors from the teacher's mining store)."""
+    import importlib.util
+    from streammine.evaluate import load_eval_config
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.syspath_prepend(os.path.join(here, "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_eval_scifact", os.path.join(here, "benchmarks",
+                                                                                     "eval_scifact.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import teacher
+    monkeypatch.setattr(teacher, "teacher_model_path", lambda out_dir=teacher.DEFAULT_DIR: out_dir)  # no assembly
+    data = bench.resolve_teacher(bench.load_yaml(os.path.join(here, "benchmarks", "eval_scifact_fair.yaml")))
+    cfg = load_eval_config(data)
+    assert (cfg.base.folds, cfg.base.short_rows, cfg.base.model) == (5, "keep", None)
+    taught = [v for v in cfg.variants if v.mine and v.mine.get("encoder.model")]
+    assert [v.name for v in taught] == ["teacher naive top-k", "teacher topk-percpos 0.95", "teacher SimANS",
+                                        "MarginMSE mpnet teacher"]
+    assert {v.mine["encoder.model"] for v in taught} == set(cfg.base.reference_models.values()) \
+        == {teacher.DEFAULT_DIR}
+    assert taught[1].mine["mining.filter.perc"] == 0.95 and taught[3].train == {"loss": "marginmse"}
+    old = load_eval_config(os.path.join(here, "benchmarks", "eval_scifact.yaml"))
+    assert (old.base.folds, old.base.short_rows) == (None, "drop")  # the recorded table's protocol

@@ -71,6 +71,7 @@ class BaseConfig:
     eval_batch_size: int = 64
     bootstrap_samples: int = 2000           # paired bootstrap of the nDCG@10 difference to the base model
     include_base: bool = True               # the row for the model before fine-tuning
+    reference_models: dict = field(default_factory=dict)  # name -> model path: scored as they are (e.g. a teacher)
     output: str = "streammine-eval"         # local directory: data/, mined/, _work/, eval.json
     train: TrainConfig = field(default_factory=TrainConfig)
     mine: dict = field(default_factory=dict)  # streammine.mine overrides shared by every variant
@@ -173,6 +174,12 @@ def validate(cfg: EvalConfig) -> None:
     if not cfg.variants:
         raise ConfigError("give at least one entry under variants")
     names = [v.name for v in cfg.variants]
+    if not isinstance(b.reference_models or {}, dict):
+        raise ConfigError(f"base.reference_models must map a row name to a model path, got {b.reference_models!r}")
+    if set(b.reference_models or {}) & set(names + [BASE_ROW]):
+        raise ConfigError(f"base.reference_models names must differ from the variants' and {BASE_ROW!r}")
+    if b.reference_models and not b.include_base:
+        raise ConfigError("base.reference_models needs base.include_base (they are paired with the base model)")
     if len(set(names)) != len(names) or BASE_ROW in names:
         raise ConfigError(f"variant names must be unique and not {BASE_ROW!r}: {names}")
     if len({_slug(n) for n in names}) != len(names):
@@ -340,7 +347,25 @@ class EvalRunner:
         self.rows.append(_row(BASE_ROW, means, None, None, None, time.perf_counter() - t, None, None,
                               extra={"corpus_vectors": source,
                                      "ndcg@10_per_query": _per_query_ndcg(self.base_per_query)}))
+        del model
+        gc.collect()
+        for name, path in (b.reference_models or {}).items():
+            self.score_reference(str(name), str(path))
         self.phases["base_eval_seconds"] = round(time.perf_counter() - t, 1)
+
+    def score_reference(self, name: str, path: str) -> None:
+        """Another model scored as it is (e.g. the teacher a variant mines with), paired with the base model; its
+        corpus vectors come from a variant's mining store when that variant mined with it."""
+        b = self.cfg.base
+        t = time.perf_counter()
+        model = load_model(path, self.device, b.max_seq_length)
+        vectors, source = _store_vectors(self.mined, self.doc_ids, path, b.max_seq_length)
+        means, per_query = self.score(model, vectors)
+        delta = M.paired_bootstrap({q: m["ndcg@10"] for q, m in self.base_per_query.items()},
+                                   {q: m["ndcg@10"] for q, m in per_query.items()}, b.bootstrap_samples, b.seed)
+        self.rows.append(_row(name, means, delta, None, None, time.perf_counter() - t, None, None,
+                              extra={"corpus_vectors": source, "reference_model": path,
+                                     "ndcg@10_per_query": _per_query_ndcg(per_query)}))
         del model
         gc.collect()
 
