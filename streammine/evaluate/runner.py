@@ -12,6 +12,11 @@ mining:
    settings match, otherwise it encodes the corpus);
 4. per variant: fine-tune a fresh copy of the base model (``train.py``) on its (query, positive[, negatives])
    rows, fixed seed and budget, and score it on the held-out queries against the whole corpus (``metrics.py``).
+   Under the fair protocol (``base.short_rows: keep``, the default) every variant's rows are the training
+   split's (query, positive) pairs, checked; a query a variant could not fill trains with the negatives it has.
+
+With ``base.folds`` = k the whole of it runs once per fold (fold i of the split's queries held out, ``split.py``),
+all folds sharing one embedding store, and the rows are merged (``folds.py``): every query judged once.
 
 :class:`EvalRunner` does these as named steps (``split``, ``mine_variants``, ``score_base``, ``train`` and
 ``score`` per variant, ``report``); :func:`run_eval` runs them in that order.
@@ -30,7 +35,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
