@@ -237,3 +237,17 @@ def test_shipped_fair_config_mines_with_the_teacher_and_scores_it(monkeypatch):
     assert taught[1].mine["mining.filter.perc"] == 0.95 and taught[3].train == {"loss": "marginmse"}
     old = load_eval_config(os.path.join(here, "benchmarks", "eval_scifact.yaml"))
     assert (old.base.folds, old.base.short_rows) == (None, "drop")  # the recorded table's protocol
+
+
+def test_config_checks_folds_short_rows_and_reference_models():
+    from streammine.errors import ConfigError
+    from streammine.evaluate import load_eval_config
+    base = {"data": MINI}
+    pairs = [{"name": "pairs", "mine": "none"}]
+    for bad, match in (({"folds": 1}, "folds"), ({"short_rows": "pad"}, "short_rows"),
+                       ({"reference_models": {"pairs": "x"}}, "differ"),
+                       ({"reference_models": {"t": "x"}, "include_base": False}, "include_base")):
+        with pytest.raises(ConfigError, match=match):
+            load_eval_config({"base": dict(base, **bad), "variants": pairs})
+    cfg = load_eval_config({"base": base, "variants": pairs}, {"base.folds": "4"})
+    assert (cfg.base.folds, cfg.base.short_rows) == (4, "keep")
