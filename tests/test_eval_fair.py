@@ -208,8 +208,6 @@ def test_two_fold_eval_keeps_every_row_through_the_real_pipeline(ray_session, tm
     assert strict["rows_full_negatives"] < strict["train_rows"]
     assert base["delta_ndcg@10"] is None and strict["delta_ndcg@10"] is not None
     assert f"| {strict['train_rows']} ({strict['rows_full_negatives']}) |" in result.table
-    print(result.table)
-    print([f["mining"]["store_reused"] for f in strict["per_fold"]], [f["mining"]["seconds"] for f in strict["per_fold"]])
 
 
 def test_shipped_fair_config_mines_with_the_teacher_and_scores_it(monkeypatch):

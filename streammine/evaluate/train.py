@@ -9,10 +9,10 @@ scores when it has them, else the bi-encoder's exact scores; :func:`teacher_marg
 the mining found, and a row short of negatives trains with the ones it has (``losses.py``). Rows are sorted by
 (query id, positive id), so the mining output's part order does not change what is trained.
 
-The loop is a plain torch loop over the losses of ``losses.py`` (sentence-transformers' MNRL and MarginMSE when every row is full) (no ``SentenceTransformerTrainer``, which
-would add ``datasets`` and ``accelerate`` as dependencies): AdamW with the Hugging Face Trainer's defaults (no
-weight decay on biases and LayerNorm weights), linear warm-up and decay, gradient clipping at 1.0, batches that
-never hold the same text twice (what sentence-transformers' ``NO_DUPLICATES`` sampler does: an anchor's other
+The loop is a plain torch loop over the losses of ``losses.py`` (sentence-transformers' MNRL and MarginMSE when
+every row is full; no ``SentenceTransformerTrainer``, which would add ``datasets`` and ``accelerate`` as
+dependencies): AdamW with the Hugging Face Trainer's defaults (no weight decay on biases and LayerNorm weights),
+linear warm-up and decay, gradient clipping at 1.0, batches that never hold the same text twice (what sentence-transformers' ``NO_DUPLICATES`` sampler does: an anchor's other
 positive, or a text that is also another row's negative, is never an in-batch negative by accident), and a fixed
 number of optimizer steps. Seeded: the same seed gives the same batches and the same dropout masks on a CPU.
 """
@@ -164,9 +164,11 @@ def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
             if table is not None:
                 if np.isfinite(table[pid]).all():
                     label = tuple(float(x) for x in table[pid])
-                else:  # no teacher margin to fit: the pair stays, its negatives go
-                    own, label = (), ()
+                else:  # no teacher margin to fit: the pair stays, its negatives go (drop: the row goes)
                     counts["rows_without_teacher_score"] += 1
+                    if short == "drop":
+                        continue
+                    own, label = (), ()
             found.append((qid, (split_queries[qid], texts[pid]) + own, label))
     by_k: Dict[int, int] = {}
     for _, r, _ in found:
