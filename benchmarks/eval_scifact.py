@@ -9,6 +9,9 @@ the model before fine-tuning), 20% of SciFact's training queries held out (its e
                                                        # per variant, pooled and per-seed intervals:
                                                        # eval_scifact_seeds.json
     python benchmarks/eval_scifact.py --seeds 0,1 --variants "naive top-k;SimANS"   # a subset of the variants
+    python benchmarks/eval_scifact.py --config benchmarks/eval_scifact_fair.yaml    # the fair protocol: 5 folds,
+                                                       # every variant on the same rows, teacher-mined variants
+                                                       # (all-mpnet-base-v2, assembled by benchmarks/teacher.py)
 
 Run it alone on an otherwise idle machine: it is timed. The working files (the carved split, the mining outputs
 and the embedding store) go to --work (default: .cache/eval_scifact in the repository, which git ignores); a second
@@ -56,7 +59,8 @@ def main() -> int:
     from streammine.evaluate import run_eval
 
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()] if a.seeds else None
-    name = ("eval_scifact-tiny" if a.tiny else "eval_scifact") + ("_seeds" if seeds else "")
+    stem = os.path.splitext(os.path.basename(a.config))[0]  # eval_scifact, eval_scifact_fair, ...
+    name = (f"{stem}-tiny" if a.tiny else stem) + ("_seeds" if seeds else "")
     work = a.work or os.path.join(REPO, ".cache", name)
     results = a.results or (os.path.join(work, f"{name}.json") if a.tiny
                             else os.path.join(HERE, "results", f"{name}.json"))
@@ -69,9 +73,10 @@ def main() -> int:
         key, _, value = item.partition("=")
         overrides[key.strip()] = value
 
-    config = a.config
+    config = load_yaml(a.config)
     if a.variants:
         config = select_variants(a.config, [n.strip() for n in a.variants.split(";") if n.strip()])
+    config = resolve_teacher(config)
     if seeds:
         return run_seeds(a, config, seeds, overrides, results)
     t = time.perf_counter()
@@ -95,11 +100,42 @@ def main() -> int:
     return 0
 
 
-def select_variants(path: str, names: list) -> dict:
-    """The config file as a dict with only the named variants, in the file's order."""
+def load_yaml(path: str) -> dict:
     import yaml
     with open(path) as f:
-        data = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def resolve_teacher(data: dict) -> dict:
+    """Every model path equal to teacher.py's directory relative to the repository (``.cache/teacher/...``, as the
+    YAML names it) replaced by the absolute directory, assembled from the pip pieces first if needed."""
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    import teacher
+    rel = os.path.relpath(teacher.DEFAULT_DIR, REPO)
+    found = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, str) and os.path.normpath(x) == rel:
+            found.append(x)
+            return teacher.DEFAULT_DIR
+        return x
+    data = walk(data)
+    if found:
+        try:
+            teacher.teacher_model_path()
+        except teacher.TeacherError as e:
+            sys.exit(f"streammine: error: {e}")
+    return data
+
+
+def select_variants(path: str, names: list) -> dict:
+    """The config file as a dict with only the named variants, in the file's order."""
+    data = load_yaml(path)
     known = [v["name"] for v in data["variants"]]
     unknown = [n for n in names if n not in known]
     if unknown:

@@ -198,7 +198,10 @@ def test_tuples_from_mined_carry_the_teacher_margin(tmp_path):
     assert [lab[0] for lab in bi.labels] == pytest.approx([0.3, 0.1, -0.05], abs=1e-6)
     assert bi.counts["teacher_scores"] == "bi-encoder" and bi.rows == ce.rows
     two = tuples_from_mined(str(tmp_path / "ce"), texts, 2, margins=True)  # q2 is short of 2 negatives
-    assert two.labels == [(9.0, 6.0), (5.0, 2.0)] and two.counts["skipped_short_of_negatives"] == 1
+    assert two.labels == [(9.0, 6.0), (5.0, 2.0), (3.5,)] and two.counts["queries_short_of_negatives"] == 1
+    assert two.rows[2] == ("query two", "text p3", "text n3") and two.counts["rows_full_negatives"] == 2
+    dropped = tuples_from_mined(str(tmp_path / "ce"), texts, 2, margins=True, short="drop")  # the earlier protocol
+    assert dropped.labels == [(9.0, 6.0), (5.0, 2.0)] and dropped.counts["queries_dropped"] == 1
     assert tuples_from_mined(str(tmp_path / "ce"), texts, 1).labels is None  # mnrl: unchanged
 
 

@@ -12,6 +12,11 @@ mining:
    settings match, otherwise it encodes the corpus);
 4. per variant: fine-tune a fresh copy of the base model (``train.py``) on its (query, positive[, negatives])
    rows, fixed seed and budget, and score it on the held-out queries against the whole corpus (``metrics.py``).
+   Under the fair protocol (``base.short_rows: keep``, the default) every variant's rows are the training
+   split's (query, positive) pairs, checked; a query a variant could not fill trains with the negatives it has.
+
+With ``base.folds`` = k the whole of it runs once per fold (fold i of the split's queries held out, ``split.py``),
+all folds sharing one embedding store, and the rows are merged (``folds.py``): every query judged once.
 
 :class:`EvalRunner` does these as named steps (``split``, ``mine_variants``, ``score_base``, ``train`` and
 ``score`` per variant, ``report``); :func:`run_eval` runs them in that order.
@@ -30,7 +35,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -41,12 +46,15 @@ from ..errors import ConfigError, StreamMineError
 from ..index.store import NUM_BUCKETS, read_buckets, read_manifest
 from ..vectors import from_arrow
 from . import metrics as M
+from .folds import merge_folds
+# the tables live in tables.py; format_table, seed_summary, format_seed_table, TABLE_NOTE are importable from here
+from .tables import BASE_ROW, TABLE_NOTE, format_seed_table, format_table, seed_summary  # noqa: F401
 from .split import HELDOUT_SPLIT, TRAIN_SPLIT, carve_heldout, read_corpus, read_queries
-from .train import LOSSES, TrainConfig, fine_tune, load_model, pairs_from_split, pick_device, tuples_from_mined
+from .train import (LOSSES, SHORT_ROWS, TrainConfig, fine_tune, load_model, pairs_from_split, pick_device,
+                    tuples_from_mined)
 
 log = logging.getLogger("streammine")
 
-BASE_ROW = "before fine-tuning"
 # mining must read the carved training split and write where the evaluation expects it
 RESERVED_MINE_KEYS = ("input.path", "input.split", "input.format", "input.corpus", "output.path")
 
@@ -56,7 +64,9 @@ class BaseConfig:
     model: Optional[str] = None             # path or name; None -> the packaged all-MiniLM-L6-v2
     data: Optional[str] = None              # a BEIR directory (any fsspec URL) with qrels/<split>.tsv
     split: str = "train"                    # the source split the held-out part is carved from
-    heldout_fraction: float = 0.2
+    heldout_fraction: float = 0.2           # the single carve (folds unset)
+    folds: Optional[int] = None             # k >= 2: k-fold over the split's queries, every query judged once
+    short_rows: str = "keep"                # keep: a query short of negatives keeps its rows; drop: skipped
     seed: int = 0                           # split, batches, dropout, mining
     split_seed: Optional[int] = None        # the held-out carve's seed; None -> seed (fixed across a seed sweep)
     max_seq_length: Optional[int] = 128     # tokens, for mining, training and evaluation alike; None: the model's
@@ -66,6 +76,7 @@ class BaseConfig:
     eval_batch_size: int = 64
     bootstrap_samples: int = 2000           # paired bootstrap of the nDCG@10 difference to the base model
     include_base: bool = True               # the row for the model before fine-tuning
+    reference_models: dict = field(default_factory=dict)  # name -> model path: scored as they are (e.g. a teacher)
     output: str = "streammine-eval"         # local directory: data/, mined/, _work/, eval.json
     train: TrainConfig = field(default_factory=TrainConfig)
     mine: dict = field(default_factory=dict)  # streammine.mine overrides shared by every variant
@@ -161,9 +172,19 @@ def validate(cfg: EvalConfig) -> None:
         raise ConfigError("base.data is required (a BEIR directory)")
     if not 0.0 < float(b.heldout_fraction) < 1.0:
         raise ConfigError(f"base.heldout_fraction must be in (0, 1), got {b.heldout_fraction}")
+    if b.folds is not None and int(b.folds) < 2:
+        raise ConfigError(f"base.folds must be >= 2 (or unset for the single held-out carve), got {b.folds}")
+    if b.short_rows not in SHORT_ROWS:
+        raise ConfigError(f"base.short_rows must be one of {', '.join(SHORT_ROWS)}, got {b.short_rows!r}")
     if not cfg.variants:
         raise ConfigError("give at least one entry under variants")
     names = [v.name for v in cfg.variants]
+    if not isinstance(b.reference_models or {}, dict):
+        raise ConfigError(f"base.reference_models must map a row name to a model path, got {b.reference_models!r}")
+    if set(b.reference_models or {}) & set(names + [BASE_ROW]):
+        raise ConfigError(f"base.reference_models names must differ from the variants' and {BASE_ROW!r}")
+    if b.reference_models and not b.include_base:
+        raise ConfigError("base.reference_models needs base.include_base (they are paired with the base model)")
     if len(set(names)) != len(names) or BASE_ROW in names:
         raise ConfigError(f"variant names must be unique and not {BASE_ROW!r}: {names}")
     if len({_slug(n) for n in names}) != len(names):
@@ -191,14 +212,17 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "variant"
 
 
-def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, model_path: str) -> dict:
+def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, model_path: str,
+                   work_dir: Optional[str] = None) -> dict:
+    """The streammine.mine settings of a variant; ``work_dir`` (default ``<out>/_work``): the embedding store,
+    shared by every variant (and every fold)."""
     b = cfg.base
     overrides = {"input.path": split_dir, "input.split": TRAIN_SPLIT, "input.format": "beir",
                  "encoder.model": model_path, "encoder.max_length": b.max_seq_length,
                  # fp32 on a GPU too: the base model's evaluation reuses these corpus vectors
                  "encoder.fp16": "false",
                  "mining.seed": b.seed, "output.path": os.path.join(out, "mined", _slug(variant.name)),
-                 "output.overwrite": True, "output.export": [], "run.work_dir": os.path.join(out, "_work"),
+                 "output.overwrite": True, "output.export": [], "run.work_dir": work_dir or os.path.join(out, "_work"),
                  "run.progress": False}
     overrides.update(flatten_keys(b.mine))
     overrides.update(variant.mine or {})
@@ -209,8 +233,18 @@ def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, 
 
 def run_eval(config: Union[EvalConfig, dict, str, None] = None,
              overrides: Optional[Dict[str, Any]] = None) -> EvalResult:
-    """Loads the config (:func:`load_eval_config`) and runs an :class:`EvalRunner` on it."""
-    return EvalRunner(load_eval_config(config, overrides)).run()
+    """Loads the config (:func:`load_eval_config`) and runs an :class:`EvalRunner` on it, or with ``base.folds``
+    = k one per fold (each its own carve, mining and training; one embedding store) and merges their rows
+    (``folds.merge_folds``): every query of the split is scored once, by models that never saw it."""
+    cfg = load_eval_config(config, overrides)
+    if not cfg.base.folds:
+        return EvalRunner(cfg).run()
+    t0, started = time.perf_counter(), time.time()
+    results = []
+    for i in range(int(cfg.base.folds)):
+        log.info("eval: fold %d of %d", i + 1, cfg.base.folds)
+        results.append(EvalRunner(cfg, fold=i).run())
+    return fold_report(cfg, results, started, time.perf_counter() - t0)
 
 
 class EvalRunner:
@@ -219,10 +253,15 @@ class EvalRunner:
     :meth:`report`. Invariant: held-out queries reach neither mining nor training (checked after the split and
     after every mining run)."""
 
-    def __init__(self, cfg: EvalConfig):
+    def __init__(self, cfg: EvalConfig, fold: Optional[int] = None):
         self.cfg = cfg
         b = cfg.base
-        self.out = os.path.abspath(b.output)
+        self.fold = fold
+        root = os.path.abspath(b.output)
+        # fold i of k: its carve, mining outputs and eval.json under fold-<i>/, the embedding store shared
+        self.out = root if fold is None else os.path.join(root, f"fold-{fold}")
+        self.data_dir = os.path.join(root, "data") if fold is None else os.path.join(root, "data", f"fold-{fold}")
+        self.work_dir = os.path.join(root, "_work")
         os.makedirs(self.out, exist_ok=True)
         self.started = time.time()
         self.t_run = time.perf_counter()
@@ -249,8 +288,9 @@ class EvalRunner:
     # ---- 1. split ---------------------------------------------------------------------------------------------
     def split(self) -> None:
         b = self.cfg.base
-        split = carve_heldout(b.data, os.path.join(self.out, "data"), float(b.heldout_fraction),
-                              b.seed if b.split_seed is None else b.split_seed, b.split, b.max_queries, b.max_docs)
+        split = carve_heldout(b.data, self.data_dir, float(b.heldout_fraction),
+                              b.seed if b.split_seed is None else b.split_seed, b.split, b.max_queries, b.max_docs,
+                              None if self.fold is None else (self.fold, int(b.folds)))
         heldout_ids, train_ids = set(split.heldout_ids), set(split.train_ids)
         self.doc_ids, self.doc_texts = read_corpus(split.path)
         self.texts = dict(zip(self.doc_ids, self.doc_texts))
@@ -278,18 +318,29 @@ class EvalRunner:
         self.phases["mining_seconds"] = round(time.perf_counter() - t_mining, 1)
 
     def mine(self, v: Variant) -> dict:
-        mcfg = api.load_config(None, mine_overrides(self.cfg, v, self.carved.path, self.out, self.model_path))
+        mcfg = api.load_config(None, mine_overrides(self.cfg, v, self.carved.path, self.out, self.model_path,
+                                                    self.work_dir))
         log.info("eval: mining %r", v.name)
         t = time.perf_counter()
         result = api.mine(mcfg)
         seconds = time.perf_counter() - t
         examples = tuples_from_mined(result.output, self.texts, mcfg.mining.sampler.num_negatives,
-                                     self.heldout_ids, margins=variant_train_config(self.cfg, v).loss == "marginmse")
+                                     self.heldout_ids, margins=variant_train_config(self.cfg, v).loss == "marginmse",
+                                     split=(self.train_q, self.train_pos), short=self.cfg.base.short_rows)
+        if self.cfg.base.short_rows == "keep":
+            self.check_same_pairs(v, examples)
         mined_ids = set(examples.mined_query_ids)
         if mined_ids - self.train_ids:
             raise StreamMineError(f"{result.output}: mined queries outside the training split")
         return {"examples": examples, "seconds": seconds, "cfg": mcfg, "summary": result.summary,
                 "queries_mined": len(mined_ids)}
+
+    def check_same_pairs(self, v: Variant, examples) -> None:
+        """The fair protocol's invariant: a variant's (query, positive) rows are the training split's."""
+        pairs = pairs_from_split(self.train_q, self.train_pos, self.texts)
+        if [r[:2] for r in examples.rows] != pairs.rows:
+            raise StreamMineError(f"variant {v.name!r}: its training rows are not the training split's "
+                                  f"{len(pairs.rows)} (query, positive) pairs ({len(examples.rows)} rows)")
 
     # ---- 3. the model before fine-tuning ----------------------------------------------------------------------
     def score_base(self) -> None:
@@ -301,7 +352,25 @@ class EvalRunner:
         self.rows.append(_row(BASE_ROW, means, None, None, None, time.perf_counter() - t, None, None,
                               extra={"corpus_vectors": source,
                                      "ndcg@10_per_query": _per_query_ndcg(self.base_per_query)}))
+        del model
+        gc.collect()
+        for name, path in (b.reference_models or {}).items():
+            self.score_reference(str(name), str(path))
         self.phases["base_eval_seconds"] = round(time.perf_counter() - t, 1)
+
+    def score_reference(self, name: str, path: str) -> None:
+        """Another model scored as it is (e.g. the teacher a variant mines with), paired with the base model; its
+        corpus vectors come from a variant's mining store when that variant mined with it."""
+        b = self.cfg.base
+        t = time.perf_counter()
+        model = load_model(path, self.device, b.max_seq_length)
+        vectors, source = _store_vectors(self.mined, self.doc_ids, path, b.max_seq_length)
+        means, per_query = self.score(model, vectors)
+        delta = M.paired_bootstrap({q: m["ndcg@10"] for q, m in self.base_per_query.items()},
+                                   {q: m["ndcg@10"] for q, m in per_query.items()}, b.bootstrap_samples, b.seed)
+        self.rows.append(_row(name, means, delta, None, None, time.perf_counter() - t, None, None,
+                              extra={"corpus_vectors": source, "reference_model": path,
+                                     "ndcg@10_per_query": _per_query_ndcg(per_query)}))
         del model
         gc.collect()
 
@@ -356,7 +425,8 @@ class EvalRunner:
                  if base else None)
         ndcg = _per_query_ndcg(per_query)
         self.ndcg_by_variant[v.name] = ndcg
-        extra = {"training": stats, "examples": examples.counts, "ndcg@10_per_query": ndcg}
+        extra = {"training": stats, "examples": examples.counts, "ndcg@10_per_query": ndcg,
+                 "rows_full_negatives": examples.counts.get("rows_full_negatives")}
         if same_as is not None:
             extra["same_training_as"] = same_as
         if v.compare_to is not None:
@@ -438,81 +508,34 @@ def _row(name, means, delta, rows, mine_s, eval_s, train_s, negatives, extra=Non
     return row
 
 
-def _interval(d: Optional[Sequence[float]]) -> str:
-    return "" if d is None else f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]"
-
-
-def format_table(rows: List[dict]) -> str:
-    vs = any(r.get("delta_vs") for r in rows)  # the column only when a variant names compare_to
-    head = ("| model | nDCG@10 | MRR@10 | Recall@100 | ΔnDCG@10 vs before (95% CI) "
-            + ("| ΔnDCG@10 vs compare_to (95% CI) " if vs else "")
-            + "| negatives/row | train rows | mine s | train s | eval s |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for r in rows:
-        cell = lambda x: "" if x is None else str(x)  # noqa: E731
-        ref = r.get("delta_vs")
-        vs_cell = (f"| {_interval(ref['delta_ndcg@10'])} vs {ref['reference']} " if ref else "| ") if vs else ""
-        lines.append(f"| {r['model']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} "
-                     f"| {_interval(r['delta_ndcg@10'])} {vs_cell}"
-                     f"| {cell(r['negatives_per_row'])} | {cell(r['train_rows'])} | {cell(r['mine_seconds'])} "
-                     f"| {cell(r['train_seconds'])} | {cell(r['eval_seconds'])} |")
-    return "\n".join(lines)
-
-
-def seed_summary(per_seed: Dict[int, List[dict]], samples: int = 2000) -> List[dict]:
-    """Rows of several runs that differ only in ``base.seed`` (same held-out split) -> one row per model: the mean
-    and every seed's nDCG@10, every seed's ΔnDCG@10 interval vs the model before fine-tuning (each run's own paired
-    bootstrap) and, where the rows carry per-query nDCG@10, the pooled intervals over all seeds
-    (:func:`metrics.pooled_paired_bootstrap`) vs the model before fine-tuning and vs the variant's ``compare_to``.
-    Models in the order of the first seed's rows; a model missing from a seed is an error."""
-    seeds = sorted(per_seed)
-    if not seeds:
-        raise ValueError("no seeds")
-    by_seed = {s: {r["model"]: r for r in per_seed[s]} for s in seeds}
-
-    def pooled(reference: str, name: str) -> Optional[List[float]]:
-        runs = [(by_seed[s].get(reference, {}).get("ndcg@10_per_query"), by_seed[s][name].get("ndcg@10_per_query"))
-                for s in seeds]
-        if any(a is None or b is None for a, b in runs):
-            return None
-        d = M.pooled_paired_bootstrap([a for a, _ in runs], [b for _, b in runs], samples, seeds[0])
-        return [round(x, 4) for x in d]
-
-    out = []
-    for r in per_seed[seeds[0]]:
-        name = r["model"]
-        missing = [s for s in seeds if name not in by_seed[s]]
-        if missing:
-            raise StreamMineError(f"model {name!r} has no row for seed(s) {missing}")
-        values = [by_seed[s][name]["ndcg@10"] for s in seeds]
-        row = {"model": name, "seeds": seeds, "ndcg@10_mean": round(float(np.mean(values)), 4),
-               "ndcg@10_per_seed": values,
-               "delta_ndcg@10_per_seed": [by_seed[s][name]["delta_ndcg@10"] for s in seeds],
-               "delta_ndcg@10_pooled": None if name == BASE_ROW else pooled(BASE_ROW, name)}
-        reference = (r.get("delta_vs") or {}).get("reference")
-        if reference is not None:
-            row["delta_vs_pooled"] = {"reference": reference, "delta_ndcg@10": pooled(reference, name)}
-        out.append(row)
-    return out
-
-
-def format_seed_table(summary: List[dict]) -> str:
-    lines = ["| model | mean nDCG@10 | nDCG@10 per seed | ΔnDCG@10 vs before, all seeds (95% CI) "
-             "| ΔnDCG@10 vs compare_to, all seeds (95% CI) | ΔnDCG@10 vs before per seed (95% CI) |",
-             "|---|---|---|---|---|---|"]
-    for r in summary:
-        deltas = "; ".join(_interval(d) for d in r["delta_ndcg@10_per_seed"])
-        per = ", ".join(f"{v:.4f}" for v in r["ndcg@10_per_seed"])
-        vs = r.get("delta_vs_pooled")
-        vs_cell = f"{_interval(vs['delta_ndcg@10'])} vs {vs['reference']}" if vs and vs["delta_ndcg@10"] else ""
-        lines.append(f"| {r['model']} | {r['ndcg@10_mean']:.4f} | {per} | {_interval(r.get('delta_ndcg@10_pooled'))} "
-                     f"| {vs_cell} | {deltas if deltas.strip('; ') else ''} |")
-    return "\n".join(lines)
-
-
-TABLE_NOTE = ("mine s: the first mining run encodes the corpus into the shared embedding store, the others reuse "
-              "it; eval s: encoding the corpus and the held-out queries, ranking, scoring (the model before "
-              "fine-tuning takes its corpus vectors from the store when it can)")
+def fold_report(cfg: EvalConfig, results: List[EvalResult], started: float, seconds: float) -> EvalResult:
+    """One EvalResult from the k folds' (``folds.merge_folds``), written to ``<output>/eval.json`` and eval.md."""
+    b = cfg.base
+    rows = merge_folds([r.rows for r in results], b.bootstrap_samples, b.seed)
+    splits = [r.report["split"] for r in results]
+    split = {"folds": len(results), "path": os.path.join(os.path.abspath(b.output), "data"),
+             "heldout_queries": sum(s["heldout_queries"] for s in splits),
+             "heldout_ids": sorted(q for s in splits for q in s["heldout_ids"]),
+             "train_queries": round(float(np.mean([s["train_queries"] for s in splits])), 1),
+             "train_queries_per_fold": [s["train_queries"] for s in splits], "docs": splits[0]["docs"],
+             "seed": splits[0]["seed"], "source": splits[0]["source"]}
+    phases: Dict[str, float] = {}
+    for r in results:
+        for k, v in r.report["phases"].items():
+            phases[k] = round(phases.get(k, 0.0) + v, 1)
+    report = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "total_seconds": round(seconds, 1), "phases": phases, "machine": results[0].report["machine"],
+              "model": results[0].report["model"], "split": split, "rows": rows, "config": cfg.to_dict(),
+              "metrics_library": results[0].report["metrics_library"],
+              "fold_reports": [r.json_path for r in results]}
+    table = format_table(rows)
+    report["table"] = table
+    json_path = os.path.join(os.path.abspath(b.output), "eval.json")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    with open(os.path.join(os.path.abspath(b.output), "eval.md"), "w") as f:
+        f.write(table + "\n")
+    return EvalResult(rows, table, json_path, report)
 
 
 def machine_info(device: str) -> dict:

@@ -2,7 +2,9 @@
 
 ``carve_heldout(source, out, fraction, seed)`` ranks the queries of ``qrels/<split>.tsv`` by a seeded hash of their
 id and puts the first ``round(fraction * n)`` in ``qrels/heldout.tsv``, the rest in ``qrels/train.tsv``. The
-assignment depends only on (seed, query id, number of queries): not on file order, not on the machine.
+assignment depends only on (seed, query id, number of queries): not on file order, not on the machine. With
+``fold=(i, k)`` the queries are dealt into k folds in that order instead and fold i is held out
+(``assign_folds``): k carves, one per fold, judge every query exactly once.
 
 Mining reads ``qrels/train.tsv`` only (streammine's BEIR reader yields just the queries with positives in the
 split it is given), and training builds its examples from the mining output or from ``qrels/train.tsv``: a
@@ -43,6 +45,7 @@ class SplitInfo:
     heldout_ids: List[str] = field(default_factory=list)
     docs: int = 0
     dropped_queries: int = 0        # qrels queries that queries.jsonl lacks (or left out by max_queries)
+    fold: Optional[List[int]] = None  # [i, k]: the held-out part is fold i of k
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,14 +74,36 @@ def assign_heldout(ids: Iterable[str], fraction: float, seed: int) -> Tuple[List
     return train, heldout
 
 
+def assign_folds(ids: Iterable[str], folds: int, seed: int) -> List[List[str]]:
+    """``folds`` disjoint lists of ids (each sorted) that together hold every id once: dealt round-robin in
+    seeded hash order, so fold sizes differ by at most one and fold i of a seed is the same on every machine."""
+    ranked = hash_rank(ids, seed)
+    if int(folds) < 2:
+        raise ConfigError(f"folds must be >= 2, got {folds}")
+    if len(ranked) < folds:
+        raise StreamMineError(f"need at least {folds} queries for {folds} folds, got {len(ranked)}")
+    return [sorted(ranked[i::folds]) for i in range(folds)]
+
+
+def assign_fold(ids: Iterable[str], folds: int, fold: int, seed: int) -> Tuple[List[str], List[str]]:
+    """(train ids, held-out ids) for fold ``fold`` of :func:`assign_folds`: held out that fold, train the rest."""
+    parts = assign_folds(ids, folds, seed)
+    if not 0 <= fold < folds:
+        raise ConfigError(f"fold must be in 0..{folds - 1}, got {fold}")
+    return sorted(q for i, p in enumerate(parts) if i != fold for q in p), parts[fold]
+
+
 def carve_heldout(source: str, out_dir: str, fraction: float, seed: int = 0, split: str = "train",
-                  max_queries: Optional[int] = None, max_docs: Optional[int] = None) -> SplitInfo:
+                  max_queries: Optional[int] = None, max_docs: Optional[int] = None,
+                  fold: Optional[Tuple[int, int]] = None) -> SplitInfo:
     """Writes ``out_dir`` as a BEIR directory: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv`` (mining
     and training queries), ``qrels/heldout.tsv`` (evaluation queries), ``split.json``.
 
     ``max_queries`` / ``max_docs`` make a smaller set for smoke runs: the first ``max_queries`` queries in seeded
     hash order, and a corpus of every positive of those queries plus other documents (in seeded hash order of their
-    id) up to ``max_docs`` documents in all."""
+    id) up to ``max_docs`` documents in all.
+
+    ``fold`` = (i, k): the held-out part is fold i of k (:func:`assign_fold`) instead of a ``fraction``."""
     positives = {qid: p.ids for qid, p in readers.read_qrels(readers.beir_qrels_url(source, split)).items()}
     query_lines = _query_lines(readers.beir_queries_url(source), set(positives))
     usable = [q for q in positives if q in query_lines]
@@ -87,7 +112,8 @@ def carve_heldout(source: str, out_dir: str, fraction: float, seed: int = 0, spl
         kept = hash_rank(usable, seed)[:max_queries]
         dropped += len(usable) - len(kept)
         usable = kept
-    train, heldout = assign_heldout(usable, fraction, seed)
+    train, heldout = (assign_heldout(usable, fraction, seed) if fold is None
+                      else assign_fold(usable, fold[1], fold[0], seed))
 
     os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
     corpus_url = readers.beir_corpus_url(source)
@@ -100,7 +126,8 @@ def carve_heldout(source: str, out_dir: str, fraction: float, seed: int = 0, spl
         _write_if_changed(os.path.join(out_dir, "qrels", f"{name}.tsv"),
                           "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q in ids for d in positives[q]))
     info = SplitInfo(path=out_dir, source=source, source_split=split, fraction=fraction, seed=seed,
-                     train_ids=train, heldout_ids=heldout, docs=docs, dropped_queries=dropped)
+                     train_ids=train, heldout_ids=heldout, docs=docs, dropped_queries=dropped,
+                     fold=None if fold is None else [int(fold[0]), int(fold[1])])
     _write_if_changed(os.path.join(out_dir, SPLIT_FILE), json.dumps(info.to_dict(), indent=1) + "\n")
     return info
 

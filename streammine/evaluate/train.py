@@ -2,16 +2,17 @@
 teacher margins), on a fixed budget.
 
 Training examples are ``(anchor, positive)`` pairs (in-batch negatives only) or ``(anchor, positive,
-negative_1 .. negative_n)`` tuples built from a streammine mining output (with ``loss: marginmse`` each tuple also
-carries its teacher margins score(q, positive) - score(q, negative_j): the mining output's cross-encoder scores
-when it has them, else the bi-encoder's exact scores; :func:`teacher_margins`) (the layout of the ``st-ntuple`` export:
-one row per (query, positive), exactly n negatives, queries short of negatives skipped and counted). Rows are
-sorted by (query id, positive id), so the mining output's part order does not change what is trained.
+negative_1 .. negative_k)`` rows built from a streammine mining output, k <= n (with ``loss: marginmse`` each row
+also carries its teacher margins score(q, positive) - score(q, negative_j): the mining output's cross-encoder
+scores when it has them, else the bi-encoder's exact scores; :func:`teacher_margins`). Under the fair protocol
+(:func:`tuples_from_mined`, ``short="keep"``) the rows are the training split's (query, positive) pairs whatever
+the mining found, and a row short of negatives trains with the ones it has (``losses.py``). Rows are sorted by
+(query id, positive id), so the mining output's part order does not change what is trained.
 
-The loop is a plain torch loop over sentence-transformers' own loss (no ``SentenceTransformerTrainer``, which
-would add ``datasets`` and ``accelerate`` as dependencies): AdamW with the Hugging Face Trainer's defaults (no
-weight decay on biases and LayerNorm weights), linear warm-up and decay, gradient clipping at 1.0, batches that
-never hold the same text twice (what sentence-transformers' ``NO_DUPLICATES`` sampler does: an anchor's other
+The loop is a plain torch loop over the losses of ``losses.py`` (sentence-transformers' MNRL and MarginMSE when
+every row is full; no ``SentenceTransformerTrainer``, which would add ``datasets`` and ``accelerate`` as
+dependencies): AdamW with the Hugging Face Trainer's defaults (no weight decay on biases and LayerNorm weights),
+linear warm-up and decay, gradient clipping at 1.0, batches that never hold the same text twice (what sentence-transformers' ``NO_DUPLICATES`` sampler does: an anchor's other
 positive, or a text that is also another row's negative, is never an in-batch negative by accident), and a fixed
 number of optimizer steps. Seeded: the same seed gives the same batches and the same dropout masks on a CPU.
 """
@@ -28,6 +29,7 @@ from ..device import pick_device, set_seed
 from ..errors import StreamMineError
 from ..sink.exporters import ntuple_columns, resolve_parts
 from ..sink.mined import iter_mined_rows
+from .losses import flatten_batch, ragged_margin_mse, ragged_mnrl
 
 
 @dataclass
@@ -90,59 +92,94 @@ def teacher_source(has_cross_encoder: Sequence[bool]) -> str:
                           "a MarginMSE teacher")
 
 
+SHORT_ROWS = ("keep", "drop")  # keep: the fair protocol; drop: the earlier one (queries short of n skipped)
+
+
 def tuples_from_mined(output: str, texts: Mapping[str, str], num_negatives: int,
-                      forbidden_query_ids: Set[str] = frozenset(), margins: bool = False) -> Examples:
-    """(anchor, positive, negative_1 .. negative_n) from a mining output: the first n negatives (best-ranked) of
-    each query; queries with fewer than n are skipped and counted. A query id in ``forbidden_query_ids`` (the
-    held-out queries) in the output is an error: they must never have been mined. With ``margins``: each row's
-    ``labels`` entry is :func:`teacher_margins` of its positive against its n negatives, from the scores named by
-    :func:`teacher_source` (``counts["teacher_scores"]``); a row with a missing (NaN) score is skipped, counted."""
+                      forbidden_query_ids: Set[str] = frozenset(), margins: bool = False,
+                      split: Optional[Tuple[Mapping[str, str], Mapping[str, Sequence[str]]]] = None,
+                      short: str = "keep") -> Examples:
+    """(anchor, positive, negative_1 .. negative_k) rows from a mining output, k <= n: each query's first n
+    negatives (best-ranked).
+
+    The rows are fixed before the negatives are looked at: with ``split`` = (query texts, positives) of the
+    training split, one row per (query, positive) of the split (a query the output lacks keeps its rows with no
+    negative); without it, one per (query, positive) of the output. ``short="keep"`` (the fair protocol) keeps a
+    row with fewer than n negatives, and the losses of ``losses.py`` train on it as it is, so every variant trains
+    on the same (query, positive) rows; ``counts["rows_full_negatives"]`` says how many had all n. ``"drop"`` is
+    the earlier protocol: such queries are skipped, counted.
+
+    A query id in ``forbidden_query_ids`` (the held-out queries) in the output is an error: they must never have
+    been mined. With ``margins``: each row's ``labels`` entry is :func:`teacher_margins` of its positive against
+    its negatives, from the scores named by :func:`teacher_source` (``counts["teacher_scores"]``); a row whose
+    teacher score is missing (NaN) keeps its (query, positive) without negatives, counted."""
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
-    found, skipped, mined = [], {"short_of_negatives": 0, "no_positive": 0}, []
-    leaked = []
+    if short not in SHORT_ROWS:
+        raise StreamMineError(f"short rows must be one of {', '.join(SHORT_ROWS)}, got {short!r}")
     rows = list(iter_mined_rows(resolve_parts(output), ("bi-encoder", "cross-encoder") if margins else ()))
+    leaked = sorted({row.query_id for row in rows if row.query_id in forbidden_query_ids})
+    if leaked:
+        raise StreamMineError(f"{output}: {len(leaked)} held-out quer(y/ies) were mined, e.g. {leaked[0]!r}")
     if margins:
         for row in rows:
             row.require_scores("bi-encoder")  # every output has them; the cross-encoder's only with one
     source = teacher_source([row.scores("cross-encoder") is not None for row in rows if row.positive_ids]) \
         if margins else None
-    if margins:
-        skipped["no_teacher_score"] = 0
+    by_query = {}
     for row in rows:
-        mined.append(row.query_id)
-        if row.query_id in forbidden_query_ids:
-            leaked.append(row.query_id)
+        by_query.setdefault(row.query_id, row)  # one row per query in a mining output
+    if split is None:
+        split_queries = {r.query_id: r.query for r in rows}
+        split_positives = {r.query_id: list(r.positive_ids) for r in rows}
+    else:
+        split_queries, split_positives = split
+    counts = {"queries_mined": len(by_query), "queries_not_mined": 0, "queries_short_of_negatives": 0,
+              "queries_dropped": 0, "rows_without_teacher_score": 0}
+    found = []
+    for qid in sorted(split_positives):
+        pids = sorted(split_positives[qid])
+        if not pids:
             continue
-        if not row.positive_ids:
-            skipped["no_positive"] += 1
-            continue
-        if len(row.negative_ids) < num_negatives:
-            skipped["short_of_negatives"] += 1
-            continue
-        negatives = tuple(texts[d] for d in row.negative_ids[:num_negatives])
+        row = by_query.get(qid)
+        if row is None:
+            counts["queries_not_mined"] += 1
+        negative_ids = list(row.negative_ids[:num_negatives]) if row is not None else []
+        if len(negative_ids) < num_negatives:
+            counts["queries_short_of_negatives"] += 1
+            if short == "drop":
+                counts["queries_dropped"] += 1
+                continue
+        negatives = tuple(texts[d] for d in negative_ids)
         table = None
-        if margins:
+        if margins and row is not None and negative_ids:
             pos, neg = row.scores(source)
-            table = teacher_margins(pos, neg, num_negatives)
-        for i, pid in enumerate(row.positive_ids):
-            label = None
+            score_of = dict(zip(row.positive_ids, pos))
+            table = {pid: teacher_margins([score_of.get(pid, float("nan"))], neg, len(negative_ids))[0]
+                     for pid in pids}
+        for pid in pids:
+            if pid not in texts:
+                raise StreamMineError(f"positive {pid!r} of query {qid!r} is not in the corpus")
+            own, label = negatives, (() if margins else None)
             if table is not None:
-                if not np.isfinite(table[i]).all():
-                    skipped["no_teacher_score"] += 1
-                    continue
-                label = tuple(float(x) for x in table[i])
-            found.append(((row.query_id, pid), (row.query, texts[pid]) + negatives, label))
-    if leaked:
-        raise StreamMineError(f"{output}: {len(leaked)} held-out quer(y/ies) were mined, e.g. {sorted(leaked)[0]!r}")
-    found.sort(key=lambda item: item[0])
-    counts = {"queries_mined": len(mined), "queries": len({k[0] for k, _, _ in found}), "rows": len(found),
-              "queries_skipped": skipped["short_of_negatives"] + skipped["no_positive"],
-              **{f"skipped_{k}": v for k, v in skipped.items()}}
+                if np.isfinite(table[pid]).all():
+                    label = tuple(float(x) for x in table[pid])
+                else:  # no teacher margin to fit: the pair stays, its negatives go (drop: the row goes)
+                    counts["rows_without_teacher_score"] += 1
+                    if short == "drop":
+                        continue
+                    own, label = (), ()
+            found.append((qid, (split_queries[qid], texts[pid]) + own, label))
+    by_k: Dict[int, int] = {}
+    for _, r, _ in found:
+        by_k[len(r) - 2] = by_k.get(len(r) - 2, 0) + 1
+    counts.update(queries=len({q for q, _, _ in found}), rows=len(found),
+                  rows_full_negatives=by_k.get(num_negatives, 0),
+                  rows_by_negatives={str(k): by_k[k] for k in sorted(by_k)}, short_rows=short)
     if margins:
         counts["teacher_scores"] = source
-    return Examples(ntuple_columns(num_negatives), [r for _, r, _ in found], [k[0] for k, _, _ in found],
-                    counts, sorted(mined), [lab for _, _, lab in found] if margins else None)
+    return Examples(ntuple_columns(num_negatives), [r for _, r, _ in found], [q for q, _, _ in found],
+                    counts, sorted(by_query), [lab for _, _, lab in found] if margins else None)
 
 
 def no_duplicate_batches(rows: Sequence[Tuple[str, ...]], batch_size: int, seed: int) -> Iterator[List[int]]:
@@ -204,7 +241,6 @@ def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int =
     set_seed(seed)
     model = load_model(model_path, device, max_seq_length)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-    loss_fn = _loss(model, cfg)
     steps = resolve_steps(cfg, examples, seed)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
@@ -220,12 +256,8 @@ def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int =
     for _ in range(steps):
         idx = next(batches)
         seen_rows += len(idx)
-        columns = list(zip(*(examples.rows[i] for i in idx)))
-        features = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in preprocess(list(c)).items()}
-                    for c in columns]
-        labels = (torch.tensor([examples.labels[i] for i in idx], dtype=torch.float32, device=device)
-                  if cfg.loss == "marginmse" else None)
-        loss = loss_fn(features, labels)
+        loss = batch_loss(model, preprocess, [examples.rows[i] for i in idx],
+                          [examples.labels[i] for i in idx] if cfg.loss == "marginmse" else None, cfg, device)
         loss.backward()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -241,21 +273,28 @@ def fine_tune(model_path: str, examples: Examples, cfg: TrainConfig, seed: int =
         den = sum(float((v.float() ** 2).sum()) for v in initial.values())
     stats = {"steps": steps, "rows": len(examples.rows), "rows_seen": seen_rows,
              "epochs_seen": round(seen_rows / len(examples.rows), 3), "negatives_per_row": len(examples.columns) - 2,
+             "rows_full_negatives": examples.counts.get("rows_full_negatives", len(examples.rows)),
              "loss_first": losses[0], "loss_last": losses[-1],
              "loss_mean_last_10": float(np.mean(losses[-10:])), "weight_relative_change": math.sqrt(num / den),
              "device": device, "train_seconds": round(seconds, 3), "loss": cfg.loss}
     return model, stats
 
 
-def _loss(model, cfg: TrainConfig):
-    try:  # sentence-transformers >= 6 moved the losses; the old path still works there, with a warning
-        from sentence_transformers.sentence_transformer import losses
-    except ImportError:  # pragma: no cover - older sentence-transformers
-        from sentence_transformers import losses
+def batch_loss(model, preprocess, rows: Sequence[Tuple[str, ...]], labels, cfg: TrainConfig, device: str):
+    """The loss of one batch of rows with 0 .. n negatives each (``losses.py``): the anchors in one forward pass,
+    the positives and all negatives in another (documents share a length profile)."""
+    anchors, positives, negatives, owner, margins = flatten_batch(rows, labels)
+
+    def embed(texts):
+        features = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in preprocess(list(texts)).items()}
+        return model(features)["sentence_embedding"]
+
+    a = embed(anchors)
+    docs = embed(positives + negatives)
+    p, n = docs[:len(positives)], docs[len(positives):]
     if cfg.loss == "marginmse":
-        # dot product of the model's normalized embeddings: cosine, the bi-encoder teacher's own scale
-        return losses.MarginMSELoss(model)
-    return losses.MultipleNegativesRankingLoss(model, scale=cfg.scale)
+        return ragged_margin_mse(a, p, n, owner, margins)
+    return ragged_mnrl(a, p, n, cfg.scale)
 
 
 def _no_decay(name: str) -> bool:
