@@ -54,6 +54,24 @@ def _size_and_mtime(filesystem, path: str) -> tuple:
     return size, newest
 
 
+_process_inputs: Optional[str] = None
+
+
+def process_inputs_dir() -> str:
+    """A folder of this process, removed when it exits, for the input files a call writes from in-memory texts
+    (``compat.mine_hard_negatives``). The files are named by their content and kept for the process's life, so a
+    second call on the same texts reads the same files: same corpus stamps, same store key, and the embedding
+    store of the first call is reused as it stands (none encoded)."""
+    global _process_inputs
+    if _process_inputs is None or not os.path.isdir(_process_inputs):
+        import atexit
+        import shutil
+        import tempfile
+        _process_inputs = tempfile.mkdtemp(prefix="streammine-inputs-")
+        atexit.register(shutil.rmtree, _process_inputs, True)
+    return _process_inputs
+
+
 def entries(root: str) -> List[dict]:
     """One dict per cache entry: ``kind``, ``key``, ``url``, ``bytes``, ``modified`` (unix seconds, the newest
     file), and for embedding stores ``model`` and ``docs`` (from the manifest; None when not committed)."""

@@ -312,7 +312,10 @@ def run_cache(args) -> int:
             raise ConfigError("--older-than, --max-size and --dry-run go with `cache prune`, not `cache ls`")
         entries = cache.entries(root)
         for e in entries:
-            extra = f"  {e.get('docs')} documents, model {e.get('model')}" if e["kind"] == "embeddings" else ""
+            extra = ""
+            if e["kind"] == "embeddings":
+                extra = f"  {e['docs']} documents, model {e.get('model')}" if e.get("docs") is not None else \
+                    "  not committed (a run writing it, or one that stopped)"
             print(f"{cache.human_bytes(e['bytes']):>10}  {_when(e['modified'])}  {e['kind']}/{e['key']}{extra}")
         total = sum(e["bytes"] for e in entries)
         print(f"{cache.human_bytes(total):>10}  total in {root} ({len(entries)} entries)")

@@ -51,7 +51,8 @@ def build_store(cfg: MineConfig, paths: RunPaths, metrics, plan: EncoderPlan, pr
         ds = read_dataset(corpus_read_fns(cfg, paths.read_quarantine, plan.block_rows), "corpus")
     elif every_doc_cached:
         ds = read_dataset(corpus_read_fns(cfg, paths.read_quarantine, plan.block_rows), "corpus")
-        ds = ds.map_batches(all_cached_documents, batch_format="pyarrow", num_cpus=0.25,
+        # as the read task asks (read_dataset): Ray Data then fuses the two into one task
+        ds = ds.map_batches(all_cached_documents, batch_format="pyarrow", num_cpus=1,
                             fn_kwargs={"dim": read_manifest(cached)["dim"], "metrics": metrics})
     else:
         windows = corpus_read_fns(cfg, paths.read_quarantine, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
