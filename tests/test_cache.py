@@ -206,10 +206,10 @@ def test_a_fully_cached_run_starts_no_encoder_and_says_so(ray_session, tmp_path,
     s = warm.summary
     assert not s["index"]["store_reused"]  # another store key: the cached-documents path, not a reused store
     assert s["counts"]["documents_encoded"] == 0 and s["counts"]["documents_from_cache"] == 40
+    assert _encoder_actors_started() == started, "an encoder actor was started for a fully cached corpus"
     assert s["stages"].get("encode_corpus", {}).get("busy_seconds", 0.0) == 0.0
     assert "encode_corpus" not in s["stages"] and s["stages"]["corpus_cached"]["rows"] == 40
     assert s["query_vectors"] == "cache" and s["counts"]["queries_encoded"] == 0
-    assert _encoder_actors_started() == started, "an encoder actor was started for a fully cached corpus"
     assert s["seconds"]["corpus_encode_seconds"] < cold.summary["seconds"]["corpus_encode_seconds"]
     print_summary(warm)
     out = capsys.readouterr().out
@@ -228,3 +228,30 @@ def test_a_fully_cached_run_starts_no_encoder_and_says_so(ray_session, tmp_path,
     ids = sorted(first["docs"])
     reference = encode(default_model_path(), [first["docs"][d] for d in ids])
     np.testing.assert_allclose(np.stack([got[d] for d in ids]), reference, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_second_compat_call_on_the_same_texts_and_model_object_encodes_nothing(ray_session, tmp_path):
+    """compat without cache_folder: the second call with the same model object and texts reuses the first call's
+    embedding store (no encoder actor starts, no document or query encoded) and returns the same rows."""
+    import json
+    pytest.importorskip("datasets")
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from streammine.compat import mine_hard_negatives
+    data = tiny_scifact(str(tmp_path / "data"), n_docs=40)
+    qids = sorted(data["qrels"])[:8]
+    dataset = Dataset.from_dict({"query": [data["queries"][q] for q in qids],
+                                 "answer": [data["docs"][data["qrels"][q][0]] for q in qids]})
+    model = SentenceTransformer(default_model_path(), device="cpu")
+    kw = dict(corpus=list(data["docs"].values()), num_negatives=2, verbose=False,
+              overrides={"encoder.num_actors": 1})
+    first = mine_hard_negatives(dataset, model, output_path=str(tmp_path / "o1"), **kw)
+    started = _encoder_actors_started()
+    second = mine_hard_negatives(dataset, model, output_path=str(tmp_path / "o2"), **kw)
+    one, two = (json.load(open(tmp_path / o / "summary.json")) for o in ("o1", "o2"))
+    assert one["counts"]["documents_encoded"] == 40
+    assert two["index"]["store_reused"] and two["counts"]["documents_encoded"] == 0
+    assert two["counts"]["queries_encoded"] == 0 and two["query_vectors"] == "cache"
+    assert _encoder_actors_started() == started
+    assert second.to_dict() == first.to_dict()
