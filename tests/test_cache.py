@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from serve_helpers import encode, tiny_scifact
+from serve_helpers import tiny_scifact
 from streammine import cache
 from streammine.encode.base import default_model_path
 from streammine.errors import ConfigError
@@ -175,6 +175,13 @@ def test_prune_mistakes_are_one_line(fake_cache, capfd, tmp_path):
 
 # ---- a run whose every document is cached ------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def minilm():
+    """The model, loaded once in this process: the reference encoder, and compat's model object."""
+    from sentence_transformers import SentenceTransformer
+    return SentenceTransformer(default_model_path(), device="cpu")
+
+
 def _encoder_actors_started() -> int:
     """Encoder actors (document or query stages) this Ray has started, alive or not."""
     from ray._private import state
@@ -183,7 +190,7 @@ def _encoder_actors_started() -> int:
 
 
 @pytest.mark.slow
-def test_a_fully_cached_run_starts_no_encoder_and_says_so(ray_session, tmp_path, capsys):
+def test_a_fully_cached_run_starts_no_encoder_and_says_so(ray_session, minilm, tmp_path, capsys):
     """The same corpus under another path (a new store key): every document comes from the first run's store.
     No encoder actor starts, the stage metrics hold no encoder time, the summary and its line say so, and the
     copied vectors are the model's own (encoded here, in the test, as the reference)."""
@@ -226,24 +233,23 @@ def test_a_fully_cached_run_starts_no_encoder_and_says_so(ray_session, tmp_path,
         where.update(x.rsplit(":", 1)[0] for x in t.column("location").to_pylist())
     assert where == {str(tmp_path / "b" / "corpus.jsonl")}
     ids = sorted(first["docs"])
-    reference = encode(default_model_path(), [first["docs"][d] for d in ids])
+    reference = minilm.encode([first["docs"][d] for d in ids], normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(np.stack([got[d] for d in ids]), reference, atol=1e-4)
 
 
 @pytest.mark.slow
-def test_a_second_compat_call_on_the_same_texts_and_model_object_encodes_nothing(ray_session, tmp_path):
+def test_a_second_compat_call_on_the_same_texts_and_model_object_encodes_nothing(ray_session, minilm, tmp_path):
     """compat without cache_folder: the second call with the same model object and texts reuses the first call's
     embedding store (no encoder actor starts, no document or query encoded) and returns the same rows."""
     import json
     pytest.importorskip("datasets")
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
     from streammine.compat import mine_hard_negatives
     data = tiny_scifact(str(tmp_path / "data"), n_docs=40)
     qids = sorted(data["qrels"])[:8]
     dataset = Dataset.from_dict({"query": [data["queries"][q] for q in qids],
                                  "answer": [data["docs"][data["qrels"][q][0]] for q in qids]})
-    model = SentenceTransformer(default_model_path(), device="cpu")
+    model = minilm
     kw = dict(corpus=list(data["docs"].values()), num_negatives=2, verbose=False,
               overrides={"encoder.num_actors": 1})
     first = mine_hard_negatives(dataset, model, output_path=str(tmp_path / "o1"), **kw)
