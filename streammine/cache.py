@@ -7,7 +7,9 @@ Where: ``run.work_dir`` when set (the older per-run setting), else ``run.cache_d
     query_vectors/<model key>/         query vectors of one model and query prompt (+ complete/ marks)
 
 Entries are content-addressed and a store becomes visible only when its manifest is written (last), so runs of
-different outputs share them; a second run over the same corpus and model encodes no document.
+different outputs share them; a second run over the same corpus and model encodes no document, and one over the
+same documents under new file stamps or another path starts no encoder (``run.store_build``). ``prune`` removes
+entries by age and size, oldest first (``choose_prune``), only those named like one (a 16-hex key).
 """
 from __future__ import annotations
 
