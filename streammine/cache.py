@@ -7,11 +7,14 @@ Where: ``run.work_dir`` when set (the older per-run setting), else ``run.cache_d
     query_vectors/<model key>/         query vectors of one model and query prompt (+ complete/ marks)
 
 Entries are content-addressed and a store becomes visible only when its manifest is written (last), so runs of
-different outputs share them; a second run over the same corpus and model encodes no document.
+different outputs share them; a second run over the same corpus and model encodes no document, and one over the
+same documents under new file stamps or another path starts no encoder (``run.store_build``). ``prune`` removes
+entries by age and size, oldest first (``choose_prune``), only those named like one (a 16-hex key).
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import List, Optional
 
@@ -53,6 +56,24 @@ def _size_and_mtime(filesystem, path: str) -> tuple:
     return size, newest
 
 
+_process_inputs: Optional[str] = None
+
+
+def process_inputs_dir() -> str:
+    """A folder of this process, removed when it exits, for the input files a call writes from in-memory texts
+    (``compat.mine_hard_negatives``). The files are named by their content and kept for the process's life, so a
+    second call on the same texts reads the same files: same corpus stamps, same store key, and the embedding
+    store of the first call is reused as it stands (none encoded)."""
+    global _process_inputs
+    if _process_inputs is None or not os.path.isdir(_process_inputs):
+        import atexit
+        import shutil
+        import tempfile
+        _process_inputs = tempfile.mkdtemp(prefix="streammine-inputs-")
+        atexit.register(shutil.rmtree, _process_inputs, True)
+    return _process_inputs
+
+
 def entries(root: str) -> List[dict]:
     """One dict per cache entry: ``kind``, ``key``, ``url``, ``bytes``, ``modified`` (unix seconds, the newest
     file), and for embedding stores ``model`` and ``docs`` (from the manifest; None when not committed)."""
@@ -66,6 +87,8 @@ def entries(root: str) -> List[dict]:
             continue
         for child in sorted(filesystem.ls(kind_path, detail=False)):
             key = child.rstrip("/").rsplit("/", 1)[-1]
+            if not is_entry_key(key):
+                continue
             url = fs.join(root, kind, key)
             size, modified = _size_and_mtime(filesystem, child)
             entry = {"kind": kind, "key": key, "url": url, "bytes": size, "modified": modified}
@@ -76,17 +99,75 @@ def entries(root: str) -> List[dict]:
     return out
 
 
-def prune(root: str, older_than_s: Optional[float] = None, now: Optional[float] = None) -> List[dict]:
-    """Removes the entries last modified more than ``older_than_s`` seconds ago (every entry when None); returns
-    the removed ones."""
+# An entry's folder name is a 16-hex digest (index/store_naming.digest16): anything else under the cache's kind
+# folders is not streammine's (a --cache-dir pointed at the wrong folder), so prune never removes it.
+_KEY = re.compile(r"^[0-9a-f]{16}$")
+
+
+def is_entry_key(name: str) -> bool:
+    return bool(_KEY.match(name))
+
+
+def choose_prune(entries_: List[dict], now: float, older_than_s: Optional[float] = None,
+                 max_bytes: Optional[float] = None) -> List[dict]:
+    """The entries a prune removes, oldest first: those last modified more than ``older_than_s`` ago, then, while
+    the rest still exceed ``max_bytes`` in total, the oldest of the rest. Neither limit: every entry."""
+    by_age = sorted(entries_, key=lambda e: (e["modified"], e["kind"], e["key"]))
+    if older_than_s is None and max_bytes is None:
+        return by_age
+    go = [e for e in by_age if older_than_s is not None and now - e["modified"] > older_than_s]
+    kept = [e for e in by_age if not any(e is g for g in go)]
+    if max_bytes is not None:
+        total = sum(e["bytes"] for e in kept)
+        while kept and total > max_bytes:
+            oldest = kept.pop(0)
+            go.append(oldest)
+            total -= oldest["bytes"]
+    return go
+
+
+def prune(root: str, older_than_s: Optional[float] = None, max_bytes: Optional[float] = None,
+          dry_run: bool = False, now: Optional[float] = None) -> List[dict]:
+    """Removes the entries ``choose_prune`` picks (nothing with ``dry_run``); returns them, oldest first. Only
+    streammine's own entries (``<root>/<kind>/<16-hex key>``) are ever removed; a link is removed, not followed."""
     now = time.time() if now is None else now
-    removed = []
-    for e in entries(root):
-        if older_than_s is None or now - e["modified"] > older_than_s:
-            filesystem, path = fs.resolve(e["url"])
-            filesystem.rm(path, recursive=True)
-            removed.append(e)
-    return removed
+    chosen = choose_prune(entries(root), now, older_than_s, max_bytes)
+    if not dry_run:
+        for e in chosen:
+            _remove_entry(e["url"])
+    return chosen
+
+
+def _remove_entry(url: str) -> None:
+    if fs.is_local(url):
+        path = os.path.expanduser(url)
+        if os.path.islink(path):  # the link is the cache's; what it points at is not
+            os.unlink(path)
+            return
+    filesystem, path = fs.resolve(url)
+    filesystem.rm(path, recursive=True)
+
+
+def summary_line(root: str) -> Optional[str]:
+    """``"<size> in <n> entries at <root>"`` for a local cache (a listing of an object store can be slow and
+    cost requests: None there), None when the cache does not exist."""
+    if not fs.is_local(root) or not os.path.isdir(os.path.expanduser(root)):
+        return None
+    found = entries(root)
+    return f"{human_bytes(sum(e['bytes'] for e in found))} in {len(found)} entries at {root}"
+
+
+def parse_size(text: str) -> float:
+    """``"10GiB"``, ``"500MB"``, ``"2G"``, ``"1048576"`` (bytes) -> bytes (K/M/G/T and KiB/MiB/... are powers of
+    1024, KB/MB/... of 1000)."""
+    t = str(text).strip()
+    m = re.match(r"^([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B?)$", t, re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"--max-size: cannot read {text!r} (e.g. 10GiB, 500MB, 2G)")
+    value, prefix, suffix = float(m.group(1)), m.group(2).upper(), m.group(3).upper()
+    power = " KMGT".index(prefix) if prefix else 0
+    base = 1000.0 if suffix == "B" and prefix else 1024.0
+    return value * base ** power
 
 
 def parse_age(text: str) -> float:
@@ -111,3 +192,17 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+def corpus_line(docs: int, encoded: int, from_cache: int, encode_seconds: Optional[float],
+                precomputed: bool = False) -> str:
+    """What a run's corpus came from, in one line: the summary's ``documents_encoded`` / ``documents_from_cache``
+    and ``corpus_encode_seconds`` (which, with nothing to encode, is only the store's copy or lookup)."""
+    took = f" in {encode_seconds:.1f} s" if encode_seconds is not None else ""
+    if precomputed:
+        return f"{docs} documents, precomputed vectors (none encoded; store ready{took})"
+    if encoded == 0:
+        return f"{docs} documents, all from the cache; none encoded (store ready{took})"
+    if from_cache == 0:
+        return f"{docs} documents, all encoded{took}"
+    return f"{docs} documents: {from_cache} from the cache, {encoded} encoded{took}"

@@ -14,7 +14,8 @@ import traceback
 from . import __version__, cache, config, console, registries
 from .api import demo_data_path, load_config, mine
 from .config import MineConfig, parse_set_items
-from .errors import find_error, one_line
+from .errors import ConfigError, find_error, one_line
+from .io import fs
 from .evaluate import cli as eval_cli
 from .preflight import check_serve_output
 from .refresh.versions import check_version_name
@@ -122,10 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", dest="cache_dir", help=HELP["cache_dir"])
     _add_console_arguments(d)
     c = add("cache", "show (ls) or prune the cache of embeddings and query vectors")
-    c.add_argument("action", choices=("ls", "prune"), help="ls: list entries and sizes; prune: remove entries")
+    c.add_argument("action", choices=("ls", "prune"),
+                   help="ls: list entries, sizes and the total; prune: remove entries, oldest first")
     c.add_argument("--cache-dir", dest="cache_dir", help=HELP["cache_dir"])
     c.add_argument("--older-than", dest="older_than",
-                   help="prune: only entries not modified for this long (e.g. 30d, 12h; default: every entry)")
+                   help="prune: entries not modified for this long (e.g. 30d, 12h, 45m)")
+    c.add_argument("--max-size", dest="max_size",
+                   help="prune: then the oldest entries until the cache holds at most this much (e.g. 10GiB, "
+                        "500MB); with neither limit, prune removes every entry")
+    c.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="prune: list what would be removed, remove nothing")
     _add_console_arguments(c)
     for p in (report_cli.add_parser(sub), eval_cli.add_parser(sub)):
         _add_console_arguments(p)
@@ -192,8 +199,11 @@ def print_summary(result) -> None:
           f"{c['removed_probable_false_negatives']}; known positives skipped: {c['removed_known_positives']}")
     print(f"time:     {s['seconds']['total']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in s['seconds'].items() if k != 'total')})")
     if "documents_encoded" in c:
-        print(f"corpus:   {c.get('corpus_documents', '?')} documents; {c['documents_encoded']} encoded "
-              f"(the others from the cache)")
+        docs, encoded = int(c.get("corpus_documents", 0)), int(c["documents_encoded"])
+        from_cache = int(c.get("documents_from_cache", docs - encoded))
+        precomputed = (s.get("config") or {}).get("encoder", {}).get("kind") == "precomputed"
+        print(f"corpus:   "
+              f"{cache.corpus_line(docs, encoded, from_cache, s['seconds'].get('corpus_encode_seconds'), precomputed)}")
     exports = s.get("exports") or {}
     if "skipped" in exports:
         print(f"exports:  skipped ({exports['skipped']})")
@@ -282,32 +292,50 @@ def _main(argv=None) -> int:
         print(f"streammine demo: mining {cfg.input.path} (SciFact slice, CC BY-NC 2.0) on a local Ray")
     result = mine(cfg)
     print_summary(result)
+    line = cache.summary_line(cache.cache_root(cfg))
+    if line:  # the shared cache grows with every new corpus or model: say how big it is and how to trim it
+        print(f"cache:    {line} (streammine cache ls / prune)")
     if args.command == "demo":
-        print("\nfirst mined row:")
-        from .sink.parts import iter_rows  # imports Ray Data (the parts Datasink lives there)
-        batch = next(iter_rows(result.output, columns=["query", "positive_ids", "negative_ids", "negative_scores"]))
-        row = batch.slice(0, 1).to_pylist()[0]
-        print(json.dumps({"query": row["query"], "positive_ids": row["positive_ids"],
-                          "negative_ids": row["negative_ids"],
-                          "negative_scores": [round(float(x), 4) for x in row["negative_scores"]]}))
+        # the demo's last words: where the negatives are and what to run next
+        print(f"\nmined into {result.output}")
+        print(f"next:     streammine report {result.output}")
     return 0
 
 
 def run_cache(args) -> int:
     root = args.cache_dir or cache.default_cache_dir()
+    if args.cache_dir and fs.is_local(root) and os.path.exists(os.path.expanduser(root)) \
+            and not os.path.isdir(os.path.expanduser(root)):
+        raise ConfigError(f"--cache-dir {root}: not a directory")
     if args.action == "ls":
+        if args.older_than or args.max_size or args.dry_run:
+            raise ConfigError("--older-than, --max-size and --dry-run go with `cache prune`, not `cache ls`")
         entries = cache.entries(root)
         for e in entries:
-            extra = f"  {e.get('docs')} documents, model {e.get('model')}" if e["kind"] == "embeddings" else ""
-            age = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["modified"])) if e["modified"] else "?"
-            print(f"{cache.human_bytes(e['bytes']):>10}  {age}  {e['kind']}/{e['key']}{extra}")
+            extra = ""
+            if e["kind"] == "embeddings":
+                extra = f"  {e['docs']} documents, model {e.get('model')}" if e.get("docs") is not None else \
+                    "  not committed (a run writing it, or one that stopped)"
+            print(f"{cache.human_bytes(e['bytes']):>10}  {_when(e['modified'])}  {e['kind']}/{e['key']}{extra}")
         total = sum(e["bytes"] for e in entries)
         print(f"{cache.human_bytes(total):>10}  total in {root} ({len(entries)} entries)")
         return 0
     older = cache.parse_age(args.older_than) if args.older_than else None
-    removed = cache.prune(root, older)
-    print(f"removed {len(removed)} entries ({cache.human_bytes(sum(e['bytes'] for e in removed))}) from {root}")
+    max_bytes = cache.parse_size(args.max_size) if args.max_size else None
+    chosen = cache.prune(root, older, max_bytes, dry_run=args.dry_run)
+    for e in chosen:
+        print(f"{'would remove' if args.dry_run else 'removed'} {cache.human_bytes(e['bytes']):>10}  "
+              f"{_when(e['modified'])}  {e['kind']}/{e['key']}")
+    size = cache.human_bytes(sum(e["bytes"] for e in chosen))
+    if args.dry_run:
+        print(f"would remove {len(chosen)} entries ({size}) from {root}; nothing removed (--dry-run)")
+    else:
+        print(f"removed {len(chosen)} entries ({size}) from {root}")
     return 0
+
+
+def _when(modified: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)) if modified else "?"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import console
+from .cache import process_inputs_dir
 from .encode.model_object import publish
 from .keys import content_id, key64, uniform_keys
 from .mining.samplers import sample_random, sample_top
@@ -439,7 +440,9 @@ def mine_hard_negatives(
     try:
         # an object's current in-memory weights encode (named by their digest); a path is loaded as given
         model_name = str(model) if isinstance(model, (str, os.PathLike)) else publish(model)
-        in_dir = _content_dir(cache_folder or private, queries, positives, extra)
+        # without cache_folder the texts go to a folder of this process (not of this call): a second call on the
+        # same texts and model reuses the first one's embedding store in the cache
+        in_dir = _content_dir(cache_folder or process_inputs_dir(), queries, positives, extra)
         pairs_url = os.path.join(in_dir, "pairs.parquet")
         _write_table(pairs_url, {"anchor": queries, "positive": positives})
         corpus_url = None

@@ -282,9 +282,11 @@ def first_id_conflict(id_keys: np.ndarray, text_keys: np.ndarray) -> Optional[tu
     return int(first_of_row[later]), later
 
 
-def scan_corpus(cfg: MineConfig) -> int:
+def scan_corpus(cfg: MineConfig, keys: Optional[list] = None) -> int:
     """Reads the corpus once (strict: a bad row raises, naming its line) and raises on a document id given twice
-    with different texts, naming both lines; returns the number of documents. Memory: 16 bytes per document."""
+    with different texts, naming both lines; returns the number of documents. Memory: 16 bytes per document.
+    ``keys``: a list that gets the corpus's sorted distinct doc keys (``index.store.doc_keys``), with which the
+    run tells, before any encoder starts, how many documents the embedding cache already holds."""
     from .keys import keys64
     id_keys, text_keys = [], []
     for block in _corpus_blocks(cfg):
@@ -292,6 +294,9 @@ def scan_corpus(cfg: MineConfig) -> int:
         text_keys.append(block.column("text_key").to_numpy(zero_copy_only=False).astype(np.uint64))
     ids = np.concatenate(id_keys) if id_keys else np.zeros(0, np.uint64)
     texts = np.concatenate(text_keys) if text_keys else np.zeros(0, np.uint64)
+    if keys is not None:
+        from .index.store import doc_keys_of_id_keys
+        keys.append(np.unique(doc_keys_of_id_keys(ids, texts)))
     conflict = first_id_conflict(ids, texts)
     if conflict is not None:
         # rare: read again to name both rows (and rule out a 64-bit collision between two different ids)
@@ -312,23 +317,37 @@ def scan_corpus(cfg: MineConfig) -> int:
     return len(ids)
 
 
-def scan_queries(cfg: MineConfig) -> int:
+def scan_queries(cfg: MineConfig, keys: Optional[list] = None) -> int:
     """Reads the queries (strict: bad rows, duplicate query ids, qrels naming unknown queries raise); returns how
-    many the run will mine."""
-    return sum(t.num_rows for t in input_format(cfg).query_blocks(cfg.run.query_batch_size, quarantine=None))
+    many the run will mine. ``keys``: a list that gets the query texts' keys (``query_cache.query_keys``)."""
+    from .encode.query_cache import query_keys
+    n, found = 0, []
+    for t in input_format(cfg).query_blocks(cfg.run.query_batch_size, quarantine=None):
+        n += t.num_rows
+        if keys is not None:
+            found.append(query_keys(t.column("query").to_pylist()))
+    if keys is not None:
+        keys.append(np.concatenate(found) if found else np.zeros(0, np.uint64))
+    return n
 
 
 def scan_inputs(cfg: MineConfig, corpus: bool = True) -> dict:
     """The read pass (strict runs only; a lenient run quarantines in its own passes): ``{"documents": n or None,
-    "queries": m or None}``. ``corpus=False`` skips the corpus (its embedding store is already built)."""
-    counts = {"documents": None, "queries": None}
+    "queries": m or None, "document_keys": the corpus's doc keys or None, "query_keys": the query texts' keys
+    or None}``. ``corpus=False`` skips the corpus
+    (its embedding store is already built)."""
+    counts = {"documents": None, "queries": None, "document_keys": None, "query_keys": None}
     if cfg.input.lenient:
         return counts
     if corpus and not input_format(cfg).precomputed:
+        keys: list = []
         with _access(cfg.input.path):
-            counts["documents"] = scan_corpus(cfg)
+            counts["documents"] = scan_corpus(cfg, keys)
+        counts["document_keys"] = keys[0]
+    keys = []
     with _access(cfg.input.path):
-        counts["queries"] = scan_queries(cfg)
+        counts["queries"] = scan_queries(cfg, keys)
+    counts["query_keys"] = keys[0]
     return counts
 
 

@@ -210,7 +210,8 @@ def test_same_text_copies_whatever_the_blocks_with_the_real_model(ray_session, t
 def test_demo_command(tmp_path, streammine_cache):
     """`streammine demo` runs the whole path on the shipped slice in its own local Ray and prints a summary: at
     most 25 lines on a pipe, none of them Ray's (stderr stays empty). A second demo into another output folder
-    takes the corpus vectors from the cache (this test's temporary STREAMMINE_CACHE): 0 documents encoded."""
+    takes the corpus vectors from the cache (this test's temporary STREAMMINE_CACHE): 0 documents encoded, said in
+    one line. The demo ends with the output folder and the command to run next."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled", STREAMMINE_CACHE=streammine_cache)
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "demo"
@@ -221,7 +222,11 @@ def test_demo_command(tmp_path, streammine_cache):
     assert proc.stderr == "", proc.stderr[-3000:]
     assert len(proc.stdout.splitlines()) <= 25, proc.stdout
     assert "encode: 300/300 documents" in proc.stdout and "mine: 40/40 queries" in proc.stdout
-    assert "corpus:   300 documents; 300 encoded" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert [x for x in lines if x.startswith("corpus:")] == [
+        next(x for x in lines if x.startswith("corpus:   300 documents, all encoded in "))]
+    assert lines[-2:] == [f"mined into {out}", f"next:     streammine report {out}"]
+    assert any(x.startswith("cache:    ") and "in 2 entries at" in x for x in lines), lines
     rows = read_output(str(out))
     assert len(rows) == 40 and all(len(r["negative_ids"]) == 5 for r in rows.values())
     lines = [json.loads(x) for x in open(out / "export" / "flagembedding.jsonl")]
@@ -231,7 +236,10 @@ def test_demo_command(tmp_path, streammine_cache):
     again = subprocess.run([sys.executable, "-m", "streammine.cli", "demo", "--output", str(tmp_path / "demo2")],
                            env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "corpus:   300 documents; 0 encoded" in again.stdout, again.stdout
+    assert [x for x in again.stdout.splitlines() if x.startswith("corpus:")] == [
+        next(x for x in again.stdout.splitlines()
+             if x.startswith("corpus:   300 documents, all from the cache; none encoded (store ready in "))]
+    assert "from the cache" not in proc.stdout and "encode: " not in again.stdout
     assert read_output(str(tmp_path / "demo2")) == rows
 
 
@@ -257,14 +265,16 @@ def test_queries_prefetched_by_the_corpus_encoders_change_nothing(ray_session, t
         assert a[qid]["negative_ids"] == b[qid]["negative_ids"]
         np.testing.assert_allclose(a[qid]["negative_scores"], b[qid]["negative_scores"], atol=1e-5)
     # Warm (the store is reused, nothing prefetched): the cold pass marked the cache complete for this input, so
-    # the miners read it again; another query limit has no such mark and gets the query-encoder stage.
+    # the miners read it again.
     warm = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / "pre"), "output.overwrite": True}))
     assert warm.summary["index"]["store_reused"] and warm.summary["query_vectors"] == "cache"
     assert warm.summary["stages"]["queries_cached"]["rows"] == 16 and warm.summary["counts"]["queries_encoded"] == 0
     assert read_output(warm.output) == a
+    # Another query limit has no such mark, but its 12 queries are among the 16 cached: the miners look them up
     other = streammine.mine(overrides=dict(base, **{"output.path": str(tmp_path / "pre"), "output.overwrite": True,
                                                      "input.max_queries": 12}))
-    assert other.summary["query_vectors"] == "encoder-actors" and other.summary["counts"]["queries_in"] == 12
+    assert other.summary["query_vectors"] == "cache" and other.summary["counts"]["queries_in"] == 12
+    assert other.summary["counts"]["queries_encoded"] == 0
 
 
 def test_local_ray_stops_its_autoscaler_monitor_first(tmp_path):

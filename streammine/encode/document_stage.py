@@ -53,17 +53,19 @@ class EncodeStage:
 
 class EncodeDocuments(EncodeStage):
     """Documents -> vectors; with ``cached_store``, documents that store already holds (same id, same text, same
-    model) are not encoded: they get a ``cached`` flag and a zero vector, filled from that store at commit. With a
-    ``prefetcher`` (``query_vectors.QueryPrefetcher``), every input block goes through it first: it takes out the
-    run's queries, if the block carries any, and encodes them with this stage's model."""
+    model) are not encoded: they get a ``cached`` flag and a zero vector, filled from that store at commit, and
+    the model is loaded only when a block holds a document to encode. With a ``prefetcher``
+    (``query_vectors.QueryPrefetcher``), every input block goes through it first: it takes out the run's queries,
+    if the block carries any, and encodes them with this stage's model."""
     stage = "encode_corpus"
 
     def __init__(self, cfg: EncoderConfig, torch_threads: Optional[int] = None, metrics=None,
                  cached_store: Optional[str] = None, prefetcher=None, encoder=None):
-        super().__init__(cfg, torch_threads, metrics, encoder=encoder)
-        from ..index.store import stored_doc_keys
+        super().__init__(cfg, torch_threads, metrics, lazy=cached_store is not None, encoder=encoder)
+        from ..index.store import read_manifest, stored_doc_keys
         # 8 bytes per stored document, per encoder actor: the price of never encoding a document twice
         self.cached_keys = stored_doc_keys(cached_store) if cached_store else None
+        self.cached_dim = (read_manifest(cached_store) or {}).get("dim") if cached_store else None
         self.prefetcher = prefetcher
 
     def encode(self, block: pa.Table) -> np.ndarray:
@@ -78,15 +80,28 @@ class EncodeDocuments(EncodeStage):
     def _encode_documents(self, block: pa.Table) -> pa.Table:
         if self.cached_keys is None or len(self.cached_keys) == 0:
             return super().__call__(block).append_column("cached", pa.array(np.zeros(block.num_rows, bool)))
-        from ..index.store import doc_keys
-        keys = doc_keys(block.column("doc_id").to_pylist(), block.column("text_key").to_numpy())
-        pos = np.minimum(np.searchsorted(self.cached_keys, keys), len(self.cached_keys) - 1)
-        cached = self.cached_keys[pos] == keys
-        vectors = np.zeros((block.num_rows, self.encoder.dim), np.float32)
+        from ..index.store import doc_keys, in_sorted
+        cached = in_sorted(doc_keys(block.column("doc_id").to_pylist(), block.column("text_key").to_numpy()),
+                           self.cached_keys)
         todo = np.flatnonzero(~cached)
-        with self.metrics.time(self.stage, len(todo)):
-            if len(todo):
+        # the cached store's dimension: a block of cached documents only needs no model
+        vectors = np.zeros((block.num_rows, self.cached_dim or self.encoder.dim), np.float32)
+        if len(todo):  # no encoder time is reported for a block with nothing to encode
+            with self.metrics.time(self.stage, len(todo)):
                 vectors[todo] = self.encode(block.take(pa.array(todo)))
-        with self.metrics.time("corpus_cached", int(cached.sum())):
-            pass
-        return block.append_column("vector", to_arrow(vectors)).append_column("cached", pa.array(cached))
+        return mark_cached(block.append_column("vector", to_arrow(vectors)), cached, self.metrics)
+
+
+def mark_cached(block: pa.Table, cached: np.ndarray, metrics: MetricsClient) -> pa.Table:
+    """``block`` plus the ``cached`` flags the store sink fills vectors by; counts them (``corpus_cached``)."""
+    with metrics.time("corpus_cached", int(cached.sum())):
+        pass
+    return block.append_column("cached", pa.array(cached))
+
+
+def all_cached_documents(block: pa.Table, dim: int, metrics=None) -> pa.Table:
+    """The stage of a run whose every document the cached store holds (``run.store_build``): no model, no
+    encoder actor; zero vectors, every row flagged ``cached`` (the store sink copies the vectors in)."""
+    n = block.num_rows
+    return mark_cached(block.append_column("vector", to_arrow(np.zeros((n, dim), np.float32))),
+                       np.ones(n, bool), MetricsClient(metrics))

@@ -24,6 +24,21 @@ def query_keys(texts) -> np.ndarray:
     return keys64(texts)
 
 
+def holds_every_query(url: str, keys: np.ndarray) -> bool:
+    """Does the cache at ``url`` hold a vector for each of ``keys``? Reads the key columns only (8 bytes a
+    query), so the driver can tell before the query pass whether it needs an encoder."""
+    if len(keys) == 0 or not fs.exists(url):
+        return False
+    held = []
+    for part in fs.list_files(url, (".parquet",)):
+        try:
+            with fs.open_url(part, "rb") as f:
+                held.append(pq.read_table(f, columns=["query_key"]).column("query_key").to_numpy())
+        except (OSError, pa.ArrowInvalid):  # unreadable: as in ``load``, its queries count as missing
+            continue
+    return bool(held) and bool(np.isin(np.asarray(keys, np.uint64), np.concatenate(held)).all())
+
+
 class QueryVectorCache:
     def __init__(self, url: str):
         self.url = url

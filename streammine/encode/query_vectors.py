@@ -32,7 +32,7 @@ from ..metrics import MetricsClient
 from ..vectors import to_arrow
 from .plan import LOOKUP_CPUS, EncoderPlan
 from .pool import encoder_map_args
-from .query_cache import QueryVectorCache, query_keys
+from .query_cache import QueryVectorCache, holds_every_query, query_keys
 from .document_stage import EncodeStage
 
 # marks the query rows riding with the corpus through the document encoders (io.run_input.encoder_input_blocks)
@@ -52,15 +52,21 @@ class QueryVectorSource(str, enum.Enum):
         return self in (QueryVectorSource.PREFETCHED, QueryVectorSource.CACHE)
 
 
-def choose_source(cfg: MineConfig, complete_mark: Optional[str], prefetched: bool) -> QueryVectorSource:
+def choose_source(cfg: MineConfig, complete_mark: Optional[str], prefetched: bool,
+                  run_query_keys: Optional[np.ndarray] = None, cache_url: Optional[str] = None) -> QueryVectorSource:
     """The source of a pass: the user's vectors; else the cache when it holds every query (``prefetched``: this
-    run's corpus encoders just filled it, ``complete_mark`` exists: an earlier pass over the same input did);
-    else encoder actors. ``complete_mark``: ``RunPaths.query_cache_complete`` (None: no mark can exist)."""
+    run's corpus encoders just filled it, ``complete_mark`` exists: an earlier pass over the same input did, or
+    the cache at ``cache_url`` holds each of ``run_query_keys``, the run's query texts: an earlier pass over other
+    files with the same queries did); else encoder actors. ``complete_mark``: ``RunPaths.query_cache_complete``
+    (None: no mark can exist)."""
     if input_format(cfg).precomputed:
         return QueryVectorSource.PRECOMPUTED
     if complete_mark and prefetched:
         return QueryVectorSource.PREFETCHED
     if complete_mark and fs.exists(complete_mark):
+        return QueryVectorSource.CACHE
+    if complete_mark and cache_url and run_query_keys is not None and \
+            holds_every_query(cache_url, run_query_keys):
         return QueryVectorSource.CACHE
     return QueryVectorSource.ENCODER_ACTORS
 

@@ -39,7 +39,21 @@ def buckets_of_shard(shard_id: int, n_shards: int) -> list:
 
 def doc_keys(doc_ids, text_keys) -> np.ndarray:
     """One 64-bit key per (document id, document text): what the embedding cache is keyed by, per model."""
-    return splitmix64(keys64(doc_ids) ^ np.asarray(text_keys, dtype=np.uint64))
+    return doc_keys_of_id_keys(keys64(doc_ids), text_keys)
+
+
+def doc_keys_of_id_keys(id_keys, text_keys) -> np.ndarray:
+    """``doc_keys`` from the ids' 64-bit keys (``keys64``), for a reader that has those already."""
+    return splitmix64(np.asarray(id_keys, dtype=np.uint64) ^ np.asarray(text_keys, dtype=np.uint64))
+
+
+def in_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """For each of ``keys``: is it in ``sorted_keys`` (sorted, distinct, e.g. ``stored_doc_keys``)?"""
+    keys = np.asarray(keys, dtype=np.uint64)
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
 
 
 def stored_doc_keys(store_url: str) -> np.ndarray:

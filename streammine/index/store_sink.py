@@ -99,17 +99,30 @@ class EmbeddingStoreSink(Datasink):
 def fill_cached_vectors(store_url: str, cached_store: Optional[str], files: list, to_fill: list,
                         writer: str) -> list:
     """Replaces each file in ``to_fill`` by a copy whose cached rows carry their vectors from ``cached_store``
-    (one Ray task per file; each reads only the same bucket of the cached store). Returns the new file list."""
+    (each file reads only the same bucket of the cached store). Returns the new file list.
+
+    The files go in at most one Ray task per CPU of the cluster: a task is a worker process to start, and a store
+    has a file per bucket (64), which on a small machine took longer to start than to copy."""
     import ray
     if not cached_store:
         raise StreamMineError(f"{store_url}: rows marked cached but no store to take their vectors from")
     cached_manifest = read_manifest(cached_store)
     if cached_manifest is None:
         raise StreamMineError(f"the embedding cache {cached_store} is gone (no manifest): cannot reuse its vectors")
-    fill = ray.remote(num_cpus=0.25, max_retries=3)(_fill_file)
-    replaced = dict(ray.get([fill.remote(store_url, name, cached_store, cached_manifest["files"], writer)
-                             for name in to_fill]))
+    n_tasks = max(1, min(len(to_fill), int(ray.cluster_resources().get("CPU", 1))))
+    groups = [to_fill[k::n_tasks] for k in range(n_tasks)]
+    fill = ray.remote(num_cpus=0.25, max_retries=3)(_fill_files)
+    # _fill_file goes as an argument (by value when it is not this module's), so a test can wrap it
+    replaced = dict(pair for done in ray.get([fill.remote(_fill_file, store_url, names, cached_store,
+                                                          cached_manifest["files"], writer) for names in groups])
+                    for pair in done)
     return [replaced.get(f, f) for f in files]
+
+
+def _fill_files(fill_one, store_url: str, names: list, cached_store: str, cached_files: list, writer: str) -> list:
+    """One task's share of ``fill_cached_vectors``: ``(old name, new name)`` per file. A retry redoes them all:
+    each reads its input file again, which stays until the commit."""
+    return [fill_one(store_url, name, cached_store, cached_files, writer) for name in names]
 
 
 def _fill_file(store_url: str, name: str, cached_store: str, cached_files: list, writer: str):

@@ -96,7 +96,9 @@ class InProcessExecutor:
 
     # ---- the version: embedding store, then the shards -----------------------------------------------------
     def open_version(self, cfg: MineConfig, paths: RunPaths, prefetch_queries: bool = True,
-                     encode_progress=None) -> OpenVersion:
+                     encode_progress=None, corpus_keys=None) -> OpenVersion:
+        """``corpus_keys`` (the Ray path's shortcut for a corpus another store holds entirely) is not used: a
+        small run encodes what its own store lacks."""
         from contextlib import nullcontext
         from ..index.local import LocalShardedIndex
         plan = local_plan(cfg)
@@ -119,8 +121,9 @@ class InProcessExecutor:
         store_url = paths.store
         manifest = read_manifest(store_url)
         if manifest is not None:
-            return dict(manifest, reused=True)
-        if input_format(cfg).precomputed:
+            return dict(manifest, reused=True, queries_prefetched=False)
+        precomputed = input_format(cfg).precomputed
+        if precomputed:
             blocks = (b for fn in corpus_read_fns(cfg, paths.read_quarantine, plan.block_rows) for b in fn())
         else:
             stage = EncodeDocuments(cfg.encoder, None, self.metrics,
@@ -142,7 +145,8 @@ class InProcessExecutor:
         if manifest is None or not manifest.get("docs"):
             raise StreamMineError(f"{corpus_source(cfg)}: the corpus has no document"
                                   + (" (every row was quarantined)" if cfg.input.lenient else ""))
-        return dict(manifest, reused=False)
+        return dict(manifest, reused=False,
+                    queries_prefetched=bool(prefetch_queries and paths.query_cache and not precomputed))
 
     # ---- the query pass ---------------------------------------------------------------------------------------
     def mine_queries(self, cfg: MineConfig, version: OpenVersion, out_url: str, model_version: str,

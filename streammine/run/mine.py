@@ -104,12 +104,13 @@ def mine(cfg: MineConfig) -> RunResult:
         show = bool(cfg.run.progress) and console.show_progress()
         version = executor.open_version(cfg, paths, prefetch_queries=True, encode_progress=_progress(
             "encode", executor, ("encode_corpus", "corpus_cached"), totals["documents"], "documents",
-            show and not store_exists))
-        log.info("corpus: %d documents in the store (%s)", version.manifest["docs"],
-                 "reused" if version.store_reused else "encoded")
+            show and not store_exists), corpus_keys=totals.get("document_keys"))
+        # what the corpus came from is said once, in the summary (cache.corpus_line): not here as well
         phases = {"corpus_encode_seconds": version.encode_seconds,
                   "index_build_seconds": version.index_build_seconds}
-        source = choose_source(cfg, paths.query_cache_complete, prefetched=not version.store_reused)
+        source = choose_source(cfg, paths.query_cache_complete,
+                               prefetched=bool(version.manifest.get("queries_prefetched")),
+                               run_query_keys=totals.get("query_keys"), cache_url=paths.query_cache)
         with _phase(phases, "query_mining_seconds"), _progress(
                 "mine", executor, ("search_and_mine",), totals["queries"], "queries", show):
             executor.mine_queries(cfg, version, paths.output, version.manifest["store_key"], source)

@@ -3,7 +3,6 @@ actors and waits until they have built their shards. ``mine`` opens one; ``serve
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import ContextManager, Optional
 
@@ -41,18 +40,19 @@ class OpenVersion:
 
 
 def open_version(cfg: MineConfig, paths: RunPaths, metrics, prefetch_queries: bool = False,
-                 encode_progress: Optional[ContextManager] = None) -> OpenVersion:
+                 encode_progress: Optional[ContextManager] = None, corpus_keys=None) -> OpenVersion:
     """Plans the encoders, starts the shard actors (their start overlaps the encoding; they build when the store
     is committed and they are asked), builds or reuses ``paths.store`` (``store_build.build_store``) and waits
     until every shard is ready. On any failure the shard actors are stopped before the error is raised.
 
-    ``encode_progress``: a context manager held while the store is built (a progress line)."""
+    ``encode_progress``: a context manager held while documents are encoded (a progress line; not entered when
+    nothing is to encode). ``corpus_keys``: see ``store_build.build_store``."""
     plan = encoder_plan(cfg)  # a local run whose actors cannot fit stops here, before any actor is started
     index = ShardedIndex.start(paths.store, cfg.index, cfg.input.lenient, paths.quarantine)
     try:
         t = time.perf_counter()
-        with encode_progress or nullcontext():
-            manifest = build_store(cfg, paths, metrics, plan, prefetch_queries=prefetch_queries)
+        manifest = build_store(cfg, paths, metrics, plan, prefetch_queries=prefetch_queries,
+                               corpus_keys=corpus_keys, progress=encode_progress)
         encode_seconds = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         shard_info = index.wait_ready()

@@ -71,6 +71,9 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
     counts["queries_in"] = counts["queries_out"] + int(quarantined.get("query", 0))
     counts["queries_encoded"], counts["queries_from_cache"] = encoded_queries, cached_queries
     counts["documents_encoded"] = int(store.get("encoded", 0)) if not store.get("reused") else 0
+    # a reused store is the cache's as a whole; a new one may hold documents copied from an older store
+    counts["documents_from_cache"] = int(store.get("docs", 0)) if store.get("reused") else \
+        int(store.get("cached", 0))
     counts["quarantined"] = quarantined
     counts["quarantined_total"] = int(sum(quarantined.values()))
     counts["corpus_documents"] = int(store.get("docs", 0))
