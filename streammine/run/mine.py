@@ -68,9 +68,9 @@ class RayExecutor:
         self.metrics = start_stage_metrics()
 
     def open_version(self, cfg: MineConfig, paths: RunPaths, prefetch_queries: bool = True,
-                     encode_progress=None) -> OpenVersion:
+                     encode_progress=None, corpus_keys=None) -> OpenVersion:
         return open_version(cfg, paths, self.metrics, prefetch_queries=prefetch_queries,
-                            encode_progress=encode_progress)
+                            encode_progress=encode_progress, corpus_keys=corpus_keys)
 
     def mine_queries(self, cfg: MineConfig, version: OpenVersion, out_url: str, model_version: str,
                      source: QueryVectorSource) -> None:
