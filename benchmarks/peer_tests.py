@@ -12,7 +12,7 @@ process tree, one pytest per side, back to back:
   ``streammine.compat``'s): a one-line substitution of the import statement;
 - the hub models, which this machine cannot download, become offline ones (a ``conftest.py`` written beside the
   copy): ``static_retrieval_mrl_en_v1_model`` and ``paraphrase_distilroberta_base_v1_model`` are the packaged
-  all-MiniLM-L6-v2; the ``cross-encoder/...`` model is a real ``CrossEncoder`` built from the MiniLM weights with
+  all-MiniLM-L6-v2; ``reranker_bert_tiny_model`` and any ``cross-encoder/...`` model are a real ``CrossEncoder`` built from the MiniLM weights with
   a classification head seeded by ``torch.manual_seed(0)`` (no trained cross-encoder installs offline);
 - nothing else changes: every test body, assertion and parameter is the peer's.
 
@@ -35,7 +35,12 @@ import xml.etree.ElementTree as ET
 PEER_IMPORT = re.compile(r"^from sentence_transformers\.util import (.*)\bmine_hard_negatives\b(.*)$", re.M)
 HUB_CROSS_ENCODER = re.compile(r"CrossEncoder\(\s*\"cross-encoder/[^\"]+\"\s*\)")
 
-CONFTEST = '''"""Offline stand-ins for the hub models of the peer's tests (written by benchmarks/peer_tests.py)."""
+CONFTEST = '''"""Offline stand-ins for the hub models of the peer's tests (written by benchmarks/peer_tests.py).
+
+As in the peer's own conftest, each test gets a fresh copy of a model loaded once (tests set prompts on it), and
+transformers' warning-once memo is cleared before each test (tests look for warnings)."""
+import copy
+import logging
 import os
 
 import pytest
@@ -56,16 +61,37 @@ def offline_cross_encoder():
     return CrossEncoder(_minilm(), num_labels=1, device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_warning_once():
+    memo = getattr(getattr(logging.Logger, "warning_once", None), "cache_clear", None)
+    if memo is not None:
+        memo()
+
+
 @pytest.fixture(scope="session")
-def static_retrieval_mrl_en_v1_model():
+def _minilm_model():
     from sentence_transformers import SentenceTransformer
     return SentenceTransformer(_minilm(), device="cpu")
 
 
 @pytest.fixture(scope="session")
-def paraphrase_distilroberta_base_v1_model():
-    from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(_minilm(), device="cpu")
+def _cross_encoder():
+    return offline_cross_encoder()
+
+
+@pytest.fixture()
+def static_retrieval_mrl_en_v1_model(_minilm_model):
+    return copy.deepcopy(_minilm_model)
+
+
+@pytest.fixture()
+def paraphrase_distilroberta_base_v1_model(_minilm_model):
+    return copy.deepcopy(_minilm_model)
+
+
+@pytest.fixture()
+def reranker_bert_tiny_model(_cross_encoder):
+    return copy.deepcopy(_cross_encoder)
 '''
 
 SIDES = {
