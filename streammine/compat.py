@@ -332,8 +332,9 @@ def _export_cache(cfg: dict, cache_folder: str, model, queries, positives, given
                                       corpus_prompt, corpus_prompt_name, peer_corpus)
     paths = RunPaths.for_mine(load_config(overrides=cfg))
     try:
-        for path in export_peer_cache(paths.store, paths.query_cache, unique_queries, peer_corpus, q_file, d_file):
-            say(f"[Cache] Saved embeddings to {path}")
+        for side, path in export_peer_cache(paths.store, paths.query_cache, unique_queries, peer_corpus, q_file,
+                                            d_file):
+            say(f"[Cache] Saved {side} embeddings to {path}")
     except KeyError as e:  # e.g. an empty corpus string, which streammine does not encode
         logger.warning("streammine.compat: embeddings not saved to cache_folder (%s)", e)
 

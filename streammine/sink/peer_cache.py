@@ -62,14 +62,14 @@ def cached_query_vectors(query_cache_url: str, queries: Sequence[str]) -> np.nda
 def export_peer_cache(store_url: str, query_cache_url: Optional[str], queries: Sequence[str],
                       corpus: Sequence[str], query_file: str, corpus_file: str) -> list:
     """Writes the two files (those not there yet) from a finished run's store and query cache; returns the paths
-    written. ``corpus``: the texts in the peer's order (their store ids are their content ids)."""
+    written as (side, path). ``corpus``: the texts in the peer's order (their store ids are their content ids)."""
     written = []
     if not os.path.exists(corpus_file):
         _save(corpus_file, store_vectors(store_url, [content_id(t) for t in corpus]))
-        written.append(corpus_file)
+        written.append(("corpus", corpus_file))
     if query_cache_url and not os.path.exists(query_file):
         _save(query_file, cached_query_vectors(query_cache_url, queries))
-        written.append(query_file)
+        written.append(("query", query_file))
     return written
 
 
