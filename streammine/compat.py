@@ -25,7 +25,7 @@ from typing import Optional
 from .encode.model_object import publish
 from .keys import content_id
 from .mining import peer_summary as summary
-from .mining.peer_arguments import model_prompts, peer_argument_rules, pipeline_filter, resolve_prompt
+from .mining.peer_arguments import faiss_gpu_cap, model_prompts, peer_argument_rules, pipeline_filter, resolve_prompt
 from .mining.peer_selection import (WINDOWS, QueryCandidates, candidates_from_row, rescore, score_keep_mask,
                                     select_negatives, teacher_scores)
 from .sink.peer_columns import QueryResult, build_columns, rows_by_query
@@ -208,18 +208,20 @@ def mine_hard_negatives(
     max_positives = max(len(v) for v in positives_of.values())
     any_filter = (absolute_margin is not None or relative_margin is not None or max_score is not None
                   or (cross_encoder is not None and min_score is not None))
-    derived_range_max = None
+    derived_range_max, cap_note = None, ""
     if range_max is None:
-        range_max = derived_range_max = range_min + num_negatives * (10 if any_filter else 1) + max_positives
+        range_max, cap_note = faiss_gpu_cap(range_min + num_negatives * (10 if any_filter else 1) + max_positives,
+                                            max_positives, use_faiss)
+        derived_range_max = range_max
     if range_min < 0:
         raise ValueError(f"range_min must be non-negative, got range_min={range_min}.")
     if range_min >= range_max:
         raise ValueError(f"range_min must be smaller than range_max, got range_min={range_min} and "
-                         f"range_max={range_max}.")
+                         f"range_max={range_max}.{cap_note}")
     if num_negatives > range_max - range_min:
         raise ValueError(f"Cannot mine {num_negatives} negatives per query: only {range_max - range_min} candidates "
                          f"remain after skipping the first range_min={range_min} of range_max={range_max}. Consider "
-                         f"decreasing num_negatives or range_min, or increasing range_max.")
+                         f"decreasing num_negatives or range_min, or increasing range_max.{cap_note}")
     pool = range_max + max_positives + 1  # the peer's candidate count
     say = print if verbose else (lambda *a: None)
     for line in summary.opening_lines(len(positives_of), len(queries), [len(v) for v in positives_of.values()],

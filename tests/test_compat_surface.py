@@ -185,7 +185,7 @@ def test_filter_removals_count_each_filter_after_the_ones_before():
 
 def test_score_table_statistics_are_torchs():
     import torch
-    x = np.random.default_rng(1).normal(size=(3, 11))
+    x = np.random.default_rng(1).normal(size=(3, 12))  # even: torch takes the lower middle
     lines = peer_summary.score_table(*x)
     by_name = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in lines[2:]}
     t = torch.tensor(x)
@@ -201,3 +201,16 @@ def test_missing_line_names_what_to_adjust():
     assert "Consider adjusting the range_max parameter if" in only
     several = peer_summary.missing_line(1, 4, 2, {"max_score": 0.5})[0]
     assert "range_max, range_min and max_score parameters" in several
+
+
+def test_faiss_gpu_cap_as_the_peer(monkeypatch):
+    """With use_faiss and a GPU visible to faiss, a derived range_max is capped at 2048 - max_positives - 1 as in
+    the peer, and a window that no longer fits says why; with use_faiss=False no cap (a different error)."""
+    import faiss
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    dataset = Dataset.from_dict({"anchor": ["a question"], "positive": ["an answer"]})
+    with pytest.raises(ValueError, match=r"range_min=2050 and range_max=2046\. Note that range_max was capped"):
+        mine_hard_negatives(dataset, "unused-model-path", range_min=2050, use_faiss=True, verbose=False)
+    with pytest.raises(ValueError, match=r"Cannot mine 10 negatives.*range_max=2046\. Consider.*capped to 2046"):
+        mine_hard_negatives(dataset, "unused-model-path", range_min=2040, num_negatives=10, use_faiss=True,
+                            verbose=False)

@@ -92,3 +92,18 @@ def pipeline_filter(absolute_margin, relative_margin, max_score, min_score) -> d
     else:
         cfg["mining.filter.method"] = "none"  # a relative margin outside [0, 1): applied by the selection only
     return cfg
+
+
+def faiss_gpu_cap(range_max: int, max_positives: int, use_faiss: bool) -> tuple:
+    """(range_max, note for the errors): the peer's cap on a derived ``range_max`` when ``use_faiss`` and a GPU
+    is visible to faiss (faiss on a GPU returns at most 2048 neighbours, max_positives + 1 of them reserved for
+    excluded candidates). Kept so that the same arguments give the same window, and the same errors, as there."""
+    if not use_faiss or range_max + max_positives + 1 <= 2048:
+        return range_max, ""
+    import faiss
+    if getattr(faiss, "get_num_gpus", lambda: 0)() <= 0:
+        return range_max, ""
+    capped = 2048 - max_positives - 1
+    return capped, (f" Note that range_max was capped to {capped} because FAISS on GPU can only retrieve up to"
+                    " 2048 documents per query, some of which are reserved for excluded candidates. Passing "
+                    "use_faiss=False lifts that cap, although it can cost a lot more memory.")
