@@ -3,8 +3,9 @@
     python benchmarks/peer_tests.py --peer-tests PATH/TO/tests/util/test_hard_negatives.py --work DIR \
         [--out benchmarks/results/peer_tests.json] [--only peer|compat]
 
-``--peer-tests`` is the file from a checkout of sentence-transformers (the figures in the README are from commit
-85ec64559f4414aa536eca4bf53538291e0a333f, 2025-10-22; licence Apache-2.0). It is not part of this repository: we
+``--peer-tests`` is the file from a checkout of sentence-transformers (the figures in NOTES_COMPAT.md are from
+commit cad211983f36ce458e9b3360f3e11b29fc54cbd8, 2026-08-21, 112 items; licence Apache-2.0). ``-k`` runs a
+subset on both sides (pytest's -k). It is not part of this repository: we
 do not commit other projects' code, so the file is adapted at run time, in ``--work``, and run there twice in one
 process tree, one pytest per side, back to back:
 
@@ -113,7 +114,7 @@ def adapt(source: str, side: str) -> str:
     return text[:at] + "from conftest import offline_cross_encoder\n" + text[at:]
 
 
-def run_side(source: str, side: str, work: str) -> dict:
+def run_side(source: str, side: str, work: str, select: str = "") -> dict:
     folder = os.path.join(work, side)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "conftest.py"), "w") as f:
@@ -124,8 +125,9 @@ def run_side(source: str, side: str, work: str) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop("CI", None)  # the peer skips its multi-process test under CI; run what it runs on a developer's box
     t0 = time.perf_counter()
+    selection = ["-k", select] if select else []
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", folder,
-                           "-o", "timeout=0", f"--junitxml={junit}", "test_hard_negatives.py"],
+                           "-o", "timeout=0", f"--junitxml={junit}", "test_hard_negatives.py"] + selection,
                           cwd=folder, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     outcomes = {}
@@ -150,6 +152,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", required=True, help="a scratch directory for the adapted copies")
     ap.add_argument("--out", help="write the JSON here too")
     ap.add_argument("--only", choices=sorted(SIDES), help="run one side only")
+    ap.add_argument("-k", dest="select", default="", help="pytest -k: run only these tests (both sides)")
     args = ap.parse_args(argv)
     with open(args.peer_tests) as f:
         source = f.read()
@@ -157,9 +160,9 @@ def main(argv=None) -> dict:
     result = {"peer_tests": os.path.abspath(args.peer_tests),
               "sentence_transformers": sentence_transformers.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}",
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sides": {}}
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "select": args.select, "sides": {}}
     for side in ([args.only] if args.only else ["peer", "compat"]):
-        result["sides"][side] = run_side(source, side, args.work)
+        result["sides"][side] = run_side(source, side, args.work, args.select)
         print(f"{side}: {result['sides'][side]['summary_line']} ({result['sides'][side]['wall_seconds']} s)",
               file=sys.stderr)
     sides = result["sides"]
