@@ -50,7 +50,7 @@ def both_verbose(ray_session, minilm, tmp_path_factory):
     import contextlib
     import io
     dataset = Dataset.from_dict({"query": QUERIES, "passage": PASSAGES})
-    kw = dict(corpus=CORPUS, num_negatives=3, range_max=4, max_score=0.3, query_prompt=PROMPT,
+    kw = dict(corpus=CORPUS, num_negatives=3, range_max=4, max_score=0.15, query_prompt=PROMPT,
               output_format="triplet", verbose=True)
     out = {}
     for side, fn in (("peer", peer), ("compat", mine_hard_negatives)):
