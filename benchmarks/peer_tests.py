@@ -3,8 +3,9 @@
     python benchmarks/peer_tests.py --peer-tests PATH/TO/tests/util/test_hard_negatives.py --work DIR \
         [--out benchmarks/results/peer_tests.json] [--only peer|compat]
 
-``--peer-tests`` is the file from a checkout of sentence-transformers (the figures in the README are from commit
-85ec64559f4414aa536eca4bf53538291e0a333f, 2025-10-22; licence Apache-2.0). It is not part of this repository: we
+``--peer-tests`` is the file from a checkout of sentence-transformers (the figures in NOTES_COMPAT.md are from
+commit cad211983f36ce458e9b3360f3e11b29fc54cbd8, 2026-08-21, 112 items; licence Apache-2.0). ``-k`` runs a
+subset on both sides (pytest's -k). It is not part of this repository: we
 do not commit other projects' code, so the file is adapted at run time, in ``--work``, and run there twice in one
 process tree, one pytest per side, back to back:
 
@@ -12,7 +13,7 @@ process tree, one pytest per side, back to back:
   ``streammine.compat``'s): a one-line substitution of the import statement;
 - the hub models, which this machine cannot download, become offline ones (a ``conftest.py`` written beside the
   copy): ``static_retrieval_mrl_en_v1_model`` and ``paraphrase_distilroberta_base_v1_model`` are the packaged
-  all-MiniLM-L6-v2; the ``cross-encoder/...`` model is a real ``CrossEncoder`` built from the MiniLM weights with
+  all-MiniLM-L6-v2; ``reranker_bert_tiny_model`` and any ``cross-encoder/...`` model are a real ``CrossEncoder`` built from the MiniLM weights with
   a classification head seeded by ``torch.manual_seed(0)`` (no trained cross-encoder installs offline);
 - nothing else changes: every test body, assertion and parameter is the peer's.
 
@@ -35,7 +36,12 @@ import xml.etree.ElementTree as ET
 PEER_IMPORT = re.compile(r"^from sentence_transformers\.util import (.*)\bmine_hard_negatives\b(.*)$", re.M)
 HUB_CROSS_ENCODER = re.compile(r"CrossEncoder\(\s*\"cross-encoder/[^\"]+\"\s*\)")
 
-CONFTEST = '''"""Offline stand-ins for the hub models of the peer's tests (written by benchmarks/peer_tests.py)."""
+CONFTEST = '''"""Offline stand-ins for the hub models of the peer's tests (written by benchmarks/peer_tests.py).
+
+As in the peer's own conftest, each test gets a fresh copy of a model loaded once (tests set prompts on it), and
+transformers' warning-once memo is cleared before each test (tests look for warnings)."""
+import copy
+import logging
 import os
 
 import pytest
@@ -56,16 +62,37 @@ def offline_cross_encoder():
     return CrossEncoder(_minilm(), num_labels=1, device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_warning_once():
+    memo = getattr(getattr(logging.Logger, "warning_once", None), "cache_clear", None)
+    if memo is not None:
+        memo()
+
+
 @pytest.fixture(scope="session")
-def static_retrieval_mrl_en_v1_model():
+def _minilm_model():
     from sentence_transformers import SentenceTransformer
     return SentenceTransformer(_minilm(), device="cpu")
 
 
 @pytest.fixture(scope="session")
-def paraphrase_distilroberta_base_v1_model():
-    from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(_minilm(), device="cpu")
+def _cross_encoder():
+    return offline_cross_encoder()
+
+
+@pytest.fixture()
+def static_retrieval_mrl_en_v1_model(_minilm_model):
+    return copy.deepcopy(_minilm_model)
+
+
+@pytest.fixture()
+def paraphrase_distilroberta_base_v1_model(_minilm_model):
+    return copy.deepcopy(_minilm_model)
+
+
+@pytest.fixture()
+def reranker_bert_tiny_model(_cross_encoder):
+    return copy.deepcopy(_cross_encoder)
 '''
 
 SIDES = {
@@ -87,7 +114,7 @@ def adapt(source: str, side: str) -> str:
     return text[:at] + "from conftest import offline_cross_encoder\n" + text[at:]
 
 
-def run_side(source: str, side: str, work: str) -> dict:
+def run_side(source: str, side: str, work: str, select: str = "") -> dict:
     folder = os.path.join(work, side)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "conftest.py"), "w") as f:
@@ -98,8 +125,9 @@ def run_side(source: str, side: str, work: str) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop("CI", None)  # the peer skips its multi-process test under CI; run what it runs on a developer's box
     t0 = time.perf_counter()
+    selection = ["-k", select] if select else []
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", folder,
-                           "-o", "timeout=0", f"--junitxml={junit}", "test_hard_negatives.py"],
+                           "-o", "timeout=0", f"--junitxml={junit}", "test_hard_negatives.py"] + selection,
                           cwd=folder, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     outcomes = {}
@@ -124,6 +152,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", required=True, help="a scratch directory for the adapted copies")
     ap.add_argument("--out", help="write the JSON here too")
     ap.add_argument("--only", choices=sorted(SIDES), help="run one side only")
+    ap.add_argument("-k", dest="select", default="", help="pytest -k: run only these tests (both sides)")
     args = ap.parse_args(argv)
     with open(args.peer_tests) as f:
         source = f.read()
@@ -131,9 +160,9 @@ def main(argv=None) -> dict:
     result = {"peer_tests": os.path.abspath(args.peer_tests),
               "sentence_transformers": sentence_transformers.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}",
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sides": {}}
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "select": args.select, "sides": {}}
     for side in ([args.only] if args.only else ["peer", "compat"]):
-        result["sides"][side] = run_side(source, side, args.work)
+        result["sides"][side] = run_side(source, side, args.work, args.select)
         print(f"{side}: {result['sides'][side]['summary_line']} ({result['sides'][side]['wall_seconds']} s)",
               file=sys.stderr)
     sides = result["sides"]
