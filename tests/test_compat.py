@@ -23,6 +23,14 @@ from streammine.keys import content_id, key64, normalize_text, uniform_keys  # n
 from streammine.mining.filters import score_upper_bound  # noqa: E402
 from streammine.config import FilterConfig  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def executor_as_users_have_it(monkeypatch):
+    """compat's calls are small: "auto" runs them in-process (run/in_process.py), as a user's would run
+    (tests/conftest.py makes the other tests use Ray)."""
+    monkeypatch.delenv("STREAMMINE_EXECUTOR", raising=False)
+
+
 pytestmark = pytest.mark.slow
 ANCHOR, POSITIVE = "query", "answer"
 

@@ -25,6 +25,14 @@ from streammine.compat import mine_hard_negatives  # noqa: E402
 from streammine.mining import peer_summary  # noqa: E402
 from streammine.mining.peer_selection import filter_removals  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def executor_as_users_have_it(monkeypatch):
+    """compat's calls are small: "auto" runs them in-process (run/in_process.py), as a user's would run
+    (tests/conftest.py makes the other tests use Ray)."""
+    monkeypatch.delenv("STREAMMINE_EXECUTOR", raising=False)
+
+
 QUERIES = ["what is the capital of france", "who wrote nineteen eighty-four", "what is the largest planet",
            "who painted the mona lisa", "what is the capital of france"]
 PASSAGES = ["Paris is the capital of France.", "George Orwell wrote Nineteen Eighty-Four.",
