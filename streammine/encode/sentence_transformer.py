@@ -55,29 +55,34 @@ class SentenceTransformerEncoder:
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
-    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prompt: str, side: str) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
         texts = list(texts)
         if self.cfg.batch_size or not self.device.startswith("cpu"):
-            return self._forward(texts, prompt, self.cfg.batch_size or GPU_AUTO_BATCH_SIZE)
+            return self._forward(texts, prompt, self.cfg.batch_size or GPU_AUTO_BATCH_SIZE, side)
         # batch_size 0 on a CPU: batches cut by a token budget (encode/batching.py)
         counts = estimated_token_counts([prompt + t for t in texts] if prompt else texts, self.model.max_seq_length,
                                         getattr(self.model, "tokenizer", None))
         vectors = np.empty((len(texts), self.dim), np.float32)
         for rows in token_budget_batches(counts):
-            vectors[rows] = self._forward([texts[i] for i in rows], prompt, len(rows))
+            vectors[rows] = self._forward([texts[i] for i in rows], prompt, len(rows), side)
         return vectors
 
-    def _forward(self, texts: list, prompt: str, batch_size: int) -> np.ndarray:
-        vectors = self.model.encode(texts, prompt=prompt or None, batch_size=batch_size,
-                                    normalize_embeddings=self.cfg.normalize, convert_to_numpy=True,
-                                    show_progress_bar=False)
+    def _forward(self, texts: list, prompt: str, batch_size: int, side: str) -> np.ndarray:
+        """``side``: "query" or "document". The model's own ``encode_query`` / ``encode_document`` where it has
+        them (as the peer calls it: a model that routes the two sides differently gets its route), with the prompt
+        the config resolved given explicitly ("" for none: the model's default prompt is not added again)."""
+        encode = getattr(self.model, f"encode_{side}", None)
+        kwargs = dict(batch_size=batch_size, normalize_embeddings=self.cfg.normalize, convert_to_numpy=True,
+                      show_progress_bar=False)
+        vectors = encode(texts, prompt=prompt or "", **kwargs) if encode is not None else \
+            self.model.encode(texts, prompt=prompt or None, **kwargs)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.cfg.query_prompt)
+        return self._encode(texts, self.cfg.query_prompt, "query")
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.cfg.document_prompt)
+        return self._encode(texts, self.cfg.document_prompt, "document")
 
