@@ -84,7 +84,7 @@ DESCRIPTIONS = {
              "to a log that NegativesFeed follows, until stopped.",
     "refresh": "Ask a running (or the next) serve of a run to mine with this model now.",
     "stop": "Ask a serve to stop after its unit of work in flight, and close its log.",
-    "demo": "Mine the SciFact slice shipped in the package on a private local Ray, and print a summary.",
+    "demo": "Mine the SciFact slice shipped in the package (small: it runs in-process, no Ray) and print a summary.",
     "cache": "Show or prune the embedding and query-vector cache shared by runs.",
 }
 
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = add("stop", "stop a serve after its unit in flight and close its log")
     st.add_argument("--output", required=True, help="the run's output URL")
     _add_console_arguments(st)
-    d = add("demo", "mine the shipped SciFact slice on a local Ray and print a summary")
+    d = add("demo", "mine the shipped SciFact slice and print a summary")
     d.add_argument("--output", help="where to write (default: a new temporary directory)")
     d.add_argument("--shards", default="2", help="index shards (default: 2)")
     d.add_argument("--cache-dir", dest="cache_dir", help=HELP["cache_dir"])
@@ -289,7 +289,7 @@ def _main(argv=None) -> int:
         if args.cache_dir:
             overrides["run.cache_dir"] = args.cache_dir
         cfg = load_config(None, overrides)
-        print(f"streammine demo: mining {cfg.input.path} (SciFact slice, CC BY-NC 2.0) on a local Ray")
+        print(f"streammine demo: mining {cfg.input.path} (SciFact slice, CC BY-NC 2.0)")
     result = mine(cfg)
     print_summary(result)
     line = cache.summary_line(cache.cache_root(cfg))
