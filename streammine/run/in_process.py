@@ -17,17 +17,13 @@ from __future__ import annotations
 import os
 import time
 from types import SimpleNamespace
-from typing import Optional
 
 from ..config import MineConfig
 from ..encode.plan import ClusterView, EncoderPlan, plan_encoders
 from ..encode.query_vectors import QueryVectorSource
-from ..errors import StreamMineError
 from ..index.store import read_manifest, total_rows
-from ..index.store_naming import model_key
 from ..io.formats import input_format
-from ..io.run_input import (LENGTH_SORT_WINDOW_BLOCKS, corpus_read_fns, corpus_source, encoder_input_blocks,
-                            query_read_fns)
+from ..io.run_input import corpus_read_fns, query_read_fns
 from ..metrics import StageTotals
 from .paths import RunPaths
 from .version import OpenVersion
@@ -77,12 +73,8 @@ class InProcessExecutor:
     def setup(self, cfg: MineConfig) -> None:
         """Nothing to start: no Ray, no actors."""
 
-    def stages(self) -> dict:
+    def stages(self, timeout=None) -> dict:
         return self.metrics.snapshot()
-
-    def count_rows(self, stages: tuple) -> int:
-        snap = self.metrics.snapshot()
-        return sum(snap.get(s, {}).get("rows", 0) for s in stages)
 
     def cleanup(self) -> None:
         self.encoder = None
@@ -117,36 +109,23 @@ class InProcessExecutor:
         them): a small run loses little, and the copy is a Ray task per file."""
         from ..encode.document_stage import EncodeDocuments
         from ..encode.query_vectors import QueryPrefetcher
-        from ..index.store_sink import EmbeddingStoreSink
+        from .store_build import committed_store, encoder_input_fns, store_sink
         store_url = paths.store
         manifest = read_manifest(store_url)
         if manifest is not None:
             return dict(manifest, reused=True, queries_prefetched=False)
         precomputed = input_format(cfg).precomputed
+        query_cache = paths.query_cache if prefetch_queries else None
         if precomputed:
             blocks = (b for fn in corpus_read_fns(cfg, paths.read_quarantine, plan.block_rows) for b in fn())
         else:
-            stage = EncodeDocuments(cfg.encoder, None, self.metrics,
-                                    prefetcher=QueryPrefetcher(paths.query_cache if prefetch_queries else None),
+            stage = EncodeDocuments(cfg.encoder, None, self.metrics, prefetcher=QueryPrefetcher(query_cache),
                                     encoder=self._encoder(cfg, plan))
-            windows = corpus_read_fns(cfg, paths.read_quarantine, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
-            last = len(windows) - 1
-            inputs = (b for k, fn in enumerate(windows)
-                      for b in encoder_input_blocks(fn, plan.block_rows,
-                                                    cfg if prefetch_queries and paths.query_cache and k == last
-                                                    else None))
+            inputs = (b for fn in encoder_input_fns(cfg, paths, plan, query_cache) for b in fn())
             blocks = (out for out in (stage(b) for b in inputs) if out.num_rows)
-        sink = EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
-                                              "model": cfg.encoder.model or "all-MiniLM-L6-v2",
-                                              "model_key": model_key(cfg)})
-        written = sink.write(blocks, SimpleNamespace(task_idx=0))
-        sink.on_write_complete(SimpleNamespace(write_returns=[written]))
-        manifest = read_manifest(store_url)
-        if manifest is None or not manifest.get("docs"):
-            raise StreamMineError(f"{corpus_source(cfg)}: the corpus has no document"
-                                  + (" (every row was quarantined)" if cfg.input.lenient else ""))
-        return dict(manifest, reused=False,
-                    queries_prefetched=bool(prefetch_queries and paths.query_cache and not precomputed))
+        sink = store_sink(cfg, store_url)
+        sink.on_write_complete(SimpleNamespace(write_returns=[sink.write(blocks, SimpleNamespace(task_idx=0))]))
+        return committed_store(cfg, store_url, queries_prefetched=bool(prefetch_queries and not precomputed))
 
     # ---- the query pass ---------------------------------------------------------------------------------------
     def mine_queries(self, cfg: MineConfig, version: OpenVersion, out_url: str, model_version: str,

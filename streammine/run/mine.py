@@ -76,12 +76,9 @@ class RayExecutor:
                      source: QueryVectorSource) -> None:
         mine_queries(cfg, version, out_url, self.metrics, model_version, source=source)
 
-    def stages(self) -> dict:
-        return ray.get(self.metrics.snapshot.remote())
-
-    def count_rows(self, stages: tuple) -> int:
-        snap = ray.get(self.metrics.snapshot.remote(), timeout=10)
-        return sum(snap.get(s, {}).get("rows", 0) for s in stages)
+    def stages(self, timeout=None) -> dict:
+        """The stage metrics so far (``timeout``: seconds to wait for the metrics actor; None: as long as it takes)."""
+        return ray.get(self.metrics.snapshot.remote(), timeout=timeout)
 
     def export(self, cfg: MineConfig, out_url: str) -> dict:
         from ..sink.exporters import run_exports
@@ -163,7 +160,10 @@ def _summarize(cfg: MineConfig, version: OpenVersion, source: QueryVectorSource,
 @contextmanager
 def _progress(label: str, executor, stages: tuple, total: Optional[int], unit: str, enabled: bool):
     """A progress line for one phase, counting the rows the given stages reported to the executor's metrics."""
-    p = console.Progress(label, lambda: executor.count_rows(stages), total, unit, enabled=enabled)
+    def count() -> int:
+        snap = executor.stages(timeout=10)
+        return sum(snap.get(s, {}).get("rows", 0) for s in stages)
+    p = console.Progress(label, count, total, unit, enabled=enabled)
     try:
         yield p
     finally:

@@ -39,10 +39,8 @@ def build_store(cfg: MineConfig, paths: RunPaths, metrics, plan: EncoderPlan, pr
     if manifest is not None:
         log.debug("embedding store %s is up to date: the corpus is not encoded again", store_url)
         return dict(manifest, reused=True, queries_prefetched=False)
-    e = cfg.encoder
     precomputed = input_format(cfg).precomputed
-    key_of_model = model_key(cfg)
-    cached = cached_store_for(store_url, key_of_model) if not precomputed else None
+    cached = cached_store_for(store_url, model_key(cfg)) if not precomputed else None
     every_doc_cached = (cached is not None and corpus_keys is not None and len(corpus_keys) > 0
                         and bool(in_sorted(corpus_keys, stored_doc_keys(cached)).all()))
     if cached:
@@ -55,24 +53,42 @@ def build_store(cfg: MineConfig, paths: RunPaths, metrics, plan: EncoderPlan, pr
         ds = ds.map_batches(all_cached_documents, batch_format="pyarrow", num_cpus=1,
                             fn_kwargs={"dim": read_manifest(cached)["dim"], "metrics": metrics})
     else:
-        windows = corpus_read_fns(cfg, paths.read_quarantine, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
         query_cache = paths.query_cache if prefetch_queries else None
-        ds = read_dataset([functools.partial(encoder_input_blocks, fn, plan.block_rows,
-                                             cfg if query_cache and k == len(windows) - 1 else None)
-                           for k, fn in enumerate(windows)], "corpus")
+        ds = read_dataset(encoder_input_fns(cfg, paths, plan, query_cache), "corpus")
         # An actor call holds its whole input block, and a read task's output is coalesced into big blocks (up to
         # Ray Data's target block size): split them (streaming, no shuffle) so every encoder actor gets work.
         ds = ds.repartition(target_num_rows_per_block=plan.block_rows)
         ds = ds.map_batches(EncodeDocuments, batch_size=plan.block_rows,
                             **encoder_map_args(cfg, plan, metrics, cached, QueryPrefetcher(query_cache)))
-    sink = EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
-                                          "model": e.model or "all-MiniLM-L6-v2", "model_key": key_of_model},
-                              cached_store=cached)
     with (progress if progress is not None and not every_doc_cached else nullcontext()):
-        ds.write_datasink(sink)
+        ds.write_datasink(store_sink(cfg, store_url, cached))
+    return committed_store(cfg, store_url,
+                           queries_prefetched=bool(prefetch_queries and not precomputed and not every_doc_cached))
+
+
+def encoder_input_fns(cfg: MineConfig, paths: RunPaths, plan: EncoderPlan, query_cache: Optional[str]) -> list:
+    """One zero-argument callable per corpus read task, yielding the encoder's input blocks: length-sorted
+    windows cut into ``plan.block_rows`` blocks, then (with ``query_cache``) the run's queries after the last
+    window. The Ray path reads them as a dataset, the in-process path calls them in order."""
+    windows = corpus_read_fns(cfg, paths.read_quarantine, LENGTH_SORT_WINDOW_BLOCKS * plan.block_rows)
+    return [functools.partial(encoder_input_blocks, fn, plan.block_rows,
+                              cfg if query_cache and k == len(windows) - 1 else None)
+            for k, fn in enumerate(windows)]
+
+
+def store_sink(cfg: MineConfig, store_url: str, cached_store: Optional[str] = None) -> EmbeddingStoreSink:
+    """The sink that writes and commits ``store_url``, its manifest naming the store key and the model."""
+    return EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
+                                          "model": cfg.encoder.model or "all-MiniLM-L6-v2",
+                                          "model_key": model_key(cfg)},
+                              cached_store=cached_store)
+
+
+def committed_store(cfg: MineConfig, store_url: str, queries_prefetched: bool) -> dict:
+    """The manifest of the store just written (plus ``reused`` False and ``queries_prefetched``); a store with
+    no document is the user's mistake."""
     manifest = read_manifest(store_url)
     if manifest is None or not manifest.get("docs"):
         raise StreamMineError(f"{corpus_source(cfg)}: the corpus has no document"
                               + (" (every row was quarantined)" if cfg.input.lenient else ""))
-    return dict(manifest, reused=False,
-                queries_prefetched=bool(prefetch_queries and not precomputed and not every_doc_cached))
+    return dict(manifest, reused=False, queries_prefetched=queries_prefetched)
