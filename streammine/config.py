@@ -28,6 +28,7 @@ TORCH_DTYPES = ("float16", "bfloat16", "float32")
 SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXECUTORS = ("auto", "ray", "in-process")  # run.executor (run/in_process.py: runs_in_process)
+RESCORE_VECTORS = ("auto", "memory", "disk")  # index.rescore_vectors (index/vector_rows.py)
 
 
 class ConfigBase:
@@ -140,6 +141,13 @@ class IndexConfig:
     use_gpu: str = "auto"               # auto | true | false
     torch_dtype: str = "float16"        # torch-flat on a GPU: the products' input precision (a CPU: float32)
     oversample: int = 16                # extra candidates per shard, so exact rescoring can reorder the boundary
+    # Where the float32 rows for exact rescoring live (index/vector_rows.py): auto (a scratch file on the node
+    # unless the kind keeps the float32 rows itself: flat, hnsw), memory, or disk. The same scores either way.
+    rescore_vectors: str = "auto"
+    scratch_dir: Optional[str] = None   # node-local directory of those files; None: $STREAMMINE_SCRATCH or /tmp
+    # Training sample of an IVF (and PQ) index: this many rows per list at most (faiss's own default; a larger
+    # shard trains on a seeded sample of nlist * this rows, read from the rows without holding the shard).
+    train_points_per_list: int = 256
     # Several shards: rescore exactly only the candidates whose faiss score can reach the global top k (two
     # rounds per query block; the same result, far fewer vectors rescored). Off: every candidate, one round.
     prune_rescoring: bool = True
@@ -324,6 +332,7 @@ class MineConfig(ConfigBase):
         _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false", "bf16"))
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
+        _choice("index.rescore_vectors", self.index.rescore_vectors, RESCORE_VECTORS)
         _choice("mining.supplied_negatives", self.mining.supplied_negatives, SUPPLIED_NEGATIVES)
         if self.input.columns.negative and self.input.columns.negative_id:
             raise ConfigError("set columns.negative (negative texts) or columns.negative_id (corpus ids), not both")
@@ -377,7 +386,7 @@ NUMERIC_RANGES = {
     "encoder.gpus_per_actor": (0, None, False),
     "index.nlist": (1, None, False), "index.nprobe": (1, None, False), "index.hnsw_m": (2, None, False),
     "index.ef_search": (1, None, False), "index.pq_m": (1, None, False), "index.pq_nbits": (1, 16, False),
-    "index.oversample": (0, None, False), "index.cpus_per_shard": (0, None, False),
+    "index.oversample": (0, None, False), "index.train_points_per_list": (1, None, False), "index.cpus_per_shard": (0, None, False),
     "index.gpus_per_shard": (0, None, False),
     "mining.filter.margin": (0, None, False), "mining.filter.max_score": (None, None, False),
     "mining.filter.min_score": (None, None, False), "mining.sampler.range_max": (1, None, False),

@@ -5,6 +5,8 @@ A proposer is what a shard searches to *propose* candidates; the shard (``shard.
 in ``make_proposer``; nothing downstream tests a kind again. Every proposer has:
 
 * ``build(vectors)``: train if needed and add rows ``0..n-1`` in that order (labels are local rows);
+  ``vectors`` is an array or ``vector_rows`` rows (possibly a scratch file), read block by block;
+* ``keeps_rows``: whether ``stored_vectors()`` will give the float32 rows (then the shard keeps no copy);
 * ``propose(queries, k) -> Proposal``: per query up to ``k`` rows and their approximate scores (-1 / -inf
   padding; sorted or not: the shard ranks after rescoring);
 * ``error_bound(max_norm)``: a bound on |approximate - exact score| per unit of query norm, None where none holds
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .answers import Proposal
+from .vector_rows import as_rows
 
 if TYPE_CHECKING:
     from ..config import IndexConfig
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # The IVF batch scan's candidate buffer (index/ivf_scan.py), per chunk of queries.
 SCAN_BYTES = 64 << 20
+ADD_BLOCK_ROWS = 1 << 16  # rows added to a faiss index at once (the build never copies a shard whole)
 _U32 = 2.0 ** -24  # float32 unit roundoff
 
 
@@ -49,6 +53,7 @@ def float32_bound(dim: int, max_norm: float) -> float:
 class FaissProposer:
     """A CPU faiss index that assigns sequential ids on ``add``. Subclasses make the empty index (``new_index``)."""
     max_k: Optional[int] = None
+    keeps_rows = False  # whether stored_vectors() gives the float32 rows in local order (the shard shares them)
 
     def __init__(self, cfg: "IndexConfig", dim: int, n: int):
         self.cfg, self.d = cfg, int(dim)
@@ -74,12 +79,26 @@ class FaissProposer:
         moved = maybe_to_gpu(self.index, use_gpu)
         return self if moved is self.index else GpuProposer(moved, self)
 
-    def build(self, vectors: np.ndarray) -> None:
+    def build(self, vectors) -> None:
+        """Train on ``training_sample`` (if the index needs training), then add the rows block by block, in
+        order: ``vectors`` is an (n, d) array or rows of ``vector_rows``, never copied whole."""
+        rows = as_rows(vectors)
         if not self.index.is_trained:
-            self.index.train(vectors)
-        self.index.add(vectors)
-        if self.index.ntotal != len(vectors):
-            raise RuntimeError(f"faiss index holds {self.index.ntotal} vectors, expected {len(vectors)}")
+            self.index.train(training_sample(rows, self.training_size()))
+        for _, block in rows.blocks(ADD_BLOCK_ROWS):
+            self.index.add(np.ascontiguousarray(block, dtype=np.float32))
+        if self.index.ntotal != len(rows):
+            raise RuntimeError(f"faiss index holds {self.index.ntotal} vectors, expected {len(rows)}")
+
+    def training_size(self) -> int:
+        """The most rows training uses: ``index.train_points_per_list`` per IVF list and per PQ centroid (faiss
+        itself samples k-means input down to 256 per centroid)."""
+        per = int(getattr(self.cfg, "train_points_per_list", 256))
+        ivf = _faiss().try_extract_index_ivf(self.index) if hasattr(_faiss(), "try_extract_index_ivf") else None
+        lists = int(ivf.nlist) if ivf is not None else 1
+        pq = getattr(_faiss().downcast_index(self.index), "pq", None)
+        centroids = (1 << int(pq.nbits)) if pq is not None else 1
+        return per * max(lists, centroids)
 
     def propose(self, queries: np.ndarray, k: int) -> Proposal:
         scores, rows = self.index.search(queries, k)
@@ -107,6 +126,7 @@ class FaissProposer:
 
 class FlatProposer(FaissProposer):
     """``flat``: exact float32 inner products, scanned query by query (faiss ``IndexFlatIP``)."""
+    keeps_rows = True
 
     @staticmethod
     def new_index(cfg, dim, n):
@@ -128,6 +148,7 @@ class FlatProposer(FaissProposer):
 
 class HnswProposer(FaissProposer):
     """``hnsw``: a graph over the raw float32 vectors (faiss ``IndexHNSWFlat``)."""
+    keeps_rows = True
 
     @staticmethod
     def new_index(cfg, dim, n):
@@ -224,8 +245,12 @@ class GpuProposer:
         from .factory import GPU_MAX_K
         self.index, self.cpu, self.d, self.max_k = gpu_index, cpu, cpu.d, GPU_MAX_K
 
+    keeps_rows = False
     build = FaissProposer.build
     propose = FaissProposer.propose
+
+    def training_size(self):
+        return self.cpu.training_size()
 
     def error_bound(self, max_norm):
         return None
@@ -245,6 +270,7 @@ class TorchFlatProposer:
     def __init__(self, cfg: "IndexConfig", dim: int, device: str = "cpu"):
         from .torch_flat import TorchFlatIndex
         self.index = TorchFlatIndex(dim, device=device, dtype=cfg.torch_dtype)
+        self.keeps_rows = device == "cpu"  # on a GPU its host copy is dropped
 
     @classmethod
     def make(cls, cfg, dim, n):
@@ -268,7 +294,7 @@ class TorchFlatProposer:
         return self  # its device was chosen when made
 
     def build(self, vectors):
-        self.index.add(vectors)
+        self.index.add(as_rows(vectors).whole())  # the kind holds every row in memory (its choice)
 
     def propose(self, queries, k):
         scores, rows = self.index.search(queries, k)
@@ -344,6 +370,16 @@ def make_proposer(cfg: "IndexConfig", dim: int, n: int):
         return TorchFlatProposer(cfg, dim, device)
     proposer = cls.make(cfg, dim, n)
     return proposer.placed(cfg.use_gpu)
+
+
+def training_sample(rows, size: int) -> np.ndarray:
+    """The rows an index trains on: all of them when there are at most ``size`` (as faiss would use them), else a
+    seeded sample of ``size`` rows in local order, read row by row from wherever the rows are."""
+    n = len(rows)
+    if n <= size:
+        return np.ascontiguousarray(rows.whole(), dtype=np.float32)
+    pick = np.sort(np.random.default_rng(1234).choice(n, int(size), replace=False))
+    return np.ascontiguousarray(rows.take(pick), dtype=np.float32)
 
 
 def _faiss(cfg=None):

@@ -47,9 +47,8 @@ def build_shard(store_url: str, shard_id: int, n_shards: int, cfg: IndexConfig, 
     if manifest is None:
         raise StreamMineError(f"no committed embedding store at {store_url}")
     shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
-    for docs in shard_docs_from_store(store_url, manifest, shard_id, n_shards):
-        shard.add(docs)
-    dropped = shard.build(lenient=lenient)
+    # read twice (ids and keys, then the vectors into their rows): the shard's vectors are never held at once
+    dropped = shard.build_from(lambda: shard_docs_from_store(store_url, manifest, shard_id, n_shards), lenient)
     if dropped and quarantine_url:
         q = Quarantine()
         for record in dropped:
@@ -90,7 +89,9 @@ class LocalShardedIndex:
         return [{"shard": i, "docs": len(s), "bytes": s.memory_bytes()} for i, s in enumerate(self.shards)]
 
     def shutdown(self) -> None:
-        """Nothing to stop (``actor.ShardedIndex.shutdown`` kills its actors)."""
+        """Lets go of the shards' rows and scratch files (``actor.ShardedIndex.shutdown`` kills its actors)."""
+        for shard in self.shards:
+            shard.close()
 
     @property
     def n_total(self) -> int:

@@ -8,11 +8,11 @@ compressed index can change which documents are found, never their scores or the
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
 
 from ..config import IndexConfig
 from ..errors import ConfigError, InputError
@@ -21,6 +21,7 @@ from ..mining.tree_sum import tree_sum
 from ..mining.types import CandidateBatch, PositiveBatch
 from .answers import Proposal, ShardAnswer, ShardProposal
 from .merge import pad_columns, rank_order
+from .vector_rows import FileRows, MemoryRows, block_rows, rows_on_disk
 
 # Working-set budget of exact rescoring (float64 products), per chunk of queries.
 _RESCORE_BYTES = 32 << 20
@@ -100,6 +101,64 @@ class ShardDocs:
                          self.locations[idx])
 
 
+@dataclass
+class _DocColumns:
+    """A shard's documents without their vectors: what the first read of ``IndexShard.build_from`` keeps. Ids
+    and locations are Arrow string columns (a few bytes per document, no Python object each)."""
+    ordinals: np.ndarray   # (n,) int64
+    text_keys: np.ndarray  # (n,) uint64
+    id_keys: np.ndarray    # (n,) uint64: keys64 of the ids
+    doc_ids: pa.Array      # (n,) large_string
+    locations: pa.Array    # (n,) large_string
+    finite: np.ndarray     # (n,) bool: the vector is finite
+
+    @classmethod
+    def read(cls, parts, dim: int, shard_id: int) -> "_DocColumns":
+        cols: dict = {f: [] for f in ("ordinals", "text_keys", "id_keys", "doc_ids", "locations", "finite")}
+        step = block_rows(dim)
+        for docs in parts:
+            if not len(docs):
+                continue
+            if docs.vectors.shape[1] != dim:
+                raise ValueError(f"shard {shard_id}: vectors have dimension {docs.vectors.shape[1]}, the index {dim}")
+            cols["ordinals"].append(docs.ordinals)
+            cols["text_keys"].append(docs.text_keys)
+            cols["id_keys"].append(keys64(docs.doc_ids))
+            cols["doc_ids"].append(pa.array(docs.doc_ids.tolist(), pa.large_string()))
+            cols["locations"].append(pa.array([str(x) for x in docs.locations], pa.large_string()))
+            cols["finite"].append(np.concatenate([np.isfinite(docs.vectors[a:a + step]).all(axis=1)
+                                                  for a in range(0, len(docs), step)]))
+        if not cols["ordinals"]:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64),
+                       pa.array([], pa.large_string()), pa.array([], pa.large_string()), np.zeros(0, bool))
+        return cls(np.concatenate(cols["ordinals"]), np.concatenate(cols["text_keys"]),
+                   np.concatenate(cols["id_keys"]), pa.concat_arrays(cols["doc_ids"]),
+                   pa.concat_arrays(cols["locations"]), np.concatenate(cols["finite"]))
+
+    def __len__(self) -> int:
+        return len(self.ordinals)
+
+    def take(self, idx: np.ndarray) -> "_DocColumns":
+        at = pa.array(np.asarray(idx, np.int64))
+        return _DocColumns(self.ordinals[idx], self.text_keys[idx], self.id_keys[idx], self.doc_ids.take(at),
+                           self.locations.take(at), self.finite[idx])
+
+    def id(self, r) -> str:
+        return self.doc_ids[int(r)].as_py()
+
+    def location(self, r) -> str:
+        return self.locations[int(r)].as_py()
+
+
+def _max_norm(rows) -> float:
+    """The largest row norm (scales the proposer's error bound), read block by block."""
+    best = 0.0
+    for _, block in rows.blocks():
+        if len(block):
+            best = max(best, float(np.max(np.einsum("ij,ij->i", block, block, dtype=np.float64))))
+    return float(np.sqrt(best))
+
+
 def assemble_vectors(parts: list, m: int, dim: int) -> np.ndarray:
     """(m, dim) float32 from the shards' ``vectors_of`` answers; zeros where no shard holds the ordinal."""
     out = np.zeros((m, dim), np.float32)
@@ -129,13 +188,12 @@ class IndexShard:
         self.proposer = None  # the index kind's proposer (index/kinds.py); None for an empty shard
         self._shares_storage = False  # self.vectors is a view of the proposer's own copy
         self.max_norm = 0.0  # largest vector norm: scales the faiss error bound
-        self.vectors = np.zeros((0, self._dim), np.float32)
+        self.rows = MemoryRows.allocate(0, self._dim)  # the float32 rows for rescoring (vector_rows)
         self.ordinals = np.zeros(0, np.int64)
         self.text_keys = np.zeros(0, np.uint64)
-        self.doc_ids = np.zeros(0, object)
+        self.doc_ids = pa.array([], pa.large_string())  # local row -> id
         self._key_sorted = np.zeros(0, np.uint64)  # keys64(doc_id) sorted, for lookup_ids
         self._key_rows = np.zeros(0, np.int64)     # ... and the local row of each
-        self._id_bytes = 0
 
     # ---- building ----------------------------------------------------------------------------------------
     @property
@@ -155,43 +213,76 @@ class IndexShard:
             self._parts.append(docs)
 
     def build(self, lenient: bool = False) -> list:
-        """Deduplicate, index and keep the vectors. Returns quarantine records (lenient) of dropped rows.
+        """Deduplicate, index and keep the vectors of the ``add``-ed documents (``build_from``)."""
+        if self._built:
+            raise RuntimeError("IndexShard.build called twice")
+        parts, self._parts = self._parts, []
+        return self.build_from(lambda: iter(parts), lenient)
+
+    def build_from(self, read_docs, lenient: bool = False) -> list:
+        """Build from ``read_docs()``, a fresh iterator of ``ShardDocs`` at each call, read twice: once for
+        everything but the vectors (ids, keys, ordinals, and whether each vector is finite), once to write the
+        kept vectors into their local rows (``vector_rows``). No pass holds the shard's vectors at once; the
+        proposer then reads them block by block. Returns quarantine records (lenient) of dropped rows.
 
         Duplicate ids: the same id with the same text key is the same document listed twice, and only its lowest
         ordinal is kept, silently. The same id with a different text is an ``InputError`` naming both rows
         (strict, the earliest such conflict by ordinal), or (lenient) the first row is kept and each differing
         later row becomes a record. A document whose vector is not finite is an error / a record the same way.
         """
+        from .kinds import make_proposer
         if self._built:
             raise RuntimeError("IndexShard.build called twice")
-        docs = ShardDocs.concat(self._parts, self._dim)
-        self._parts = []
-        docs = docs.take(np.argsort(docs.ordinals, kind="stable"))
-        id_keys = keys64(docs.doc_ids)
+        meta = _DocColumns.read(read_docs(), self._dim, self.shard_id)
+        by_ordinal = np.argsort(meta.ordinals, kind="stable")
+        docs = meta.take(by_ordinal)
+        id_keys = docs.id_keys
         keep, dropped = self._dedupe(docs, id_keys, lenient)
         keep, bad = self._check_finite(docs, keep, lenient)
         dropped += bad
-        docs, id_keys = docs.take(keep), id_keys[keep]
+        kept = np.flatnonzero(keep)
+        docs, id_keys = docs.take(kept), id_keys[kept]
         if len(docs) > 1 and (docs.ordinals[1:] == docs.ordinals[:-1]).any():
             i = int(np.flatnonzero(docs.ordinals[1:] == docs.ordinals[:-1])[0])
             raise ValueError(f"shard {self.shard_id}: ordinal {docs.ordinals[i]} given to two documents "
-                             f"({docs.doc_ids[i]!r} at {docs.locations[i]}, {docs.doc_ids[i + 1]!r} at "
-                             f"{docs.locations[i + 1]}); the embedding store is inconsistent")
-
+                             f"({docs.id(i)!r} at {docs.location(i)}, {docs.id(i + 1)!r} at "
+                             f"{docs.location(i + 1)}); the embedding store is inconsistent")
+        n = len(docs)
         self.ordinals, self.text_keys, self.doc_ids = docs.ordinals, docs.text_keys, docs.doc_ids
         order = np.argsort(id_keys, kind="stable")
         self._key_sorted, self._key_rows = id_keys[order], order.astype(np.int64)
-        self._id_bytes = int(sum(map(sys.getsizeof, self.doc_ids)))
-        self.vectors = np.ascontiguousarray(docs.vectors, dtype=np.float32)
-        self.max_norm = float(np.sqrt(np.max(np.einsum("ij,ij->i", self.vectors, self.vectors,
-                                                        dtype=np.float64)))) if len(self.vectors) else 0.0
-        del docs
-        self._build_index()
+        local_of_arrival = np.full(len(meta), -1, np.int64)
+        local_of_arrival[by_ordinal[kept]] = np.arange(n, dtype=np.int64)
+        del meta, docs
+        self.proposer = make_proposer(self.cfg, self._dim, n) if n else None
+        self.rows = self._write_rows(read_docs, local_of_arrival, n)
+        self.max_norm = _max_norm(self.rows)
+        if self.proposer is not None:
+            self.proposer.build(self.rows)  # sequential ids: labels are local rows
+            self._share_storage()
         self._built = True
         dropped.sort(key=lambda od: od[0])
         return [record for _, record in dropped]
 
-    def _dedupe(self, docs: ShardDocs, id_keys: np.ndarray, lenient: bool):
+    def _write_rows(self, read_docs, local_of_arrival: np.ndarray, n: int):
+        """The kept vectors in local order, in memory or in a scratch file (``vector_rows.rows_on_disk``)."""
+        keeps = self.proposer is not None and bool(getattr(self.proposer, "keeps_rows", False))
+        on_disk = n > 0 and rows_on_disk(str(getattr(self.cfg, "rescore_vectors", "auto")), keeps)
+        rows = FileRows.allocate(n, self._dim, self.cfg.scratch_dir) if on_disk else MemoryRows.allocate(n, self._dim)
+        at = 0
+        for part in read_docs():
+            dest = local_of_arrival[at:at + len(part)]
+            at += len(part)
+            hit = np.flatnonzero(dest >= 0)
+            if len(hit):
+                rows.write(dest[hit], part.vectors[hit])
+        if at != len(local_of_arrival):
+            raise RuntimeError(f"shard {self.shard_id}: the documents changed between the two reads "
+                               f"({len(local_of_arrival)} rows, then {at})")
+        rows.seal()
+        return rows
+
+    def _dedupe(self, docs: "_DocColumns", id_keys: np.ndarray, lenient: bool):
         n = len(docs)
         keep = np.ones(n, bool)
         if n < 2:
@@ -204,7 +295,7 @@ class IndexShard:
         for s, size in zip(starts[sizes > 1], sizes[sizes > 1]):
             first_of: dict = {}
             for r in order[s:s + size]:  # rows in ordinal order; ids differ only on a 64-bit key collision
-                f = first_of.setdefault(docs.doc_ids[r], r)
+                f = first_of.setdefault(docs.id(r), r)
                 if f != r:
                     keep[r] = False
                     if docs.text_keys[r] != docs.text_keys[f]:
@@ -212,48 +303,40 @@ class IndexShard:
         conflicts.sort()
         dropped = []
         for r, f in conflicts:
-            reason = (f"duplicate document id {docs.doc_ids[r]!r} with a different text than at "
-                      f"{docs.locations[f]}")
+            reason = f"duplicate document id {docs.id(r)!r} with a different text than at {docs.location(f)}"
             if not lenient:
-                raise InputError(str(docs.locations[r]), reason)
-            dropped.append((int(docs.ordinals[r]), {"location": str(docs.locations[r]),
+                raise InputError(docs.location(r), reason)
+            dropped.append((int(docs.ordinals[r]), {"location": docs.location(r),
                                                     "reason": reason + "; the first is kept", "kind": "corpus"}))
         return keep, dropped
 
-    def _check_finite(self, docs: ShardDocs, keep: np.ndarray, lenient: bool):
-        n, dropped = len(docs), []
-        step = max(1, (8 << 20) // max(1, 4 * self._dim))
-        for a in range(0, n, step):
-            ok = np.isfinite(docs.vectors[a:a + step]).all(axis=1)
-            for r in (a + np.flatnonzero(~ok & keep[a:a + step])):
-                reason = f"the embedding of document {docs.doc_ids[r]!r} has non-finite values (NaN or inf)"
-                if not lenient:
-                    raise InputError(str(docs.locations[r]), reason)
-                keep[r] = False
-                dropped.append((int(docs.ordinals[r]), {"location": str(docs.locations[r]), "reason": reason,
-                                                        "kind": "corpus"}))
+    def _check_finite(self, docs: "_DocColumns", keep: np.ndarray, lenient: bool):
+        dropped = []
+        for r in np.flatnonzero(~docs.finite & keep):
+            reason = f"the embedding of document {docs.id(r)!r} has non-finite values (NaN or inf)"
+            if not lenient:
+                raise InputError(docs.location(r), reason)
+            keep[r] = False
+            dropped.append((int(docs.ordinals[r]), {"location": docs.location(r), "reason": reason,
+                                                    "kind": "corpus"}))
         return keep, dropped
 
-    def _build_index(self) -> None:
-        from .kinds import make_proposer
-        n = len(self.vectors)
-        if n == 0:
-            self.proposer = None
-            return
-        proposer = make_proposer(self.cfg, self._dim, n)
-        proposer.build(self.vectors)  # sequential ids: labels are local rows
-        self.proposer = proposer
-        self._share_storage()
-
     def _share_storage(self) -> None:
-        """Where the proposer keeps the raw float32 vectors itself (Flat, HNSW): rescore from that copy instead of
-        a second one."""
-        view = self.proposer.stored_vectors()
-        if view is None or view.shape != self.vectors.shape or view.dtype != np.float32:
+        """Where the proposer keeps the raw float32 vectors itself (Flat, HNSW) and the rows are in memory:
+        rescore from that copy instead of a second one."""
+        if self.rows.on_disk:
             return
-        if np.array_equal(view, self.vectors):
-            self.vectors = view  # valid while the proposer lives (self.proposer holds it)
+        view = self.proposer.stored_vectors()
+        if view is None or view.shape != self.rows.shape or view.dtype != np.float32:
+            return
+        if np.array_equal(view, self.rows.vectors):
+            self.rows = MemoryRows(view)  # valid while the proposer lives (self.proposer holds it)
             self._shares_storage = True
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All rows, (n, d) float32 in local order (a copy where they are on disk): for inspection."""
+        return self.rows.whole()
 
     @property
     def index(self):
@@ -278,11 +361,11 @@ class IndexShard:
         hi = np.searchsorted(self._key_sorted, keys, "right")
         hit = hi > lo
         cand = self._key_rows[np.minimum(lo, len(self) - 1)]
-        same = hit & (self.doc_ids[cand] == ids)
+        same = hit & (self.ids_of(cand) == ids)
         out[same] = cand[same]
         for j in np.flatnonzero(hit & ~same & (hi - lo > 1)):  # 64-bit key collisions: compare the strings
             for p in range(lo[j] + 1, hi[j]):
-                if self.doc_ids[self._key_rows[p]] == ids[j]:
+                if self.doc_ids[int(self._key_rows[p])].as_py() == ids[j]:
                     out[j] = self._key_rows[p]
                     break
         return out
@@ -300,7 +383,12 @@ class IndexShard:
         positions (into ``ordinals``) it holds and their (j, d) vectors (``assemble_vectors`` joins the shards')."""
         rows = self.lookup_ordinals(np.asarray(ordinals, np.int64).reshape(-1))
         held = np.flatnonzero(rows >= 0)
-        return held.astype(np.int64), np.array(self.vectors[rows[held]], dtype=np.float32).reshape(-1, self._dim)
+        return held.astype(np.int64), np.asarray(self.rows.take(rows[held]), np.float32).reshape(-1, self._dim)
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """The ids (object array of str) of local ``rows`` (all valid)."""
+        rows = np.asarray(rows, np.int64)
+        return self.doc_ids.take(pa.array(rows.reshape(-1))).to_numpy(zero_copy_only=False).reshape(rows.shape)
 
     def score_rows(self, queries, rows) -> np.ndarray:
         """Exact scores (B, m) float32 of ``queries`` (B, d) against local ``rows`` (B, m); -inf where row is -1."""
@@ -318,7 +406,7 @@ class IndexShard:
         step = max(1, _RESCORE_BYTES // (self._dim * 8))
         for a in range(0, len(doc_rows), step):
             pairs = slice(a, a + step)
-            s = exact_scores(q[query_of[pairs]], self.vectors[doc_rows[pairs]][:, None, :])[:, 0]
+            s = exact_scores(q[query_of[pairs]], self.rows.take(doc_rows[pairs])[:, None, :])[:, 0]
             out[query_of[pairs], column[pairs]] = s.astype(np.float32)
         return out
 
@@ -332,7 +420,7 @@ class IndexShard:
         safe = np.where(valid, rows, 0)
         ordinals = np.where(valid, self.ordinals[safe], -1)
         text_keys = np.where(valid, self.text_keys[safe], np.uint64(0)).astype(np.uint64)
-        doc_ids = self.doc_ids[safe]
+        doc_ids = self.ids_of(safe)
         doc_ids[~valid] = ""
         return ordinals, text_keys, doc_ids
 
@@ -492,9 +580,18 @@ class IndexShard:
     def memory_bytes(self) -> int:
         """Host (and, for a GPU index, device) bytes held: vectors, faiss index (estimated), lookup arrays."""
         n, d = len(self), self._dim
-        total = self.vectors.nbytes + self.ordinals.nbytes + self.text_keys.nbytes + self._key_sorted.nbytes
-        total += self._key_rows.nbytes + self.doc_ids.nbytes + self._id_bytes
+        total = self.rows.memory_bytes + self.ordinals.nbytes + self.text_keys.nbytes + self._key_sorted.nbytes
+        total += self._key_rows.nbytes + self.doc_ids.nbytes
         if self.proposer is None:
             return int(total)
         # the proposer's bytes include its own copy of the vectors, counted above already where it is shared
-        return int(total + self.proposer.memory_bytes(n, d) - (self.vectors.nbytes if self._shares_storage else 0))
+        return int(total + self.proposer.memory_bytes(n, d) - (self.rows.memory_bytes if self._shares_storage else 0))
+
+    def disk_bytes(self) -> int:
+        """Bytes of the scratch file holding the rescoring rows (0 when they are in memory)."""
+        return int(getattr(self.rows, "disk_bytes", 0))
+
+    def close(self) -> None:
+        """Let go of the rows (a scratch file's blocks are freed) and the proposer."""
+        self.rows.close()
+        self.proposer = None

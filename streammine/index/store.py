@@ -26,6 +26,7 @@ from ..io import fs
 from ..keys import keys64, splitmix64
 
 NUM_BUCKETS = 64
+READ_BATCH_ROWS = 1 << 16
 STORE_COLUMNS = ["doc_id", "text_key", "file_idx", "row", "location", "vector"]
 
 
@@ -119,7 +120,8 @@ def remove_store(store_url: str) -> int:
 
 
 def read_buckets(store_url: str, buckets: list, manifest: Optional[dict] = None) -> Iterable[pa.Table]:
-    """Yields the store's tables for the given buckets (one per part file named by the manifest)."""
+    """Yields the store's tables for the given buckets (part files named by the manifest, in batches of at most
+    ``READ_BATCH_ROWS`` rows, so a reader holds no more than that at once)."""
     wanted = {f"bucket={b:02d}" for b in buckets}
     if manifest is not None and "files" in manifest:
         urls = [fs.join(store_url, f) for f in manifest["files"] if f.split("/", 1)[0] in wanted]
@@ -128,4 +130,5 @@ def read_buckets(store_url: str, buckets: list, manifest: Optional[dict] = None)
                 for u in fs.list_files(fs.join(store_url, b), (".parquet",))]
     for url in urls:
         with fs.open_url(url, "rb") as f:
-            yield pq.read_table(f)
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH_ROWS):
+                yield pa.Table.from_batches([batch])
