@@ -122,7 +122,7 @@ def test_faiss_float16_codes_round_within_the_stated_per_component_error():
     """What the bound assumes of faiss: each stored component is within 2^-11·|v| (normal) plus 2^-25·(1+2^-12)
     (subnormal) of the float32 value, and decodes exactly."""
     rng = np.random.default_rng(3)
-    d = 32
+    d = 37
     v = rng.normal(size=(3000, d)) * 10.0 ** rng.uniform(-9, 4.8, (3000, d))
     v = np.clip(v, -65504, 65504).astype(np.float32)
     p = kinds.FlatFp16Proposer(FP16, d, len(v))
@@ -143,7 +143,7 @@ def test_flat_fp16_bound_holds_and_is_not_loose():
     document's rounding error (the worst case) come within a small factor of it."""
     rng = np.random.default_rng(4)
     ratios = {}
-    for d in (16, 96):
+    for d in (16, 37, 96):  # 37: faiss's scalar (not SIMD) path
         n = 1500
         v = rng.normal(size=(n, d))
         v *= (10.0 ** rng.uniform(-2, 0, (n, 1))) / np.linalg.norm(v, axis=1, keepdims=True)
@@ -166,7 +166,7 @@ def test_flat_fp16_bound_holds_and_is_not_loose():
             ratios[d, name] = bound / observed
     print({key: round(r, 2) for key, r in ratios.items()})
     assert all(r < 100 for r in ratios.values()), ratios
-    assert all(ratios[d, "aligned"] < 4 for d in (16, 96)), ratios
+    assert all(ratios[d, "aligned"] < 4 for d in (16, 37, 96)), ratios
 
 
 def test_a_shrunk_fp16_bound_misses_documents_of_the_exact_top_k(monkeypatch):

@@ -234,7 +234,8 @@ def fp16_bound(dim: int, max_norm: float) -> float:
     q·v~ in float32 (fused multiply-adds in SIMD lanes and a lane reduction: under d roundings on any path),
     which errs by at most d·2^-24·|q|·|v~| with |v~| <= max_norm·(1 + 2^-11) + s·sqrt(d); doubled, as in
     ``float32_bound``, which also covers the rounding of the exact score to float32. A relative 2^-10 on top
-    absorbs the float64 arithmetic of this formula and of the shard's norms.
+    absorbs the float64 arithmetic of this formula and of the shard's norms. It assumes the CPU's flush-to-zero
+    mode is off (the default), which faiss's portable encoder needs for float16's subnormals.
     """
     sub = _FP16_SUB * np.sqrt(dim)
     encode = max_norm * _U16 + sub
@@ -244,7 +245,8 @@ def fp16_bound(dim: int, max_norm: float) -> float:
 
 class FlatFp16Proposer(FaissProposer):
     """``flat-fp16``: every vector, stored as float16 codes (faiss ``IndexScalarQuantizer`` QT_fp16), half of
-    ``flat``'s index memory. Its scores err by at most ``fp16_bound``, so the shard's certificate still returns
+    ``flat``'s index memory (the shard still keeps its own float32 copy for rescoring, which a ``flat`` shard
+    shares with its index: ``stored_vectors`` is None here). Its scores err by at most ``fp16_bound``, so the shard's certificate still returns
     the exact top k (no approximation of which documents are found). Components beyond float16's range
     (|v_i| > 65504) cannot be stored: ``build`` refuses them with a ``ConfigError``. No GPU version here."""
 
