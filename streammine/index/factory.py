@@ -53,7 +53,9 @@ def resolve_pq(cfg: IndexConfig, dim: int, n: int) -> tuple[int, int]:
 
 
 def gpu_supported(index) -> bool:
-    """Whether faiss has a GPU version of this index (flat and IVF do; HNSW does not)."""
+    """Whether faiss has a GPU version of this index (flat, IVF-Flat and IVF-PQ do; HNSW does not, and the scalar
+    quantizers of ``flat-fp16`` and ``ivf-sq8`` are kept on the CPU here: their bound and memory are stated for
+    faiss's CPU code)."""
     return isinstance(faiss.downcast_index(index), (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFPQ))
 
 

@@ -237,6 +237,88 @@ class IvfPqProposer(FaissProposer):
                    + int(ivf.precomputed_table.size()) * 4)
 
 
+FP16_MAX = 65504.0  # the largest finite float16
+_U16 = 2.0 ** -11   # float16 unit roundoff (round to nearest: relative error <= 2^-11 for normal values)
+_FP16_SUB = 2.0 ** -25 * (1 + 2.0 ** -12)  # half the subnormal spacing 2^-24 (and a double rounding's 2^-37)
+
+
+def fp16_bound(dim: int, max_norm: float) -> float:
+    """``flat-fp16``: a bound on |faiss score - exact score| per unit of query norm, for stored vectors of norm
+    at most ``max_norm`` whose components are within float16's range.
+
+    Encoding rounds each component to the nearest float16 (faiss: F16C ``cvtps_ph``, ties to even, or its
+    portable encoder, ties away from zero, which faiss 1.15's wheels use; either errs by at most half a unit in
+    the last place, checked in tests/test_index_kinds_compressed.py): |v~_i - v_i| <= 2^-11·|v_i|
+    where float16 is normal (|v_i| >= 2^-14), <= 2^-25 (+ a double rounding's 2^-37 in the portable path) in
+    its subnormal range. So |v~ - v| <= 2^-11·|v| + s·sqrt(d) with s = 2^-25·(1 + 2^-12), and by Cauchy-Schwarz
+    |q·v~ - q·v| <= |q|·(2^-11·max_norm + s·sqrt(d)). Decoding is exact (float16 -> float32); faiss then sums
+    q·v~ in float32 (fused multiply-adds in SIMD lanes and a lane reduction: under d roundings on any path),
+    which errs by at most d·2^-24·|q|·|v~| with |v~| <= max_norm·(1 + 2^-11) + s·sqrt(d); doubled, as in
+    ``float32_bound``, which also covers the rounding of the exact score to float32. A relative 2^-10 on top
+    absorbs the float64 arithmetic of this formula and of the shard's norms. It assumes the CPU's flush-to-zero
+    mode is off (the default), which faiss's portable encoder needs for float16's subnormals.
+    """
+    sub = _FP16_SUB * np.sqrt(dim)
+    encode = max_norm * _U16 + sub
+    arith = 2.0 * dim * _U32 * (max_norm * (1 + _U16) + sub)
+    return float((encode + arith) * (1 + 2.0 ** -10))
+
+
+class FlatFp16Proposer(FaissProposer):
+    """``flat-fp16``: every vector, stored as float16 codes (faiss ``IndexScalarQuantizer`` QT_fp16), half of
+    ``flat``'s index memory (the shard still keeps its own float32 copy for rescoring, which a ``flat`` shard
+    shares with its index: ``stored_vectors`` is None here). Its scores err by at most ``fp16_bound``, so the shard's certificate still returns
+    the exact top k (no approximation of which documents are found). Components beyond float16's range
+    (|v_i| > 65504) cannot be stored: ``build`` refuses them with a ``ConfigError``. No GPU version here."""
+
+    @staticmethod
+    def new_index(cfg, dim, n):
+        faiss = _faiss(cfg)
+        return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+
+    def build(self, vectors):
+        top = fp16_magnitude(vectors)
+        if top > FP16_MAX:
+            raise ConfigError(f"index.kind=flat-fp16: an embedding has a component of magnitude {top:.6g}, beyond "
+                              f"float16's range ({FP16_MAX:g}); use index.kind=flat, or scale the embeddings")
+        super().build(vectors)
+
+    def error_bound(self, max_norm):
+        return fp16_bound(self.d, max_norm)
+
+    def memory_bytes(self, n, d):
+        return n * d * 2
+
+
+def fp16_magnitude(vectors: np.ndarray) -> float:
+    """The largest |component| of ``vectors`` (0 when empty), without a temporary of their size."""
+    if vectors.size == 0:
+        return 0.0
+    return float(max(np.max(vectors), -np.min(vectors)))
+
+
+class IvfSq8Proposer(FaissProposer):
+    """``ivf-sq8``: inverted lists of 8-bit scalar-quantized codes (faiss ``IndexIVFScalarQuantizer`` QT_8bit,
+    d bytes a document), ``nlist``/``nprobe`` as ``ivf-flat``. Approximate candidates and no error bound: each
+    dimension is quantized within the range trained on the vectors (their residuals to the list's centroid), and
+    a vector outside that range (one not in the training sample, or a query-time drift) is clamped to it, with an
+    error the codes do not bound. Every candidate is rescored exactly. No GPU version here."""
+
+    @staticmethod
+    def new_index(cfg, dim, n):
+        faiss = _faiss(cfg)
+        return _ivf(cfg, dim, n, lambda quantizer, nlist: faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT))
+
+    def error_bound(self, max_norm):
+        return None
+
+    def memory_bytes(self, n, d):
+        ivf = self.index
+        # codes and ids, the centroids, the quantizer's trained per-dimension minimum and range
+        return int(n * (ivf.code_size + 8) + ivf.nlist * d * 4 + int(ivf.sq.trained.size()) * 4)
+
+
 class GpuProposer:
     """A faiss index on the GPU, made from a CPU proposer's empty index (``FaissProposer.placed``). Its kernels
     may use reduced precision: no error bound; at most ``GPU_MAX_K`` candidates per query."""
@@ -322,6 +404,8 @@ KINDS: dict = {
     "ivf-flat": "streammine.index.kinds:IvfFlatProposer",
     "hnsw": "streammine.index.kinds:HnswProposer",
     "ivf-pq": "streammine.index.kinds:IvfPqProposer",
+    "flat-fp16": "streammine.index.kinds:FlatFp16Proposer",
+    "ivf-sq8": "streammine.index.kinds:IvfSq8Proposer",
     "torch-flat": "streammine.index.kinds:TorchFlatProposer",
 }
 
