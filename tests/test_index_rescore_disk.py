@@ -19,7 +19,7 @@ from streammine.index.shard import IndexShard, ShardDocs
 from streammine.index.vector_rows import FileRows, MemoryRows
 from streammine.keys import keys64
 
-KINDS = ["flat", "ivf-flat", "hnsw", "ivf-pq"]
+KINDS = ["flat", "ivf-flat", "hnsw", "ivf-pq", "flat-fp16", "ivf-sq8"]
 
 
 def corpus(n, d, seed=0, kind="clusters"):
@@ -195,3 +195,13 @@ def test_memory_rows_are_rows():
     rows = MemoryRows(np.arange(12, dtype=np.float32).reshape(4, 3))
     np.testing.assert_array_equal(rows.take([3, 1]), [[9, 10, 11], [3, 4, 5]])
     assert [a for a, _ in rows.blocks(step=3)] == [0, 3]
+
+
+def test_compressed_kinds_hold_their_codes_not_float32(tmp_path):
+    """flat-fp16 and ivf-sq8 keep only their codes (and the bookkeeping) in memory; the float32 rows go to disk."""
+    docs = corpus(4000, 32, seed=6)
+    size = {kind: build(docs, IndexConfig(kind=kind, nlist=16, scratch_dir=str(tmp_path)), n_shards=1)[0]
+            for kind in ("flat", "flat-fp16", "ivf-sq8", "ivf-flat")}
+    assert size["flat-fp16"].rows.on_disk and size["ivf-sq8"].rows.on_disk
+    assert size["flat-fp16"].memory_bytes() < size["flat"].memory_bytes() - 4000 * 32 * 2 + 1
+    assert size["ivf-sq8"].memory_bytes() < size["ivf-flat"].memory_bytes() / 2

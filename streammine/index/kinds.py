@@ -290,11 +290,13 @@ class FlatFp16Proposer(FaissProposer):
         return n * d * 2
 
 
-def fp16_magnitude(vectors: np.ndarray) -> float:
-    """The largest |component| of ``vectors`` (0 when empty), without a temporary of their size."""
-    if vectors.size == 0:
-        return 0.0
-    return float(max(np.max(vectors), -np.min(vectors)))
+def fp16_magnitude(vectors) -> float:
+    """The largest |component| of ``vectors`` (an array or ``vector_rows`` rows; 0 when empty), block by block."""
+    top = 0.0
+    for _, block in as_rows(vectors).blocks():
+        if block.size:
+            top = max(top, float(np.max(block)), -float(np.min(block)))
+    return top
 
 
 class IvfSq8Proposer(FaissProposer):
