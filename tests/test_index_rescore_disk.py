@@ -205,3 +205,25 @@ def test_compressed_kinds_hold_their_codes_not_float32(tmp_path):
     assert size["flat-fp16"].rows.on_disk and size["ivf-sq8"].rows.on_disk
     assert size["flat-fp16"].memory_bytes() < size["flat"].memory_bytes() - 4000 * 32 * 2 + 1
     assert size["ivf-sq8"].memory_bytes() < size["ivf-flat"].memory_bytes() / 2
+
+
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8", "ivf-pq"])
+def test_presized_lists_are_the_lists_faiss_adds(kind):
+    """The IVF build sizes each list once (kinds._add_presized): the same lists, in the same order, as index.add."""
+    import faiss
+    from streammine.index.kinds import make_proposer
+    docs = corpus(3000, 32, seed=8)
+    cfg = IndexConfig(kind=kind, nlist=16, nprobe=16, pq_m=8)
+    proposer = make_proposer(cfg, 32, 3000)
+    proposer.build(docs.vectors)
+    plain = faiss.clone_index(proposer.index)
+    plain.reset()
+    plain.add(docs.vectors)
+    a, b = faiss.extract_index_ivf(proposer.index).invlists, faiss.extract_index_ivf(plain).invlists
+    for lst in range(16):
+        n = a.list_size(lst)
+        assert n == b.list_size(lst)
+        np.testing.assert_array_equal(faiss.rev_swig_ptr(a.get_ids(lst), n), faiss.rev_swig_ptr(b.get_ids(lst), n))
+        size = n * a.code_size
+        np.testing.assert_array_equal(faiss.rev_swig_ptr(a.get_codes(lst), size),
+                                      faiss.rev_swig_ptr(b.get_codes(lst), size))
