@@ -85,8 +85,8 @@ def test_the_packaged_encoder_gives_the_stock_vectors():
     from streammine.encode.sentence_transformer import SentenceTransformerEncoder
     texts = ["Aspirin lowers the risk of a second heart attack.", "short", "", "x " * 400,
              "Vitamin D deficiency is associated with an increased risk of fractures in older adults."]
-    stock = SentenceTransformerEncoder(EncoderConfig(cpu_onednn=False), device="cpu", torch_threads=1)
-    fast = SentenceTransformerEncoder(EncoderConfig(), device="cpu", torch_threads=1)
+    stock = SentenceTransformerEncoder(EncoderConfig(cpu_onednn=False, precision="float32"), device="cpu", torch_threads=1)
+    fast = SentenceTransformerEncoder(EncoderConfig(precision="float32"), device="cpu", torch_threads=1)
     assert stock.onednn_layers == 0 and fast.onednn_layers == 37  # 6 layers x 6 + the pooler
     a, b = stock.encode_documents(texts), fast.encode_documents(texts)
     assert a.shape == b.shape == (5, 384)

@@ -27,6 +27,7 @@ from ..errors import ConfigError, StreamMineError
 from ..index.store_naming import store_key
 from ..io import fs
 from ..io.formats import format_of, input_format
+from ..encode.precision import pin_precision
 from ..run.paths import RunPaths, serve_work_root
 from ..run.query_pass import mine_queries
 from ..run.ray_runtime import start_ray
@@ -194,7 +195,7 @@ def build_version(cfg: MineConfig, version: ModelVersion, metrics) -> ActiveVers
 
 class Server:
     def __init__(self, cfg: MineConfig):
-        self.cfg = cfg
+        self.cfg = cfg = pin_precision(cfg)  # auto resolved once, for every version's encoders (encode/precision.py)
         self.out = cfg.output.path
         self.log = CommitLog(self.out)
         self.source = VersionSource(self.out, cfg.serve.checkpoints, cfg.encoder.model)
