@@ -4,7 +4,12 @@ PyTorch runs an fp32 ``nn.Linear`` on a CPU through its BLAS (MKL in the officia
 also ships, multiplies the same fp32 numbers with weights reordered once into its blocked layout, and can apply
 an exact (erf) GELU inside the same kernel: about half the time of the stock layers for MiniLM on an AVX-512
 CPU (figures in the README), with vectors within 2e-7 of the stock ones (the size of the differences a different
-batch composition makes). Nothing changes on a GPU or in fp16.
+batch composition makes). Nothing changes on a GPU or in a model cast to float16 / bfloat16.
+
+Under ``encoder.precision: bf16-autocast`` the same layers run in bfloat16 (``accelerate_linears(model,
+torch.bfloat16)``): the weights packed in bfloat16 once instead of cast by autocast at every call, the GELU still
+fused; on an AVX512_BF16/AMX CPU the fastest bf16-autocast path, with the same vectors as the stock layers under
+autocast to within bfloat16's rounding (encode/precision.py has the figures).
 
 The op used (``torch.ops.mkldnn._linear_pointwise``, the one torch.compile's CPU backend emits) is not a public
 API: every replaced layer is checked against the layer it replaces on a random input, and a build of PyTorch
@@ -67,8 +72,9 @@ def _make_linear_class():
         def forward(self, x):
             allowed = (torch.float32,) if self.dtype == torch.float32 else (torch.float32, self.dtype)
             if x.dtype not in allowed or x.device.type != "cpu" or x.requires_grad:
-                raise RuntimeError(f"OneDnnLinear ({self.dtype}) does CPU inference only; got a {x.dtype} tensor "
-                                   f"on {x.device} (requires_grad={x.requires_grad}); load the model with "
+                what = "float32" if self.dtype == torch.float32 else "bfloat16 (float32 or bfloat16 input)"
+                raise RuntimeError(f"OneDnnLinear does {what} CPU inference only; got a {x.dtype} tensor on "
+                                   f"{x.device} (requires_grad={x.requires_grad}); load the model with "
                                    "encoder.cpu_onednn: false for anything else")
             x = x.to(self.dtype)
             if x.numel() == 0:

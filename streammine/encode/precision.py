@@ -1,23 +1,27 @@
 """``encoder.precision``: what each setting runs, and what ``auto`` resolves to where the encoders run.
 
-========================  ==========================================================================================
-``float32``               float32 weights and arithmetic (on a CPU through oneDNN's float32 kernels,
-                          ``encode/cpu_kernels.py``, unless ``encoder.cpu_onednn: false``)
-``bf16-autocast``         float32 weights; the matrix products (linear layers, attention) in bfloat16 under
-                          ``torch.autocast``, layer norms, softmax and the pooling in float32. Both sides, the
-                          documents and the queries, run under it (``SentenceTransformerEncoder._forward``).
-                          On a CPU the linear layers run through oneDNN with bfloat16 weights packed once
-                          (``cpu_kernels.accelerate_linears(dtype=bfloat16)``): what autocast would do per call
-                          (cast the float32 weight to bfloat16), done once, plus the fused GELU
-``float16`` / ``bfloat16``  the whole model cast (weights and activations), as ``encoder.fp16: true`` / ``bf16``
-                          did: the fastest and the least exact (min cosine to float32 ~0.996 for MiniLM in bfloat16)
-``auto``                  ``float16`` on a GPU; ``float32`` on a CPU. With ``AUTO_CPU_AUTOCAST`` (off, see
-                          there): ``bf16-autocast`` on a CPU with bfloat16 instructions (AVX512_BF16 or AMX-BF16,
-                          read from the CPU's flags, ``cpu_has_bf16``)
-========================  ==========================================================================================
+- ``float32``: float32 weights and arithmetic (on a CPU through oneDNN's float32 kernels, ``encode/cpu_kernels.py``,
+  unless ``encoder.cpu_onednn: false``).
+- ``bf16-autocast``: float32 weights; the matrix products (linear layers, attention) in bfloat16 under
+  ``torch.autocast``, layer norms, softmax and the pooling in float32. Both sides, the documents and the queries,
+  run under it (``SentenceTransformerEncoder._forward``). On a CPU the linear layers run through oneDNN with
+  bfloat16 weights packed once (``cpu_kernels.accelerate_linears(dtype=bfloat16)``): what autocast does at every
+  call (cast the float32 weight to bfloat16) done once, plus the fused GELU. The cross-encoder
+  (``mining.cross_encoder``) stays float32 in every mode: its scores meet a threshold.
+- ``float16`` / ``bfloat16``: the whole model cast (weights and activations), as ``encoder.fp16: true`` / ``bf16``
+  did.
+- ``auto``: ``float16`` on a GPU; ``float32`` on a CPU. With ``AUTO_CPU_AUTOCAST`` (off, see there):
+  ``bf16-autocast`` on a CPU with bfloat16 instructions (AVX512_BF16 or AMX-BF16, from the CPU's flags:
+  ``cpu_has_bf16``).
 
-Measured on SciFact abstracts (``benchmarks/precision.py``, ``benchmarks/results/precision.json``): bf16-autocast
-keeps every document's vector within cosine 0.9999 of float32. The vectors are float32 in every mode.
+Measured (``benchmarks/precision.py``, ``benchmarks/results/precision.json``; 300 SciFact abstracts, one thread, a
+shared 2-core Xeon with AVX512_BF16 and AMX-BF16, docs per CPU-second as wall time was noisy): float32 17.4
+(stock layers) / 18.8 (oneDNN); bf16-autocast 37.7 with the stock layers under autocast, 40.1 with the oneDNN
+bfloat16 layers, min cosine to float32 0.99997 either way; bfloat16 (whole model) 42.0, min cosine 0.99992 here
+(0.9964 on an AMD EPYC without AMX). The oneDNN bfloat16 layers are the faster bf16-autocast path and give the same
+vectors whether or not autocast is on (they cast their input themselves, and the attention then gets bfloat16
+inputs): autocast still wraps the forward for whatever is not replaced, such as a model whose layers oneDNN
+cannot take (those keep the stock layers, which autocast runs in bfloat16). The vectors are float32 in every mode.
 
 The embedding store's key holds the resolved precision (``index/store_naming.py``), so a store written under one
 precision is never read by a run under another. A run resolves ``auto`` once, on the driver
@@ -29,10 +33,12 @@ import functools
 from typing import Optional
 
 AUTOCAST = "bf16-autocast"
-# ``auto`` on a CPU with bfloat16 instructions: bf16-autocast when True. False for now: the vectors are within
-# cosine 0.9999 of float32's, but a score moves by up to ~1e-3, beyond the 2e-5 the compatibility tests hold
-# streammine to against the float32 peer, and a config's output would then depend on the CPU it ran on (the
-# config hash does not hold the precision). Ask for bf16-autocast by name; flipping this flips the default.
+# ``auto`` on a CPU with bfloat16 instructions: bf16-autocast when True. False for now: every vector is within
+# cosine 0.9999 of float32's (300 SciFact abstracts: min 0.99997), but a query-document score moves by up to
+# ~2e-3 (20 queries x 100 abstracts: max 1.8e-3, median 3e-4), beyond the 2e-5 to 2e-4 the compatibility and
+# pipeline tests hold streammine to against float32 sentence-transformers, and a config's output would depend on
+# the CPU it ran on (the config hash does not hold the precision). Ask for bf16-autocast by name; flipping this
+# flips the default (and those tests then need encoder.precision: float32).
 AUTO_CPU_AUTOCAST = False
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 dot-product instructions
 
