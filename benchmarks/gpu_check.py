@@ -174,7 +174,8 @@ def step_encode(a) -> dict:
     ok = True
     for precision, min_cos in precisions:
         for batch in ([0, 128] if dev == "cuda" else [0]):
-            enc = SentenceTransformerEncoder(EncoderConfig(model=model, precision=precision, batch_size=batch), device=dev)
+            enc = SentenceTransformerEncoder(EncoderConfig(model=model, precision=precision, batch_size=batch),
+                                             device=dev)
             v, s = timed_encode(enc.encode_documents, texts, dev)
             cos = cosines(v, ref)
             name = f"streammine_{enc.precision}_batch{batch or 'auto'}"

@@ -1,6 +1,7 @@
 """encoder.precision on a CPU: docs/s and how close each precision's vectors are to float32's, on real text.
 
-    python benchmarks/precision.py [--data /work/shared/data/scifact] [--docs 300] [--threads 1] [--rounds 2] [--out FILE]
+    python benchmarks/precision.py [--data /work/shared/data/scifact] [--docs 300] [--threads 1] [--rounds 2]
+                                   [--out FILE]
 
 The first ``--docs`` documents of a BEIR corpus (title and text, as a run embeds them), encoded by streammine's
 own encoder (encode/sentence_transformer.py: token-budget batches, as a mining run on a CPU) in each mode; the
@@ -52,8 +53,8 @@ def main() -> None:
     from streammine.encode.sentence_transformer import SentenceTransformerEncoder
     docs = [json.loads(line) for _, line in zip(range(a.docs), open(os.path.join(a.data, "corpus.jsonl")))]
     texts = [f"{d['title']} {d['text']}" if d.get("title") else d["text"] for d in docs]
-    out = {"machine": machine(), "documents": len(texts), "threads": a.threads, "rounds": a.rounds, "model": "all-MiniLM-L6-v2 (packaged)",
-           "reference": MODES[0][0], "modes": {}}
+    out = {"machine": machine(), "documents": len(texts), "threads": a.threads, "rounds": a.rounds,
+           "model": "all-MiniLM-L6-v2 (packaged)", "reference": MODES[0][0], "modes": {}}
     encoders = {name: SentenceTransformerEncoder(EncoderConfig(precision=precision, cpu_onednn=onednn), device="cpu",
                                                  torch_threads=a.threads) for name, precision, onednn in MODES}
     for enc in encoders.values():
@@ -71,7 +72,8 @@ def main() -> None:
     for name, precision, onednn in MODES:
         v = vectors[name]
         cos = (v * reference).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(reference, axis=1))
-        out["modes"][name] = {"precision": precision, "cpu_onednn": onednn, "onednn_layers": encoders[name].onednn_layers,
+        out["modes"][name] = {"precision": precision, "cpu_onednn": onednn,
+                              "onednn_layers": encoders[name].onednn_layers,
                               "seconds": round(wall[name], 3), "docs_per_s": round(len(texts) / wall[name], 1),
                               "cpu_seconds": round(cpu[name], 3), "docs_per_cpu_s": round(len(texts) / cpu[name], 1),
                               "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),

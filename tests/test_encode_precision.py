@@ -61,12 +61,14 @@ def test_planned_precision_guesses_the_gpu_from_the_config(monkeypatch):
 
 def test_the_store_key_holds_the_resolved_precision(tmp_path, monkeypatch):
     monkeypatch.setattr(prec, "AUTO_CPU_AUTOCAST", True)
-    f32, ac = _cfg(tmp_path, **{"encoder.precision": "float32"}), _cfg(tmp_path, **{"encoder.precision": "bf16-autocast"})
+    f32 = _cfg(tmp_path, **{"encoder.precision": "float32"})
+    ac = _cfg(tmp_path, **{"encoder.precision": "bf16-autocast"})
     for key in (store_key, model_key, query_cache_key):
         assert key(f32) != key(ac)
     auto = _cfg(tmp_path, **{"encoder.gpus_per_actor": 0.0})
     monkeypatch.setattr(prec, "cpu_has_bf16", lambda: False)
-    assert store_key(auto) == store_key(_cfg(tmp_path, **{"encoder.precision": "float32", "encoder.gpus_per_actor": 0.0}))
+    assert store_key(auto) == store_key(_cfg(tmp_path, **{"encoder.precision": "float32",
+                                                         "encoder.gpus_per_actor": 0.0}))
     monkeypatch.setattr(prec, "cpu_has_bf16", lambda: True)
     assert store_key(auto) == store_key(_cfg(tmp_path, **{"encoder.precision": "bf16-autocast",
                                                          "encoder.gpus_per_actor": 0.0}))
@@ -131,3 +133,25 @@ def test_queries_and_documents_run_under_the_same_precision(autocast_encoder):
     handle.remove()
     assert seen == {"query": {True}, "document": {True}}
     assert np.abs(q - d).max() < 1e-6
+
+
+# ---- what a run records ---------------------------------------------------------------------------------------
+
+def test_the_summary_and_the_store_say_which_precision_ran(tmp_path):
+    import json
+    from streammine.index.store import read_manifest
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(SENTENCES + ["Statins lower LDL."])]
+    (data / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    queries = [{"_id": "q0", "text": "does aspirin prevent heart attacks"}, {"_id": "q1", "text": "vitamin D bones"}]
+    (data / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+    result = streammine.mine(overrides={"input.path": str(data), "output.path": str(tmp_path / "out"),
+                                        "run.cache_dir": str(tmp_path / "cache"), "run.executor": "in-process",
+                                        "encoder.precision": "bf16-autocast", "mining.sampler.num_negatives": 2,
+                                        "run.progress": False})
+    assert result.summary["encoder"] == {"precision": "bf16-autocast"}
+    store = tmp_path / "cache" / "embeddings"
+    manifests = [read_manifest(str(p)) for p in store.iterdir()]
+    assert [m["precision"] for m in manifests] == ["bf16-autocast"]
