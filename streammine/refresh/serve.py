@@ -23,11 +23,11 @@ from typing import Dict, List, Optional
 import ray
 
 from ..config import MineConfig
+from ..encode.precision import pin_precision
 from ..errors import ConfigError, StreamMineError
 from ..index.store_naming import store_key
 from ..io import fs
 from ..io.formats import format_of, input_format
-from ..encode.precision import pin_precision
 from ..run.paths import RunPaths, serve_work_root
 from ..run.query_pass import mine_queries
 from ..run.ray_runtime import start_ray
