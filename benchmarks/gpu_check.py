@@ -169,14 +169,16 @@ def step_encode(a) -> dict:
         out["runs"]["sentence_transformers_fp16"] = {"seconds": s, "docs_per_s": len(texts) / s,
                                                      "min_cos_to_fp32": float(cosines(v, ref).min())}
     del st
-    precisions = [("auto", MIN_COS_FP16), ("bf16", MIN_COS_BF16)] if dev == "cuda" else [("auto", 0.9999)]
+    precisions = [("auto", MIN_COS_FP16), ("bfloat16", MIN_COS_BF16)] if dev == "cuda" else \
+        [("float32", 0.9999), ("bf16-autocast", 0.9999)]
     ok = True
-    for fp16, min_cos in precisions:
+    for precision, min_cos in precisions:
         for batch in ([0, 128] if dev == "cuda" else [0]):
-            enc = SentenceTransformerEncoder(EncoderConfig(model=model, fp16=fp16, batch_size=batch), device=dev)
+            enc = SentenceTransformerEncoder(EncoderConfig(model=model, precision=precision, batch_size=batch),
+                                             device=dev)
             v, s = timed_encode(enc.encode_documents, texts, dev)
             cos = cosines(v, ref)
-            name = f"streammine_{enc.half_dtype or 'float32'}_batch{batch or 'auto'}"
+            name = f"streammine_{enc.precision}_batch{batch or 'auto'}"
             out["runs"][name] = {"seconds": s, "docs_per_s": len(texts) / s, "min_cos_to_st_fp32": float(cos.min()),
                                  "mean_cos_to_st_fp32": float(cos.mean()),
                                  "max_abs_diff": float(np.abs(v - ref).max()), "required_min_cos": min_cos}

@@ -17,7 +17,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Mapping, Optional, Tuple
 
 import yaml
 
@@ -29,6 +29,8 @@ SUPPLIED_NEGATIVES = ("include", "exclude", "ignore")
 ENCODER_KINDS = ("sentence-transformers", "precomputed")
 EXECUTORS = ("auto", "ray", "in-process")  # run.executor (run/in_process.py: runs_in_process)
 RESCORE_VECTORS = ("auto", "memory", "disk")  # index.rescore_vectors (index/vector_rows.py)
+# encoder.precision (encode/precision.py says what each runs and what auto resolves to)
+PRECISIONS = ("auto", "float32", "bf16-autocast", "float16", "bfloat16")
 
 
 class ConfigBase:
@@ -119,13 +121,21 @@ class EncoderConfig:
     max_length: Optional[int] = None
     batch_size: int = 0                 # texts per forward pass; 0: by a token budget on CPU, 32 on GPU
     normalize: bool = True
-    fp16: str = "auto"                  # auto: fp16 on GPU, fp32 on CPU; "true"/"false" force it; "bf16": bfloat16
+    # auto: float16 on a GPU, float32 on a CPU (encode/precision.py); float32; bf16-autocast (float32 weights,
+    # matrix products in bfloat16: ~2.5x float32 on a CPU with bfloat16 instructions); float16 / bfloat16 (the
+    # whole model cast)
+    precision: str = "auto"
     cpu_onednn: bool = True             # fp32 on a CPU: linear layers through oneDNN (encode/cpu_kernels.py)
     num_actors: int = 0                 # 0 -> one per GPU; on a CPU machine one per core, up to 4 (encode/plan.py)
     cpus_per_actor: Optional[float] = None  # None -> chosen with num_actors (encode/plan.py)
     gpus_per_actor: Optional[float] = None  # None -> 1 if the cluster has GPUs else 0
     corpus_vectors: Optional[str] = None    # precomputed: parquet (id, vector) or .npy (+ .ids.txt)
     query_vectors: Optional[str] = None
+
+    # keys that are gone, and what to write instead (_build says so instead of "unknown config key")
+    REPLACED_KEYS: ClassVar[dict] = {"fp16": "encoder.fp16 is replaced by encoder.precision: use float16 / "
+                                             "bfloat16 / float32 / bf16-autocast / auto (fp16 true -> float16, "
+                                             "bf16 -> bfloat16, false -> float32)"}
 
 
 @dataclass
@@ -329,7 +339,7 @@ class MineConfig(ConfigBase):
         _choice("encoder.kind", self.encoder.kind, ENCODER_KINDS)
         if self.encoder.kind == "precomputed" and not (self.encoder.corpus_vectors and self.encoder.query_vectors):
             raise ConfigError("encoder.kind=precomputed needs encoder.corpus_vectors and encoder.query_vectors")
-        _choice("encoder.fp16", str(self.encoder.fp16).lower(), ("auto", "true", "false", "bf16"))
+        _choice("encoder.precision", self.encoder.precision, PRECISIONS)
         _choice("index.use_gpu", str(self.index.use_gpu).lower(), ("auto", "true", "false"))
         _choice("index.torch_dtype", self.index.torch_dtype, TORCH_DTYPES)
         _choice("index.rescore_vectors", self.index.rescore_vectors, RESCORE_VECTORS)
@@ -490,6 +500,9 @@ def _build(cls, data: dict, prefix: str):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
+    replaced = [k for k in unknown if k in getattr(cls, "REPLACED_KEYS", {})]
+    if replaced:
+        raise ConfigError(cls.REPLACED_KEYS[replaced[0]])
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
     hints = _hints(cls)

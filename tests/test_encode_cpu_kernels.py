@@ -85,9 +85,25 @@ def test_the_packaged_encoder_gives_the_stock_vectors():
     from streammine.encode.sentence_transformer import SentenceTransformerEncoder
     texts = ["Aspirin lowers the risk of a second heart attack.", "short", "", "x " * 400,
              "Vitamin D deficiency is associated with an increased risk of fractures in older adults."]
-    stock = SentenceTransformerEncoder(EncoderConfig(cpu_onednn=False), device="cpu", torch_threads=1)
-    fast = SentenceTransformerEncoder(EncoderConfig(), device="cpu", torch_threads=1)
+    stock = SentenceTransformerEncoder(EncoderConfig(cpu_onednn=False, precision="float32"), device="cpu", torch_threads=1)
+    fast = SentenceTransformerEncoder(EncoderConfig(precision="float32"), device="cpu", torch_threads=1)
     assert stock.onednn_layers == 0 and fast.onednn_layers == 37  # 6 layers x 6 + the pooler
     a, b = stock.encode_documents(texts), fast.encode_documents(texts)
     assert a.shape == b.shape == (5, 384)
     assert np.abs(a - b).max() < 1e-5
+
+
+@needs_onednn
+def test_bfloat16_layers_match_the_stock_layers_under_autocast():
+    """accelerate_linears(dtype=bfloat16), as bf16-autocast uses it: bfloat16 weights packed once, a bfloat16
+    result like a stock layer's under autocast, within bfloat16's rounding of it; a float64 input is refused."""
+    stock, fast = _model(), _model()
+    assert accelerate_linears(fast, torch.bfloat16) == 5
+    x = torch.randn(4, 24, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = stock(x), fast(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+    assert fast[1].dense(torch.zeros(0, 48)).shape == (0, 96)
+    with pytest.raises(RuntimeError, match="bfloat16 .* CPU inference only"):
+        fast[1].dense(torch.randn(2, 48, dtype=torch.float64))

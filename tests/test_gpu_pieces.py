@@ -271,18 +271,21 @@ def cosines(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-@pytest.mark.parametrize("device,fp16,min_cos", [("cpu", "auto", 0.99999), ("cpu", "bf16", 0.995),
+@pytest.mark.parametrize("device,precision,min_cos", [("cpu", "float32", 0.99999), ("cpu", "bf16-autocast", 0.9999),
+                                                 ("cpu", "bfloat16", 0.995),
                                                  pytest.param("cuda", "auto", 0.999, marks=pytest.mark.skipif(
                                                      not CUDA, reason="no CUDA device")),
-                                                 pytest.param("cuda", "bf16", 0.995, marks=pytest.mark.skipif(
+                                                 pytest.param("cuda", "bfloat16", 0.995, marks=pytest.mark.skipif(
                                                      not CUDA, reason="no CUDA device"))])
-def test_encoder_device_and_precision(reference_vectors, device, fp16, min_cos):
+def test_encoder_device_and_precision(reference_vectors, device, precision, min_cos):
     import torch
     from streammine.config import EncoderConfig
     from streammine.encode.sentence_transformer import SentenceTransformerEncoder
-    enc = SentenceTransformerEncoder(EncoderConfig(model=model_dir(), fp16=fp16, batch_size=0), device=device)
+    enc = SentenceTransformerEncoder(EncoderConfig(model=model_dir(), precision=precision, batch_size=0), device=device)
     param = next(enc.model.parameters())
-    want = {("cpu", "auto"): torch.float32, ("cuda", "auto"): torch.float16}.get((device, fp16), torch.bfloat16)
+    # bf16-autocast keeps float32 weights (its products run in bfloat16)
+    want = {"float32": torch.float32, "bf16-autocast": torch.float32, "auto": torch.float16}.get(precision,
+                                                                                               torch.bfloat16)
     assert param.dtype == want and param.device.type == device
     vecs = enc.encode_documents(TEXTS)
     assert vecs.dtype == np.float32 and vecs.shape == (len(TEXTS), enc.dim) and np.isfinite(vecs).all()

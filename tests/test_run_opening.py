@@ -11,6 +11,7 @@ import pyarrow as pa
 
 import streammine
 from streammine.api import demo_data_path
+from streammine.encode.precision import planned_precision
 from streammine.encode.query_cache import QueryVectorCache, query_keys
 from streammine.encode.query_vectors import QUERY_ROW, QueryPrefetcher, QueryVectorSource, choose_source
 from streammine.index.store_naming import digest16, model_key, store_key
@@ -28,7 +29,8 @@ def test_names_are_the_documented_digests(tmp_path):
     cfg = _cfg(tmp_path)
     e = cfg.encoder
     ident = {"kind": e.kind, "model": e.model or "packaged:all-MiniLM-L6-v2", "document_prompt": e.document_prompt,
-             "max_length": e.max_length, "normalize": e.normalize, "fp16": str(e.fp16)}
+             "max_length": e.max_length, "normalize": e.normalize,
+             "precision": planned_precision(e)}
     assert model_key(cfg) == hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     assert digest16({"b": [1, 2], "a": "x"}) == hashlib.sha256(b'{"a": "x", "b": [1, 2]}').hexdigest()[:16]
 

@@ -1,6 +1,7 @@
-"""A sentence-transformers bi-encoder: prompts, max length, normalization, fp16 (or bf16) on GPU."""
+"""A sentence-transformers bi-encoder: prompts, max length, normalization, precision (encode/precision.py)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ from ..device import pick_device
 from .base import resolve_model_dir
 from .batching import estimated_token_counts, token_budget_batches
 from .cpu_kernels import accelerate_linears
+from .precision import AUTOCAST, resolve_precision
 
 GPU_AUTO_BATCH_SIZE = 32  # sentence-transformers' default; batch_size 0 on a GPU
 
@@ -35,23 +37,20 @@ class SentenceTransformerEncoder:
             self.model = SentenceTransformer(resolve_model_dir(cfg.model), device=self.device)
         if cfg.max_length:
             self.model.max_seq_length = cfg.max_length
-        fp16 = str(cfg.fp16).lower()
-        # the weights' precision: float16 on a GPU by default; "bf16": bfloat16 (its range is float32's, so
-        # models whose activations overflow float16 still work); the vectors are returned as float32 either way
-        self.half_dtype = ("bfloat16" if fp16 == "bf16" else
-                           "float16" if fp16 == "true" or (fp16 == "auto" and self.device.startswith("cuda"))
-                           else None)
-        self.fp16 = self.half_dtype is not None
-        if self.half_dtype == "float16":
+        # encode/precision.py: what each precision runs; the vectors are returned as float32 in every one
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if self.precision == "float16":
             self.model.half()
-        elif self.half_dtype == "bfloat16":
+        elif self.precision == "bfloat16":
             self.model.to(torch.bfloat16)
-        else:  # float32 means float32, also for a checkpoint saved in half precision
+        else:  # float32 weights (also under bf16-autocast), also for a checkpoint saved in half precision
             self.model.float()
-        # fp32 on a CPU: oneDNN linear layers, faster than the stock ones (encode/cpu_kernels.py)
+        # a CPU: the linear layers through oneDNN, faster than the stock ones (encode/cpu_kernels.py); under
+        # bf16-autocast with their weights packed in bfloat16 once, instead of cast by autocast at every call
         self.onednn_layers = 0
-        if cfg.cpu_onednn and not self.fp16 and self.device == "cpu":
-            self.onednn_layers = accelerate_linears(self.model)
+        if cfg.cpu_onednn and self.device == "cpu" and self.precision in ("float32", AUTOCAST):
+            self.onednn_layers = accelerate_linears(
+                self.model, torch.bfloat16 if self.precision == AUTOCAST else torch.float32)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
@@ -76,9 +75,17 @@ class SentenceTransformerEncoder:
         encode = getattr(self.model, f"encode_{side}", None)
         kwargs = dict(batch_size=batch_size, normalize_embeddings=self.cfg.normalize, convert_to_numpy=True,
                       show_progress_bar=False)
-        vectors = encode(texts, prompt=prompt or "", **kwargs) if encode is not None else \
-            self.model.encode(texts, prompt=prompt or None, **kwargs)
+        with self.precision_context():  # both sides: a query and a document vector must be comparable
+            vectors = encode(texts, prompt=prompt or "", **kwargs) if encode is not None else \
+                self.model.encode(texts, prompt=prompt or None, **kwargs)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def precision_context(self):
+        """Where the model runs: under ``torch.autocast`` to bfloat16 for bf16-autocast, as it is otherwise."""
+        if self.precision != AUTOCAST:
+            return contextlib.nullcontext()
+        import torch
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self.cfg.query_prompt, "query")

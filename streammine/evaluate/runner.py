@@ -220,7 +220,7 @@ def mine_overrides(cfg: EvalConfig, variant: Variant, split_dir: str, out: str, 
     overrides = {"input.path": split_dir, "input.split": TRAIN_SPLIT, "input.format": "beir",
                  "encoder.model": model_path, "encoder.max_length": b.max_seq_length,
                  # fp32 on a GPU too: the base model's evaluation reuses these corpus vectors
-                 "encoder.fp16": "false",
+                 "encoder.precision": "float32",
                  "mining.seed": b.seed, "output.path": os.path.join(out, "mined", _slug(variant.name)),
                  "output.overwrite": True, "output.export": [], "run.work_dir": work_dir or os.path.join(out, "_work"),
                  "run.progress": False}
@@ -477,7 +477,7 @@ def _store_vectors(mined: Dict[str, dict], doc_ids, model_path: str, max_len: Op
     for info in mined.values():
         e = info["cfg"].encoder
         if (e.kind != "sentence-transformers" or str(e.model) != model_path or e.max_length != max_len
-                or e.query_prompt or e.document_prompt or not e.normalize or str(e.fp16).lower() != "false"):
+                or e.query_prompt or e.document_prompt or not e.normalize or e.precision != "float32"):
             continue
         store_url = os.path.join(info["cfg"].run.work_dir, "embeddings", str(info["summary"].get("model_version")))
         manifest = read_manifest(store_url)

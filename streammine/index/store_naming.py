@@ -11,6 +11,7 @@ import json
 from typing import Optional
 
 from ..config import MineConfig
+from ..encode.precision import planned_precision
 from ..io import fs
 from ..io.formats import format_of
 from ..io.run_input import corpus_fingerprint
@@ -24,10 +25,12 @@ def digest16(ident) -> str:
 
 
 def model_ident(cfg: MineConfig) -> dict:
-    """What turns a text into a vector: the model and the encoding settings."""
+    """What turns a text into a vector: the model and the encoding settings, with the precision the run's
+    encoders run (``auto`` resolved, encode/precision.py): a bf16-autocast store is never a float32 run's."""
     e = cfg.encoder
     return {"kind": e.kind, "model": e.model or "packaged:all-MiniLM-L6-v2", "document_prompt": e.document_prompt,
-            "max_length": e.max_length, "normalize": e.normalize, "fp16": str(e.fp16)}
+            "max_length": e.max_length, "normalize": e.normalize,
+            "precision": planned_precision(e) if e.kind == "sentence-transformers" else e.precision}
 
 
 def model_key(cfg: MineConfig) -> str:

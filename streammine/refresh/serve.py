@@ -23,6 +23,7 @@ from typing import Dict, List, Optional
 import ray
 
 from ..config import MineConfig
+from ..encode.precision import pin_precision
 from ..errors import ConfigError, StreamMineError
 from ..index.store_naming import store_key
 from ..io import fs
@@ -194,7 +195,7 @@ def build_version(cfg: MineConfig, version: ModelVersion, metrics) -> ActiveVers
 
 class Server:
     def __init__(self, cfg: MineConfig):
-        self.cfg = cfg
+        self.cfg = cfg = pin_precision(cfg)  # auto resolved once, for every version's encoders (encode/precision.py)
         self.out = cfg.output.path
         self.log = CommitLog(self.out)
         self.source = VersionSource(self.out, cfg.serve.checkpoints, cfg.encoder.model)

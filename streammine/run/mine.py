@@ -24,6 +24,7 @@ import ray
 
 from .. import console
 from ..config import MineConfig
+from ..encode.precision import pin_precision
 from ..encode.query_vectors import QueryVectorSource, choose_source, mark_complete
 from ..errors import StreamMineError
 from ..index.store import read_manifest
@@ -92,6 +93,7 @@ class RayExecutor:
 def mine(cfg: MineConfig) -> RunResult:
     """Runs the whole mining path; returns where the output is and the run summary. A small local run executes
     in this process (``in_process.runs_in_process``), any other on Ray: the same stages either way."""
+    cfg = pin_precision(cfg)  # encoder.precision auto resolved once: every encoder runs what the store key says
     paths, totals, store_exists = _check(cfg)
     executor = InProcessExecutor() if runs_in_process(cfg, totals) else RayExecutor()
     version: Optional[OpenVersion] = None

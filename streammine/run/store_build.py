@@ -17,7 +17,7 @@ from ..encode.query_vectors import QueryPrefetcher
 from ..encode.document_stage import EncodeDocuments, all_cached_documents
 from ..errors import StreamMineError
 from ..index.store import in_sorted, read_manifest, stored_doc_keys
-from ..index.store_naming import cached_store_for, model_key
+from ..index.store_naming import cached_store_for, model_ident, model_key
 from ..index.store_sink import EmbeddingStoreSink
 from ..io.run_input import (LENGTH_SORT_WINDOW_BLOCKS, corpus_read_fns, corpus_source, encoder_input_blocks,
                         read_dataset)
@@ -80,7 +80,8 @@ def store_sink(cfg: MineConfig, store_url: str, cached_store: Optional[str] = No
     """The sink that writes and commits ``store_url``, its manifest naming the store key and the model."""
     return EmbeddingStoreSink(store_url, {"store_key": os.path.basename(store_url.rstrip("/")),
                                           "model": cfg.encoder.model or "all-MiniLM-L6-v2",
-                                          "model_key": model_key(cfg)},
+                                          "model_key": model_key(cfg),
+                                          "precision": model_ident(cfg)["precision"]},
                               cached_store=cached_store)
 
 

@@ -86,6 +86,8 @@ def build_summary(cfg, out_url: str, phases: dict, stages: dict, shards: list, s
         "counts": counts,
         "seconds": dict(phases, total=round(sum(phases.values()), 3)),
         "stages": stages,
+        # the precision the encoders ran (encode/precision.py: auto resolved; none for precomputed vectors)
+        "encoder": {"precision": cfg.encoder.precision if cfg.encoder.kind == "sentence-transformers" else None},
         "index": {"shards": shards, "store_reused": bool(store.get("reused"))},
         "config": cfg.to_dict(),
     }
