@@ -26,9 +26,12 @@ def measure(store: str, shards: int, kind: str, nlist: int, queries: int) -> dic
 
     import faiss  # noqa: F401 (in the baseline)
     from streammine.config import IndexConfig
-    from streammine.index.local import build_shard
+    from streammine.index.local import build_shard, shard_docs_from_store
     from streammine.index.store import read_buckets, read_manifest
+    from streammine.index.vector_rows import release_freed_memory
     me = psutil.Process()
+    next(iter(shard_docs_from_store(store, read_manifest(store), 0, 64)))  # the reader's imports in the baseline
+    release_freed_memory()
     base = me.memory_full_info().uss
     peak = [base]
     stop = threading.Event()
@@ -47,8 +50,11 @@ def measure(store: str, shards: int, kind: str, nlist: int, queries: int) -> dic
     build_peak = peak[0]
     manifest = read_manifest(store)
     from streammine.vectors import from_arrow
-    q = from_arrow(next(iter(read_buckets(store, [1], manifest))).column("vector"))[:queries]
+    table = next(iter(read_buckets(store, [1], manifest)))
+    q = np.array(from_arrow(table.column("vector"))[:queries])
+    del table
     q = (q + 0.05 * np.random.default_rng(0).standard_normal(q.shape, dtype=np.float32)).astype(np.float32)
+    before_search = peak[0] = me.memory_full_info().uss
     t = time.perf_counter()
     shard.answer(q, 66, [[] for _ in range(len(q))])
     search_s = time.perf_counter() - t
@@ -60,6 +66,7 @@ def measure(store: str, shards: int, kind: str, nlist: int, queries: int) -> dic
             "uss_after_build_bytes_per_doc": (after_build - base) / n,
             "uss_build_peak_bytes_per_doc": (build_peak - base) / n,
             "uss_search_peak_bytes_per_doc": (peak[0] - base) / n,
+            "search_working_bytes": peak[0] - before_search,
             "scratch_file_bytes_per_doc": shard.disk_bytes() / n,
             "build_seconds": build_s, "search_seconds": search_s, "queries": len(q)}
 

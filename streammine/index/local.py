@@ -20,6 +20,7 @@ from .answers import BlockSearch, MergedAnswer
 from .merge import assign_shard, merge_answers, rescore_floor
 from .shard import IndexShard, ShardDocs, assemble_vectors
 from .store import buckets_of_shard, file_offsets, read_buckets, read_manifest
+from .vector_rows import release_freed_memory
 
 
 def shard_docs_from_store(store_url: str, manifest: dict, shard_id: int, n_shards: int):
@@ -49,6 +50,7 @@ def build_shard(store_url: str, shard_id: int, n_shards: int, cfg: IndexConfig, 
     shard = IndexShard(cfg, int(manifest["dim"]), shard_id)
     # read twice (ids and keys, then the vectors into their rows): the shard's vectors are never held at once
     dropped = shard.build_from(lambda: shard_docs_from_store(store_url, manifest, shard_id, n_shards), lenient)
+    release_freed_memory()  # what the reads and the build's temporaries used, back to the system
     if dropped and quarantine_url:
         q = Quarantine()
         for record in dropped:
