@@ -2,6 +2,7 @@
 USS samples (UssSampler)."""
 from __future__ import annotations
 
+import os
 import threading
 
 import psutil
@@ -101,7 +102,8 @@ class UssSampler:
     ``samples``: ``[t, summed_uss_bytes]`` per pass (t from the start); ``peak_bytes``, ``peak_pss_bytes``,
     ``driver_peak_bytes``; ``pass_seconds_max`` / ``pass_seconds_mean``: how long one pass took (psutil reads
     /proc/<pid>/smaps_rollup where the kernel has it, a few ms per process; full smaps, much slower for a process
-    with many mappings, only on old kernels); ``max_processes``. USS leaves out pages that two processes share
+    with many mappings, only on old kernels); ``max_processes``; ``peak_processes``: ``[name, pid, uss]`` of each
+    process at the peak pass. USS leaves out pages that two processes share
     (Ray's object store in /dev/shm, once a worker maps an object, counts in no one's USS); PSS shares them out,
     so the PSS sum is the machine's total for these processes."""
 
@@ -112,6 +114,7 @@ class UssSampler:
         self.peak_bytes = self.peak_pss_bytes = self.driver_peak_bytes = 0
         self.pass_seconds: list = []
         self.max_processes = 0
+        self.peak_processes: list = []
         self._me = psutil.Process()
         self._stop = threading.Event()
 
@@ -123,13 +126,16 @@ class UssSampler:
             procs = _ray_session_procs(self._me, _ray_session_dir())
         else:
             procs = _tree(self.only_pids)
-        n = 0
+        n, each = 0, []
         for p in procs:
             try:
                 info = p.memory_full_info()
+                name = "driver" if p.pid == self._me.pid else " ".join(
+                    os.path.basename(c) for c in p.cmdline()[:2])[:60]
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             n += 1
+            each.append((name, p.pid, info.uss))
             uss += info.uss
             pss += getattr(info, "pss", 0)
             if p.pid == self._me.pid:
@@ -137,6 +143,8 @@ class UssSampler:
         t1 = time.perf_counter()
         self.pass_seconds.append(t1 - t0)
         self.samples.append([round(t0 - self._t_start, 3), uss])
+        if uss >= self.peak_bytes:  # what each process held at the peak, largest first
+            self.peak_processes = [[nm, pid, u] for nm, pid, u in sorted(each, key=lambda e: -e[2])]
         self.peak_bytes = max(self.peak_bytes, uss)
         self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
         self.max_processes = max(self.max_processes, n)

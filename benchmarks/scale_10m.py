@@ -25,7 +25,8 @@ The figures (JSON printed last on stdout, also written to --out):
   (gcs_server, raylet, dashboard, workers: memory.UssSampler); ``uss_samples``: ``[t, bytes]`` per second;
   ``peak_pss_bytes``: the same with PSS (USS counts no page two processes share, such as Ray's object store once a
   worker maps an object: PSS does); ``driver_peak_uss_bytes``: this process alone (nothing gathered in the driver
-  should make it grow with N); ``uss_pass_seconds_max``: the longest sampling pass.
+  should make it grow with N); ``uss_pass_seconds_max``: the longest sampling pass (about 20 processes: well under a
+  second, through /proc/<pid>/smaps_rollup); ``uss_peak_processes``: ``[name, pid, uss]`` at the peak.
 - ``recall_at_10``: on 500 queries spread over the set, |streammine's 10 negatives & the exact 10 best
   non-positive documents| / 5000, the exact ones by a float64 brute force over the whole corpus read in chunks.
 - ``scores_bit_equal``: every returned negative score of the sample equals float32(the float64 inner product of the
@@ -36,7 +37,7 @@ The figures (JSON printed last on stdout, also written to --out):
   of the corpus), trained on 64 vectors per list sampled from the corpus and filled in 100k-row chunks read from
   the file; ``faiss_queries_per_second``: the search of all queries (k = 11: 10 plus the positive, batches of
   4096, all cores); ``faiss_recall_at_10`` on the same sample and exact answer; ``faiss_peak_uss_bytes``: that
-  process's USS peak (sampled every second, as above); ``faiss_build_seconds``.
+  process's USS peak (sampled every second and after training, adding and searching); ``faiss_build_seconds``.
 - ``machine``: CPU model, cores, RAM.
 """
 from __future__ import annotations
@@ -110,13 +111,17 @@ def make_data(work: str, n_docs: int, n_queries: int, dim: int, seed: int = 0) -
     return paths
 
 
+def _header(f):
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    return fmt.read_array_header_1_0(f) if version == (1, 0) else fmt.read_array_header_2_0(f)
+
+
 def npy_chunks(path: str, rows: int = CHUNK):
     """``(start, float32 array)`` chunks of a C-order .npy file by plain reads: nothing stays mapped, so the pages
     read do not count in the reader's USS (a memmap's touched pages would, until it is unmapped)."""
-    fmt = np.lib.format
     with open(path, "rb") as f:
-        version = fmt.read_magic(f)
-        shape, fortran, dtype = fmt._read_array_header(f, version)
+        shape, fortran, dtype = _header(f)
         assert not fortran and dtype == np.float32 and len(shape) == 2, (shape, fortran, dtype)
         n, d = shape
         for s in range(0, n, rows):
@@ -128,10 +133,8 @@ def npy_chunks(path: str, rows: int = CHUNK):
 
 
 def npy_shape(path: str):
-    fmt = np.lib.format
     with open(path, "rb") as f:
-        version = fmt.read_magic(f)
-        return fmt._read_array_header(f, version)[0]
+        return _header(f)[0]
 
 
 # ---- machine ----------------------------------------------------------------------------------------------------
@@ -257,6 +260,7 @@ def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
     corpus_path, queries = os.path.join(work, "corpus.npy"), np.load(os.path.join(work, "queries.npy"))
     n, d = npy_shape(corpus_path)
     spec = faiss_factory(kind, nlist, d)
+    m = UssSampler(only_pids=[os.getpid()]).__enter__()  # this process alone, also sampled after each phase
     t = time.perf_counter()
     index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
@@ -267,9 +271,11 @@ def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.max_points_per_centroid = 64
         index.train(sample)
+        m.sample()
         del sample
     for _, chunk in npy_chunks(corpus_path):
         index.add(chunk)
+    m.sample()
     build = time.perf_counter() - t
     if spec.startswith("IVF"):
         faiss.extract_index_ivf(index).nprobe = nprobe
@@ -278,22 +284,19 @@ def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
     for s in range(0, len(queries), 4096):
         _, ids[s:s + 4096] = index.search(queries[s:s + 4096], k)
     search = time.perf_counter() - t
+    m.__exit__(None, None, None)
     np.save(os.path.join(work, "faiss_ids.npy"), ids)
-    return {"factory": spec, "nlist": nlist, "nprobe": nprobe, "k": k, "build_seconds": build,
+    return {"peak_uss_bytes": m.peak_bytes, "uss_samples": m.samples, "factory": spec, "nlist": nlist, "nprobe": nprobe, "k": k, "build_seconds": build,
             "search_seconds": search, "queries_per_second": len(queries) / search}
 
 
 def faiss_in_child(work: str, kind: str, nlist: int, nprobe: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--faiss-only", "--work", work, "--kind", kind,
            "--faiss-nlist", str(nlist), "--faiss-nprobe", str(nprobe)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    with UssSampler(only_pids=[proc.pid]) as m:
-        out, _ = proc.communicate()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"faiss alone failed ({proc.returncode})")
-    res = json.loads(out.strip().splitlines()[-1])
-    res["peak_uss_bytes"], res["uss_samples"] = m.peak_bytes, m.samples
-    return res
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---- main -------------------------------------------------------------------------------------------------------
@@ -344,7 +347,7 @@ def main() -> None:
     result.update({"peak_uss_bytes": m.peak_bytes, "peak_pss_bytes": m.peak_pss_bytes,
                    "driver_peak_uss_bytes": m.driver_peak_bytes, "uss_processes_max": m.max_processes,
                    "uss_pass_seconds_max": m.pass_seconds_max, "uss_pass_seconds_mean": m.pass_seconds_mean,
-                   "uss_samples": m.samples})
+                   "uss_peak_processes": m.peak_processes, "uss_samples": m.samples})
     print(f"streammine: {run['wall_seconds']:.1f}s, {run['queries_per_second']:.0f} q/s, "
           f"peak USS {m.peak_bytes / 2**30:.2f} GiB", file=sys.stderr)
 
