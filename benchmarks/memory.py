@@ -103,7 +103,7 @@ class UssSampler:
     ``driver_peak_bytes``; ``pass_seconds_max`` / ``pass_seconds_mean``: how long one pass took (psutil reads
     /proc/<pid>/smaps_rollup where the kernel has it, a few ms per process; full smaps, much slower for a process
     with many mappings, only on old kernels); ``max_processes``; ``peak_processes``: ``[name, pid, uss]`` of each
-    process at the peak pass. USS leaves out pages that two processes share
+    process at the peak pass; ``process_peaks``: each process's own peak ``{pid: [name, pid, uss, t]}``. USS leaves out pages that two processes share
     (Ray's object store in /dev/shm, once a worker maps an object, counts in no one's USS); PSS shares them out,
     so the PSS sum is the machine's total for these processes."""
 
@@ -115,6 +115,7 @@ class UssSampler:
         self.pass_seconds: list = []
         self.max_processes = 0
         self.peak_processes: list = []
+        self.process_peaks: dict = {}  # pid -> [name at its peak, pid, peak uss, t of the peak]
         self._me = psutil.Process()
         self._stop = threading.Event()
 
@@ -136,6 +137,9 @@ class UssSampler:
                 continue
             n += 1
             each.append((name, p.pid, info.uss))
+            top = self.process_peaks.setdefault(p.pid, [name, p.pid, 0, 0.0])
+            if info.uss > top[2]:
+                top[0], top[2], top[3] = name, info.uss, round(t0 - self._t_start, 3)
             uss += info.uss
             pss += getattr(info, "pss", 0)
             if p.pid == self._me.pid:

@@ -26,7 +26,8 @@ The figures (JSON printed last on stdout, also written to --out):
   ``peak_pss_bytes``: the same with PSS (USS counts no page two processes share, such as Ray's object store once a
   worker maps an object: PSS does); ``driver_peak_uss_bytes``: this process alone (nothing gathered in the driver
   should make it grow with N); ``uss_pass_seconds_max``: the longest sampling pass (about 20 processes: well under a
-  second, through /proc/<pid>/smaps_rollup); ``uss_peak_processes``: ``[name, pid, uss]`` at the peak.
+  second, through /proc/<pid>/smaps_rollup); ``uss_peak_processes``: ``[name, pid, uss]`` at the peak; ``uss_process_peaks``: ``[name, pid, uss, t]``, each
+  process's own peak (t: seconds into the run).
 - ``recall_at_10``: on 500 queries spread over the set, |streammine's 10 negatives & the exact 10 best
   non-positive documents| / 5000, the exact ones by a float64 brute force over the whole corpus read in chunks.
 - ``scores_bit_equal``: every returned negative score of the sample equals float32(the float64 inner product of the
@@ -347,7 +348,9 @@ def main() -> None:
     result.update({"peak_uss_bytes": m.peak_bytes, "peak_pss_bytes": m.peak_pss_bytes,
                    "driver_peak_uss_bytes": m.driver_peak_bytes, "uss_processes_max": m.max_processes,
                    "uss_pass_seconds_max": m.pass_seconds_max, "uss_pass_seconds_mean": m.pass_seconds_mean,
-                   "uss_peak_processes": m.peak_processes, "uss_samples": m.samples})
+                   "uss_peak_processes": m.peak_processes,
+                   "uss_process_peaks": sorted(m.process_peaks.values(), key=lambda e: -e[2]),
+                   "uss_samples": m.samples})
     print(f"streammine: {run['wall_seconds']:.1f}s, {run['queries_per_second']:.0f} q/s, "
           f"peak USS {m.peak_bytes / 2**30:.2f} GiB", file=sys.stderr)
 
