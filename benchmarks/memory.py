@@ -73,31 +73,29 @@ def _tree(pids) -> list:
     return list(procs.values())
 
 
-def _ray_session_procs(me: psutil.Process, session_dir) -> list:
-    """This process, its descendants (a local Ray's gcs_server, raylet, dashboard, workers are started under it) and every process whose command line mentions ray and names this run's Ray session directory
-    (the processes of a Ray another process started: other sessions' Ray processes on the machine are left out)."""
-    procs = {me.pid: me}
-    try:
-        for c in me.children(recursive=True):
-            procs[c.pid] = c
-    except psutil.NoSuchProcess:
-        pass
-    if session_dir:
-        name = session_dir.rstrip("/").rsplit("/", 1)[-1]
-        for p in psutil.process_iter(["cmdline"]):
-            try:
-                cmd = " ".join(p.info["cmdline"] or [])
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if p.pid not in procs and "ray" in cmd and name in cmd:
-                procs[p.pid] = p
-    return list(procs.values())
+def _ray_session_pids(session_dir) -> set:
+    """Every process whose command line mentions ray and names this Ray session's directory (the processes of a
+    Ray that another process started; other sessions' Ray processes on the machine are left out). Reads every
+    process's command line: the sampler does it every ``rescan`` seconds, not every pass."""
+    if not session_dir:
+        return set()
+    name = session_dir.rstrip("/").rsplit("/", 1)[-1]
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "ray" in cmd and name in cmd:
+            found.add(p.pid)
+    return found
 
 
 class UssSampler:
     """``with UssSampler() as m: ...``: every ``interval`` seconds, the USS (pages no other process maps: what
-    stopping the process would free) summed over this process and its Ray (see ``_ray_session_procs``), with the
-    PSS sum and this process's own USS beside it.
+    stopping the process would free) summed over this process, its descendants (a local Ray's gcs_server, raylet,
+    dashboard and workers are started under it) and the processes of its Ray session (``_ray_session_pids``), with
+    the PSS sum and this process's own USS beside it.
 
     ``samples``: ``[t, summed_uss_bytes]`` per pass (t from the start); ``peak_bytes``, ``peak_pss_bytes``,
     ``driver_peak_bytes``; ``pass_seconds_max`` / ``pass_seconds_mean``: how long one pass took (psutil reads
@@ -107,8 +105,10 @@ class UssSampler:
     (Ray's object store in /dev/shm, once a worker maps an object, counts in no one's USS); PSS shares them out,
     so the PSS sum is the machine's total for these processes."""
 
-    def __init__(self, interval: float = 1.0, only_pids=None):
-        self.interval = interval
+    def __init__(self, interval: float = 1.0, only_pids=None, rescan: float = 10.0):
+        self.interval, self.rescan = interval, rescan
+        self._session_pids: set = set()
+        self._scanned_at = None
         self.only_pids = None if only_pids is None else list(only_pids)  # these processes and their descendants
         self.samples: list = []
         self.peak_bytes = self.peak_pss_bytes = self.driver_peak_bytes = 0
@@ -124,7 +124,9 @@ class UssSampler:
         t0 = time.perf_counter()
         uss = pss = 0
         if self.only_pids is None:
-            procs = _ray_session_procs(self._me, _ray_session_dir())
+            if self._scanned_at is None or t0 - self._scanned_at >= self.rescan:
+                self._session_pids, self._scanned_at = _ray_session_pids(_ray_session_dir()), t0
+            procs = _tree([self._me.pid] + sorted(self._session_pids - {self._me.pid}))
         else:
             procs = _tree(self.only_pids)
         n, each = 0, []
