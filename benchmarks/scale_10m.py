@@ -96,6 +96,8 @@ def make_data(work: str, n_docs: int, n_queries: int, dim: int, seed: int = 0) -
             x = centers[rng.integers(0, 1000, e - s)] + 0.7 * rng.standard_normal((e - s, dim)).astype(np.float32)
             corpus[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
             ids.writelines(f"d{i}\n" for i in range(s, e))
+            if (s // CHUNK) % 10 == 9:
+                corpus.flush()  # written back as it goes: dirty pages of the mapping do not pile up
     corpus.flush()
     del corpus  # unmapped: what it touched is page cache, not this process's memory
     positives = np.sort(rng.choice(n_docs, n_queries, replace=False))
