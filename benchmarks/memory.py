@@ -95,15 +95,17 @@ class UssSampler:
     """``with UssSampler() as m: ...``: every ``interval`` seconds, the USS (pages no other process maps: what
     stopping the process would free) summed over this process, its descendants (a local Ray's gcs_server, raylet,
     dashboard and workers are started under it) and the processes of its Ray session (``_ray_session_pids``), with
-    the PSS sum and this process's own USS beside it.
+    the PSS sum and this process's own USS beside it; ``only_pids``: those processes and their descendants instead.
 
     ``samples``: ``[t, summed_uss_bytes]`` per pass (t from the start); ``peak_bytes``, ``peak_pss_bytes``,
     ``driver_peak_bytes``; ``pass_seconds_max`` / ``pass_seconds_mean``: how long one pass took (psutil reads
     /proc/<pid>/smaps_rollup where the kernel has it, a few ms per process; full smaps, much slower for a process
     with many mappings, only on old kernels); ``max_processes``; ``peak_processes``: ``[name, pid, uss]`` of each
-    process at the peak pass; ``process_peaks``: each process's own peak ``{pid: [name, pid, uss, t]}``. USS leaves out pages that two processes share
-    (Ray's object store in /dev/shm, once a worker maps an object, counts in no one's USS); PSS shares them out,
-    so the PSS sum is the machine's total for these processes."""
+    process at the peak pass; ``process_peaks``: each process's own peak ``{pid: [name, pid, uss, t]}``.
+
+    USS leaves out pages that two processes share (Ray's object store in /dev/shm, once a worker maps an object,
+    counts in no one's USS; an object only its writer has mapped counts in the writer's); PSS shares them out, so
+    the PSS sum is the machine's total for these processes."""
 
     def __init__(self, interval: float = 1.0, only_pids=None, rescan: float = 10.0):
         self.interval, self.rescan = interval, rescan

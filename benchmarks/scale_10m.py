@@ -25,8 +25,9 @@ The figures (JSON printed last on stdout, also written to --out):
   (gcs_server, raylet, dashboard, workers: memory.UssSampler); ``uss_samples``: ``[t, bytes]`` per second;
   ``peak_pss_bytes``: the same with PSS (USS counts no page two processes share, such as Ray's object store once a
   worker maps an object: PSS does); ``driver_peak_uss_bytes``: this process alone (nothing gathered in the driver
-  should make it grow with N); ``uss_pass_seconds_max``: the longest sampling pass (about 20 processes: well under a
-  second, through /proc/<pid>/smaps_rollup); ``uss_peak_processes``: ``[name, pid, uss]`` at the peak; ``uss_process_peaks``: ``[name, pid, uss, t]``, each
+  should make it grow with N); ``uss_pass_seconds_max`` / ``_mean``: one sampling pass (about 20 processes through
+  /proc/<pid>/smaps_rollup: 0.05 s on average, under 0.3 s mostly, 2 s once on 2 cores with a load of 8);
+  ``uss_peak_processes``: ``[name, pid, uss]`` at the peak; ``uss_process_peaks``: ``[name, pid, uss, t]``, each
   process's own peak (t: seconds into the run).
 - ``recall_at_10``: on 500 queries spread over the set, |streammine's 10 negatives & the exact 10 best
   non-positive documents| / 5000, the exact ones by a float64 brute force over the whole corpus read in chunks.
@@ -184,7 +185,8 @@ def streammine_run(paths: dict, work: str, kind: str, shards: int, nlist, nprobe
         "encoder.query_vectors": paths["queries_vec"], "index.kind": kind, "index.shards": shards,
         "mining.filter.method": "none", "mining.sampler.method": "top", "mining.sampler.num_negatives": K,
         "mining.sampler.range_max": K, "output.path": out, "output.overwrite": True, "run.executor": "ray",
-        "run.progress": False, "run.work_dir": os.path.join(work, "_work"), "run.cache_dir": os.path.join(work, "_cache")}
+        "run.progress": False, "run.work_dir": os.path.join(work, "_work"),
+        "run.cache_dir": os.path.join(work, "_cache")}
     if nlist is not None:
         overrides["index.nlist"] = nlist
     if nprobe is not None:
@@ -296,7 +298,8 @@ def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
     search = time.perf_counter() - t
     m.__exit__(None, None, None)
     np.save(os.path.join(work, "faiss_ids.npy"), ids)
-    return {"peak_uss_bytes": m.peak_bytes, "uss_samples": m.samples, "factory": spec, "nlist": nlist, "nprobe": nprobe, "k": k, "build_seconds": build,
+    return {"peak_uss_bytes": m.peak_bytes, "uss_samples": m.samples, "factory": spec, "nlist": nlist,
+            "nprobe": nprobe, "k": k, "build_seconds": build,
             "search_seconds": search, "queries_per_second": len(queries) / search}
 
 
