@@ -47,7 +47,7 @@ share the single index recalls more (20k documents: streammine 0.971, a 4-shard 
 index 0.9998); both recall 1.0 on this clustered data from 200k documents up, so ``recall_at_10`` mostly shows that
 nothing is lost between the shards and the output. The faiss build's k-means (64 vectors per list over S*nlist
 lists) costs about what the shards' together cost (faiss's 256 per list over nlist each) at the default nlist of a
-10M corpus; on a small corpus it costs S times more (200k on 2 busy cores: 253 s).
+10M corpus; on a small corpus it costs S times more (200k on 2 shared cores: 60 to 250 s).
 """
 from __future__ import annotations
 
