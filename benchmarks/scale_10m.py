@@ -175,7 +175,7 @@ def per_shard_nlist(n_docs: int, shards: int, nlist) -> int:
 
 # ---- streammine -------------------------------------------------------------------------------------------------
 
-def streammine_run(paths: dict, work: str, kind: str, shards: int, nlist, nprobe) -> dict:
+def streammine_run(paths: dict, work: str, kind: str, shards: int, nlist, nprobe, train_points: int = 64) -> dict:
     import streammine
     out = os.path.join(work, "out")
     for d in ("_work", "_cache"):  # a cold run: no embedding store or cached query vectors from an earlier one
@@ -186,7 +186,7 @@ def streammine_run(paths: dict, work: str, kind: str, shards: int, nlist, nprobe
         "mining.filter.method": "none", "mining.sampler.method": "top", "mining.sampler.num_negatives": K,
         "mining.sampler.range_max": K, "output.path": out, "output.overwrite": True, "run.executor": "ray",
         "run.progress": False, "run.work_dir": os.path.join(work, "_work"),
-        "run.cache_dir": os.path.join(work, "_cache")}
+        "run.cache_dir": os.path.join(work, "_cache"), "index.train_points_per_list": train_points}
     if nlist is not None:
         overrides["index.nlist"] = nlist
     if nprobe is not None:
@@ -265,7 +265,7 @@ def faiss_factory(kind: str, nlist: int, dim: int) -> str:
     raise SystemExit(f"--kind {kind}: no faiss-alone equivalent here")
 
 
-def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
+def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int, train_points: int = 64) -> dict:
     """Run in its own process (``--faiss-only``): build one index over the corpus and search every query."""
     import faiss
     faiss.omp_set_num_threads(os.cpu_count())
@@ -278,10 +278,10 @@ def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
     if not index.is_trained:
         rng = np.random.default_rng(1)
         mm = np.load(corpus_path, mmap_mode="r")
-        sample = np.asarray(mm[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))])
+        sample = np.asarray(mm[np.sort(rng.choice(n, min(n, train_points * nlist), replace=False))])
         del mm  # unmapped
         ivf = faiss.extract_index_ivf(index)
-        ivf.cp.max_points_per_centroid = 64
+        ivf.cp.max_points_per_centroid = train_points
         index.train(sample)
         m.sample()
         del sample
@@ -303,9 +303,9 @@ def faiss_alone(work: str, kind: str, nlist: int, nprobe: int, k: int) -> dict:
             "search_seconds": search, "queries_per_second": len(queries) / search}
 
 
-def faiss_in_child(work: str, kind: str, nlist: int, nprobe: int) -> dict:
+def faiss_in_child(work: str, kind: str, nlist: int, nprobe: int, train_points: int = 64) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--faiss-only", "--work", work, "--kind", kind,
-           "--faiss-nlist", str(nlist), "--faiss-nprobe", str(nprobe)]
+           "--faiss-nlist", str(nlist), "--faiss-nprobe", str(nprobe), "--train-points", str(train_points)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"faiss alone failed ({proc.returncode})")
@@ -331,13 +331,15 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--nlist", type=int, default=None, help="index.nlist, per shard (default: streammine's)")
     p.add_argument("--nprobe", type=int, default=None, help="index.nprobe, per shard (default: streammine's)")
+    p.add_argument("--train-points", type=int, default=64,
+                   help="index.train_points_per_list, and the faiss index's training rows per list")
     p.add_argument("--skip-faiss", action="store_true")
     p.add_argument("--faiss-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--faiss-nlist", type=int, help=argparse.SUPPRESS)
     p.add_argument("--faiss-nprobe", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.faiss_only:
-        print(json.dumps(faiss_alone(a.work, a.kind, a.faiss_nlist, a.faiss_nprobe, K + 1)))
+        print(json.dumps(faiss_alone(a.work, a.kind, a.faiss_nlist, a.faiss_nprobe, K + 1, a.train_points)))
         return
 
     t = time.perf_counter()
@@ -345,14 +347,14 @@ def main() -> None:
     data_seconds = time.perf_counter() - t
     result = {"documents": a.docs, "queries": a.queries, "dim": a.dim, "seed": a.seed,
               "settings": {"kind": a.kind, "shards": a.shards, "nlist_per_shard": a.nlist,
-                           "nprobe_per_shard": a.nprobe, "executor": "ray", "filter": "none", "sampler": "top",
+                           "nprobe_per_shard": a.nprobe, "train_points_per_list": a.train_points, "executor": "ray", "filter": "none", "sampler": "top",
                            "num_negatives": K, "range_max": K},
               "machine": machine(), "data_seconds": data_seconds, "data_generated": paths.pop("generated")}
     print(f"data: {data_seconds:.1f}s ({'generated' if result['data_generated'] else 'reused'})", file=sys.stderr)
 
     os.environ["STREAMMINE_EXECUTOR"] = "ray"
     with UssSampler() as m:
-        run = streammine_run(paths, a.work, a.kind, a.shards, a.nlist, a.nprobe)
+        run = streammine_run(paths, a.work, a.kind, a.shards, a.nlist, a.nprobe, a.train_points)
     import streammine
     streammine.shutdown()
     result.update({k: run[k] for k in ("wall_seconds", "seconds", "stages", "queries_out", "queries_per_second",
@@ -391,7 +393,8 @@ def main() -> None:
     if not a.skip_faiss:
         nlist_s = per_shard_nlist(a.docs, a.shards, a.nlist)
         nprobe_s = run["nprobe"]
-        fa = faiss_in_child(a.work, a.kind, nlist_s * a.shards, min(nprobe_s * a.shards, nlist_s * a.shards))
+        fa = faiss_in_child(a.work, a.kind, nlist_s * a.shards, min(nprobe_s * a.shards, nlist_s * a.shards),
+                            a.train_points)
         ids = np.load(os.path.join(a.work, "faiss_ids.npy"))[rows]
         f_found = [[int(i) for i in row if i != pos][:K] for row, pos in zip(ids, positives[rows])]
         result.update({"faiss_queries_per_second": fa["queries_per_second"], "faiss_recall_at_10":
