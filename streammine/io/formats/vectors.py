@@ -93,22 +93,42 @@ def _first_null(arr: pa.Array) -> int:
     return int(np.argmax(arr.is_null().to_numpy(zero_copy_only=False)))
 
 
-def _npy_ids(url: str, n: int, first_row_id: int) -> Tuple[List[str], Optional[str]]:
-    ids_url = url[: -len(".npy")] + ".ids.txt"
-    if not fs.exists(ids_url):
-        return [str(first_row_id + i) for i in range(n)], None
-    ids = []
-    for line_no, location, text in _text_lines(ids_url, _reporter(None, "vectors")):
-        if line_no != len(ids) + 1:
-            raise InputError(f"{ids_url}:{len(ids) + 1}", "empty id")
-        ids.append(text.strip())
-        if not ids[-1]:
-            raise InputError(location, "empty id")
-    if len(ids) < n:
-        raise InputError(f"{url}:row {len(ids)}", f"no id for this row: {ids_url} has {len(ids)} ids for {n} rows")
-    if len(ids) > n:
-        raise InputError(f"{ids_url}:{n + 1}", f"{len(ids)} ids for the {n} rows of {url}")
-    return ids, ids_url
+class _NpyIds:
+    """The ids of an ``.npy`` file's rows, read from its ``.ids.txt`` as the rows are (``take(k)``: the next k),
+    so that no task holds every id of a large file; without the file the ids are the row numbers."""
+
+    def __init__(self, url: str, n: int, first_row_id: int):
+        self.url, self.n, self.first_row_id = url, n, first_row_id
+        self.ids_url = url[: -len(".npy")] + ".ids.txt"
+        self.lines = _text_lines(self.ids_url, _reporter(None, "vectors")) if fs.exists(self.ids_url) else None
+        self.taken = 0
+
+    def take(self, k: int) -> List[str]:
+        start, self.taken = self.taken, self.taken + k
+        if self.lines is None:
+            return [str(self.first_row_id + i) for i in range(start, start + k)]
+        ids = []
+        for line_no, location, text in self.lines:
+            if line_no != start + len(ids) + 1:
+                raise InputError(f"{self.ids_url}:{start + len(ids) + 1}", "empty id")
+            ids.append(text.strip())
+            if not ids[-1]:
+                raise InputError(location, "empty id")
+            if len(ids) == k:
+                break
+        if len(ids) < k:
+            have = start + len(ids)
+            raise InputError(f"{self.url}:row {have}",
+                             f"no id for this row: {self.ids_url} has {have} ids for {self.n} rows")
+        return ids
+
+    def finish(self) -> None:
+        """Every row has had its id: one more line is an error naming it."""
+        if self.lines is None:
+            return
+        for line_no, location, text in self.lines:
+            extra = self.n + 1 + sum(1 for _ in self.lines)
+            raise InputError(f"{self.ids_url}:{self.n + 1}", f"{extra - 1} ids for the {self.n} rows of {self.url}")
 
 
 def _read_exact(f, nbytes: int) -> bytes:
@@ -140,7 +160,7 @@ def _npy_vectors(url: str, dim: _Dim, block_rows: int, first_row_id: int, check_
         if len(shape) != 2:
             raise InputError(url, f"expected a 2-D array (n, dim), got shape {shape}")
         n, d = int(shape[0]), int(shape[1])
-        ids, _ids_url = _npy_ids(url, n, first_row_id)
+        ids = _NpyIds(url, n, first_row_id)
         if n:
             dim.check(d, f"{url}:row 0")
         itemsize = dtype.itemsize
@@ -160,7 +180,8 @@ def _npy_vectors(url: str, dim: _Dim, block_rows: int, first_row_id: int, check_
                 vectors = np.frombuffer(data, dtype=dtype).reshape(rows, d).astype(np.float32)
             if check_finite:
                 _check_finite(vectors, url, r)
-            yield ids[r:r + rows], vectors, [f"{url}:row {r + i}" for i in range(rows)]
+            yield ids.take(rows), vectors, [f"{url}:row {r + i}" for i in range(rows)]
+        ids.finish()
 
 
 def iter_vectors(url: str, dim: Optional[int] = None, block_rows: int = DEFAULT_BLOCK_ROWS,
