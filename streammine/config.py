@@ -254,6 +254,9 @@ class OutputConfig:
 @dataclass
 class RunConfig:
     address: Optional[str] = None       # None -> RAY_ADDRESS, else a local Ray
+    # A private local Ray's object store, bytes; None: 10 % of the machine's memory, at least 1 GiB (Ray's own
+    # default, 30 %, is shared memory that the workers writing into it keep resident: README "Scale past RAM").
+    object_store_memory: Optional[int] = None
     query_batch_size: int = 256         # queries per block through encode -> search -> mine
     corpus_batch_size: int = 0          # documents per encoder call (sorted by length inside: less padding);
                                         # 0 -> 256 on CPU (keeps actors evenly busy), 4096 on GPU
@@ -396,7 +399,7 @@ NUMERIC_RANGES = {
     "encoder.gpus_per_actor": (0, None, False),
     "index.nlist": (1, None, False), "index.nprobe": (1, None, False), "index.hnsw_m": (2, None, False),
     "index.ef_search": (1, None, False), "index.pq_m": (1, None, False), "index.pq_nbits": (1, 16, False),
-    "index.oversample": (0, None, False), "index.train_points_per_list": (1, None, False), "index.cpus_per_shard": (0, None, False),
+    "run.object_store_memory": (80 << 20, None, False), "index.oversample": (0, None, False), "index.train_points_per_list": (1, None, False), "index.cpus_per_shard": (0, None, False),
     "index.gpus_per_shard": (0, None, False),
     "mining.filter.margin": (0, None, False), "mining.filter.max_score": (None, None, False),
     "mining.filter.min_score": (None, None, False), "mining.sampler.range_max": (1, None, False),

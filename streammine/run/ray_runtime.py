@@ -35,7 +35,7 @@ def start_ray(run_cfg) -> None:
     """Ray for a run (``run_cfg``: the config's ``run`` section): joined or started (``ensure_ray``), with Ray
     Data's progress bars as ``run.progress`` and the console's verbosity say, a stage's own exception raised as
     itself, and Ray's loggers quiet."""
-    ensure_ray(run_cfg.address)
+    ensure_ray(run_cfg.address, getattr(run_cfg, "object_store_memory", None))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(run_cfg.progress) and console.verbose()
     ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
@@ -66,7 +66,21 @@ def quiet_data_context():
         ctx.enable_progress_bars, ctx.print_on_execution_start = saved
 
 
-def ensure_ray(address: Optional[str] = None) -> None:
+def local_object_store_bytes(configured: Optional[int] = None) -> Optional[int]:
+    """A private local Ray's object store: ``run.object_store_memory``, else 10 % of the machine's memory, at least
+    1 GiB. Blocks pass through it; a worker keeps resident every page of it that it has written (Ray's allocator
+    reuses them), so its size is a floor on a long run's memory, and Ray's default (30 %) is more than streaming
+    needs (README "Scale past RAM")."""
+    if configured:
+        return int(configured)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no such figure here: Ray's default
+        return None
+    return max(1 << 30, int(0.10 * total))
+
+
+def ensure_ray(address: Optional[str] = None, object_store_memory: Optional[int] = None) -> None:
     """Join the given cluster (or RAY_ADDRESS), else start a private local Ray. One code path either way.
 
     Without an address the run starts and owns its own local Ray (``address="local"``): it never attaches to
@@ -94,7 +108,8 @@ def ensure_ray(address: Optional[str] = None) -> None:
         else:
             # A local Ray gets at least 2 logical CPUs: requests only schedule, and a 1-core machine must still fit
             # an encoder beside a 1-CPU read or write task (see encode/plan.py).
-            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), **kwargs)
+            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1),
+                     object_store_memory=local_object_store_bytes(object_store_memory), **kwargs)
             if not _ours.get("atexit"):
                 atexit.register(_stop_local_autoscaler)  # runs before Ray's exit hook (atexit: last in, first out)
                 _ours["atexit"] = True
