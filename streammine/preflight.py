@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import MineConfig
 from .encode.model_object import MODEL_OBJECT_SCHEME
-from .errors import InputError, OutputError, StreamMineError
+from .errors import ConfigError, InputError, OutputError, StreamMineError
 from .io import fs
 from .io.formats import input_format
 
@@ -357,7 +357,20 @@ def check_run(cfg: MineConfig) -> str:
     cfg.validate()
     check_names(cfg)
     check_inputs(cfg)
+    check_scratch(cfg)
     return check_output(cfg)
+
+
+def check_scratch(cfg: MineConfig) -> None:
+    """A configured ``index.scratch_dir`` (where the shards' rescoring rows may go) is a directory this process
+    can create and write; a shard on another node checks its own when it builds."""
+    path = cfg.index.scratch_dir
+    if not path:
+        return
+    from .index.vector_rows import scratch_dir
+    scratch_dir(path)
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"index.scratch_dir={path!r} is not a writable directory")
 
 
 def check_serve_output(out: str, model: Optional[str] = None) -> None:

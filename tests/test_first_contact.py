@@ -144,6 +144,10 @@ def test_user_errors_are_one_line_before_ray(tmp_path, capfd, monkeypatch, s3_en
     # config: a bad value, a missing config file; refresh of a run that does not exist, with a missing model
     rc, _, err = _run_cli(mine + ["--input", good, "--sampler", "nearest"], capfd)
     _assert_one_error_line(rc, err, "mining.sampler.method")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a scratch directory for the shards' rows that cannot be made (under a file)
+    rc, _, err = _run_cli(mine + ["--input", good, "--set", f"index.scratch_dir={blocker}/scratch"], capfd)
+    _assert_one_error_line(rc, err, "index.scratch_dir", str(blocker))
     rc, _, err = _run_cli(["mine", "--config", str(tmp_path / "nope.yaml")], capfd)
     _assert_one_error_line(rc, err, str(tmp_path / "nope.yaml"), "not found")
     rc, _, err = _run_cli(["refresh", "--output", str(tmp_path / "nonexistent"), "--model", "/nope"], capfd)

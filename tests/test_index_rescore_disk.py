@@ -227,3 +227,4 @@ def test_presized_lists_are_the_lists_faiss_adds(kind):
         size = n * a.code_size
         np.testing.assert_array_equal(faiss.rev_swig_ptr(a.get_codes(lst), size),
                                       faiss.rev_swig_ptr(b.get_codes(lst), size))
+
