@@ -283,3 +283,34 @@ def test_registry_names_every_configurable_format_and_its_file():
         "st-triplet": "st-triplet.parquet", "st-ntuple": "st-ntuple.parquet",
         "st-labeled-pair": "st-labeled-pair.parquet", "st-labeled-list": "st-labeled-list.parquet",
         "flagembedding": "flagembedding.jsonl"}
+
+
+def test_a_run_export_reads_only_the_texts_its_output_names(mined_dir, tmp_path, monkeypatch):
+    """``write_exports`` (what a run calls) looks up the texts of the documents the output names, positives and
+    negatives, from a corpus that holds many more: memory is those texts, not the corpus's."""
+    from streammine.api import load_config
+    from streammine.io.formats.base import InputFormat
+    from streammine.sink.exporters import write_exports
+    corpus = tmp_path / "beir"
+    (corpus / "qrels").mkdir(parents=True)
+    with open(corpus / "corpus.jsonl", "w") as f:
+        for i in range(1, 400):  # d1..d19 as TEXTS, then documents no output row names
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": TEXTS.get(f"d{i}", f"unrelated {i}")}) + "\n")
+    (corpus / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "query one"}) + "\n")
+    (corpus / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (mined_dir / "_parts.json").write_text(json.dumps({"parts": [{"part": "part-00000-a.parquet", "rows": 2},
+                                                                 {"part": "part-00001-b.parquet", "rows": 3}]}))
+    kept = []
+    original = InputFormat.corpus_texts
+
+    def spy(self, lenient=None, only=None):
+        texts = original(self, lenient, only)
+        kept.append(len(texts))
+        return texts
+    monkeypatch.setattr(InputFormat, "corpus_texts", spy)
+    cfg = load_config(None, {"input.path": str(corpus), "output.export": ["st-triplet", "flagembedding"]})
+    results = write_exports(cfg, str(mined_dir))
+    named = {d for _, _, pos, neg in PART_0 + PART_1 for d in pos + neg}
+    assert kept == [len(named)] and len(named) < 399
+    assert rows_of(results["st-triplet"]["path"])[:2] == [("query one", t("d1"), t("d5")),
+                                                         ("query one", t("d1"), t("d6"))]

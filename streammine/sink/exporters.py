@@ -87,6 +87,15 @@ def text_lookup(texts: Mapping[str, str]) -> Callable[[str, str, str], str]:
     return lookup
 
 
+def referenced_doc_ids(part_urls: Sequence[str]) -> set:
+    """Every document id the output names, as a positive or a negative: the texts an export needs."""
+    ids: set = set()
+    for _, have, batch in read_batches(part_urls, ["positive_ids", "negative_ids"], BATCH_ROWS):
+        for name in have:
+            ids.update(pc.list_flatten(batch.column(name)).to_pylist())
+    return ids
+
+
 def max_negatives(part_urls: Sequence[str]) -> int:
     """The widest negative list in the output (one cheap pass over a single column): the n-tuple width."""
     widest = 0
@@ -413,8 +422,9 @@ def export_score_source(cfg) -> Optional[str]:
 
 def write_exports(cfg, out_url: str) -> dict:
     """Writes every format of ``cfg.output.export`` under ``<out_url>/export/``; format -> counts and path."""
-    texts = format_of(cfg.input).corpus_texts()  # doc id -> text, for the exporters that write texts (memory: the corpus text)
     parts = list_parts(out_url)  # a finished run: the parts its manifest commits
+    # doc id -> text of the documents the output names (memory: those texts, not the corpus's)
+    texts = format_of(cfg.input).corpus_texts(only=referenced_doc_ids(parts))
     scores = export_score_source(cfg)
     results = {}
     for fmt in cfg.output.export:

@@ -80,15 +80,20 @@ class InputFormat:
         reader, kwargs = self.corpus_reader()
         return reader(quarantine=quarantine, block_rows=block_rows, **kwargs)
 
-    def corpus_texts(self, lenient: Optional[bool] = None) -> Dict[str, str]:
-        """doc id -> the document's text as it is embedded (title + text), for the whole text corpus; the first
-        row of an id wins, as in the index. Bad rows raise in a strict run; a lenient run skips them here (the
-        corpus pass quarantined and counted them). Memory: the corpus text."""
+    def corpus_texts(self, lenient: Optional[bool] = None, only=None) -> Dict[str, str]:
+        """doc id -> the document's text as it is embedded (title + text), for the whole text corpus, or for the
+        ids in ``only`` (a set); the first row of an id wins, as in the index. Bad rows raise in a strict run; a
+        lenient run skips them here (the corpus pass quarantined and counted them). Memory: the texts kept."""
         lenient = self.input.lenient if lenient is None else lenient
         texts: Dict[str, str] = {}
         for block in self.corpus_blocks(quarantine=Quarantine() if lenient else None):
-            for doc_id, title, text in zip(block.column("doc_id").to_pylist(), block.column("title").to_pylist(),
-                                           block.column("text").to_pylist()):
+            ids = block.column("doc_id").to_pylist()
+            if only is not None:
+                rows = [i for i, doc_id in enumerate(ids) if doc_id in only and doc_id not in texts]
+                if not rows:
+                    continue
+                block, ids = block.take(rows), [ids[i] for i in rows]
+            for doc_id, title, text in zip(ids, block.column("title").to_pylist(), block.column("text").to_pylist()):
                 texts.setdefault(doc_id, document_text(title, text))
         return texts
 
