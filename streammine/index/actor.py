@@ -122,6 +122,9 @@ class ShardedIndex:
             token = uuid.uuid4().hex
             proposals = self._call_all("propose", (token, queries_ref, k), unavailable_timeout_s)
             floor = rescore_floor([p.scores for p in proposals], [p.error_bound for p in proposals], queries, k)
+            if any(p.error_bound is None for p in proposals):
+                # a kind without an error bound can never prune: later blocks go in one round (same result)
+                self.prune_rescoring = False
         answers = self._call_all("answer", (queries_ref, k, positive_ids, random_ordinals, token, floor),
                                  unavailable_timeout_s)
         self.certificate_researches += sum(int(getattr(a, "researches", 0)) for a in answers)

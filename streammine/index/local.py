@@ -106,6 +106,8 @@ class LocalShardedIndex:
             rounds = [s.propose(queries, k) for s in self.shards]
             proposals = [r.proposal for r in rounds]
             floor = rescore_floor([p.scores for p in proposals], [r.error_bound for r in rounds], queries, k)
+            if any(r.error_bound is None for r in rounds):
+                self.prune_rescoring = False  # as ShardedIndex: no bound, nothing to prune, one round from now on
         answers = [s.answer(queries, k, positive_ids, random_ordinals,
                             proposals[i] if proposals is not None else None, floor)
                    for i, s in enumerate(self.shards)]
