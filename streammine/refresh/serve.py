@@ -195,7 +195,7 @@ def build_version(cfg: MineConfig, version: ModelVersion, metrics) -> ActiveVers
 
 class Server:
     def __init__(self, cfg: MineConfig):
-        self.cfg = cfg = pin_precision(cfg)  # auto resolved once, for every version's encoders (encode/precision.py)
+        self.cfg = cfg
         self.out = cfg.output.path
         self.log = CommitLog(self.out)
         self.source = VersionSource(self.out, cfg.serve.checkpoints, cfg.encoder.model)
@@ -414,7 +414,8 @@ class Server:
 
     def _run(self) -> dict:
         from ..metrics import start_stage_metrics
-        cfg = self.cfg
+        # auto resolved once, after the checks (it may import torch), for every version's encoders
+        self.cfg = cfg = pin_precision(self.cfg)
         start_ray(cfg.run)
         fs.makedirs(self.out)
         self.log.reopen()

@@ -93,8 +93,7 @@ class RayExecutor:
 def mine(cfg: MineConfig) -> RunResult:
     """Runs the whole mining path; returns where the output is and the run summary. A small local run executes
     in this process (``in_process.runs_in_process``), any other on Ray: the same stages either way."""
-    cfg = pin_precision(cfg)  # encoder.precision auto resolved once: every encoder runs what the store key says
-    paths, totals, store_exists = _check(cfg)
+    cfg, paths, totals, store_exists = _check(cfg)
     executor = InProcessExecutor() if runs_in_process(cfg, totals) else RayExecutor()
     version: Optional[OpenVersion] = None
     try:
@@ -130,14 +129,17 @@ def mine(cfg: MineConfig) -> RunResult:
 def _check(cfg: MineConfig):
     """Everything that can be checked before Ray (or the in-process run) starts: config, inputs, output, and a
     read pass over the corpus and queries (bad rows, conflicting duplicate ids) before any document is encoded.
-    Returns the run's paths, the input's totals (which also choose the executor) and whether the store exists."""
+    Returns the config with ``encoder.precision`` pinned, the run's paths, the input's totals (which also choose
+    the executor) and whether the store exists."""
     check_run(cfg)
+    # auto resolved once, after the checks (it may import torch): every encoder runs what the store key says
+    cfg = pin_precision(cfg)
     paths = RunPaths.for_mine(cfg)
     store_manifest = read_manifest(paths.store)
     totals = scan_inputs(cfg, corpus=store_manifest is None)
     if store_manifest is not None:
         totals["documents"] = store_manifest.get("docs")
-    return paths, totals, store_manifest is not None
+    return cfg, paths, totals, store_manifest is not None
 
 
 def _summarize(cfg: MineConfig, version: OpenVersion, source: QueryVectorSource, phases: dict, stages: dict) -> dict:
