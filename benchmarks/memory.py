@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import psutil
 
@@ -20,23 +21,24 @@ def _ray_tree_rss() -> int:
     return total
 
 
-class PeakMemory:
-    """``with PeakMemory() as m: ...`` then ``m.peak_bytes`` (RSS summed over processes; shared pages count once
-    per process, so this overstates, never understates)."""
+class _Sampling:
+    """A thread calling ``sample()`` every ``interval`` seconds inside ``with``, and once more at the end."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float):
         self.interval = interval
-        self.peak_bytes = 0
-        self.driver_peak_bytes = 0  # this process alone: shows that nothing is gathered in the driver
         self._stop = threading.Event()
+
+    def sample(self):
+        raise NotImplementedError
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, _ray_tree_rss())
-            self.driver_peak_bytes = max(self.driver_peak_bytes, psutil.Process().memory_info().rss)
-            self._stop.wait(self.interval)
+            t = time.perf_counter()
+            self.sample()
+            self._stop.wait(max(0.0, self.interval - (time.perf_counter() - t)))
 
     def __enter__(self):
+        self._t_start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -44,7 +46,21 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self.sample()
+
+
+class PeakMemory(_Sampling):
+    """``with PeakMemory() as m: ...`` then ``m.peak_bytes`` (RSS summed over processes; shared pages count once
+    per process, so this overstates, never understates)."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(interval)
+        self.peak_bytes = 0
+        self.driver_peak_bytes = 0  # this process alone: shows that nothing is gathered in the driver
+
+    def sample(self):
         self.peak_bytes = max(self.peak_bytes, _ray_tree_rss())
+        self.driver_peak_bytes = max(self.driver_peak_bytes, psutil.Process().memory_info().rss)
 
 
 def _ray_session_dir():
@@ -91,7 +107,7 @@ def _ray_session_pids(session_dir) -> set:
     return found
 
 
-class UssSampler:
+class UssSampler(_Sampling):
     """``with UssSampler() as m: ...``: every ``interval`` seconds, the USS (pages no other process maps: what
     stopping the process would free) summed over this process, its descendants (a local Ray's gcs_server, raylet,
     dashboard and workers are started under it) and the processes of its Ray session (``_ray_session_pids``), with
@@ -108,7 +124,8 @@ class UssSampler:
     the PSS sum is the machine's total for these processes."""
 
     def __init__(self, interval: float = 1.0, only_pids=None, rescan: float = 10.0):
-        self.interval, self.rescan = interval, rescan
+        super().__init__(interval)
+        self.rescan = rescan
         self._session_pids: set = set()
         self._scanned_at = None
         self.only_pids = None if only_pids is None else list(only_pids)  # these processes and their descendants
@@ -119,10 +136,8 @@ class UssSampler:
         self.peak_processes: list = []
         self.process_peaks: dict = {}  # pid -> [name at its peak, pid, peak uss, t of the peak]
         self._me = psutil.Process()
-        self._stop = threading.Event()
 
     def sample(self) -> int:
-        import time
         t0 = time.perf_counter()
         uss = pss = 0
         if self.only_pids is None:
@@ -158,13 +173,6 @@ class UssSampler:
         self.max_processes = max(self.max_processes, n)
         return uss
 
-    def _run(self):
-        import time
-        while not self._stop.is_set():
-            t = time.perf_counter()
-            self.sample()
-            self._stop.wait(max(0.0, self.interval - (time.perf_counter() - t)))
-
     @property
     def pass_seconds_max(self) -> float:
         return max(self.pass_seconds, default=0.0)
@@ -172,15 +180,3 @@ class UssSampler:
     @property
     def pass_seconds_mean(self) -> float:
         return sum(self.pass_seconds) / len(self.pass_seconds) if self.pass_seconds else 0.0
-
-    def __enter__(self):
-        import time
-        self._t_start = time.perf_counter()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.sample()

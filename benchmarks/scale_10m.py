@@ -66,6 +66,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from memory import UssSampler  # noqa: E402
+from scale_synthetic import write_synthetic_queries  # noqa: E402
 
 CHUNK = 100_000   # rows per generation / read chunk (part of the data's definition: the generator's draws follow it)
 SAMPLE = 500      # queries checked against the brute force
@@ -108,14 +109,7 @@ def make_data(work: str, n_docs: int, n_queries: int, dim: int, seed: int = 0) -
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     np.save(paths["queries_vec"], q.astype(np.float32))
     np.save(paths["positives"], positives)
-    with open(paths["queries_vec"][:-4] + ".ids.txt", "w") as f:
-        f.writelines(f"q{i}\n" for i in range(n_queries))
-    os.makedirs(os.path.join(paths["beir"], "qrels"), exist_ok=True)
-    with open(os.path.join(paths["beir"], "queries.jsonl"), "w") as f:
-        f.writelines(json.dumps({"_id": f"q{i}", "text": f"synthetic query {i}"}) + "\n" for i in range(n_queries))
-    with open(os.path.join(paths["beir"], "qrels", "train.tsv"), "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        f.writelines(f"q{i}\td{p}\t1\n" for i, p in enumerate(positives))
+    write_synthetic_queries(paths, positives)
     with open(done, "w") as f:
         json.dump(key, f)
     paths["generated"] = True

@@ -44,6 +44,15 @@ def make_data(work: str, n_docs: int, n_queries: int, dim: int, seed: int = 0) -
     positives = np.sort(positives)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     np.save(paths["queries_vec"], q.astype(np.float32))
+    write_synthetic_queries(paths, positives)
+    open(os.path.join(work, "DONE"), "w").close()
+    return paths
+
+
+def write_synthetic_queries(paths: dict, positives) -> None:
+    """Query i (``q<i>``) with document ``d<positives[i]>`` as its positive: the ids beside the query vectors, and
+    the BEIR queries and train qrels under ``paths["beir"]``."""
+    n_queries = len(positives)
     with open(paths["queries_vec"][:-4] + ".ids.txt", "w") as f:
         f.writelines(f"q{i}\n" for i in range(n_queries))
     os.makedirs(os.path.join(paths["beir"], "qrels"), exist_ok=True)
@@ -52,8 +61,6 @@ def make_data(work: str, n_docs: int, n_queries: int, dim: int, seed: int = 0) -
     with open(os.path.join(paths["beir"], "qrels", "train.tsv"), "w") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         f.writelines(f"q{i}\td{p}\t1\n" for i, p in enumerate(positives))
-    open(os.path.join(work, "DONE"), "w").close()
-    return paths
 
 
 def faiss_direct(paths: dict, nlist: int, nprobe: int, k: int, threads: int) -> dict:
