@@ -94,8 +94,8 @@ class FaissProposer:
     def training_size(self) -> int:
         """The most rows training uses: ``index.train_points_per_list`` per IVF list and per PQ centroid (faiss
         itself samples k-means input down to 256 per centroid)."""
-        per = int(getattr(self.cfg, "train_points_per_list", 256))
-        ivf = _faiss().try_extract_index_ivf(self.index) if hasattr(_faiss(), "try_extract_index_ivf") else None
+        per = int(self.cfg.train_points_per_list)
+        ivf = _faiss().try_extract_index_ivf(self.index)
         lists = int(ivf.nlist) if ivf is not None else 1
         pq = getattr(_faiss().downcast_index(self.index), "pq", None)
         centroids = (1 << int(pq.nbits)) if pq is not None else 1

@@ -86,16 +86,6 @@ class ShardDocs:
     def __len__(self) -> int:
         return len(self.ordinals)
 
-    @classmethod
-    def concat(cls, parts: list, dim: int) -> "ShardDocs":
-        if not parts:
-            return cls(np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0, np.uint64),
-                       np.zeros((0, dim), np.float32), np.zeros(0, object))
-        if len(parts) == 1:
-            return parts[0]
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("doc_ids", "ordinals", "text_keys", "vectors", "locations")))
-
     def take(self, idx: np.ndarray) -> "ShardDocs":
         return ShardDocs(self.doc_ids[idx], self.ordinals[idx], self.text_keys[idx], self.vectors[idx],
                          self.locations[idx])
@@ -148,15 +138,6 @@ class _DocColumns:
 
     def location(self, r) -> str:
         return self.locations[int(r)].as_py()
-
-
-def _max_norm(rows) -> float:
-    """The largest row norm (scales the proposer's error bound), read block by block."""
-    best = 0.0
-    for _, block in rows.blocks():
-        if len(block):
-            best = max(best, float(np.max(np.einsum("ij,ij->i", block, block, dtype=np.float64))))
-    return float(np.sqrt(best))
 
 
 def assemble_vectors(parts: list, m: int, dim: int) -> np.ndarray:
@@ -255,8 +236,7 @@ class IndexShard:
         local_of_arrival[by_ordinal[kept]] = np.arange(n, dtype=np.int64)
         del meta, docs
         self.proposer = make_proposer(self.cfg, self._dim, n) if n else None
-        self.rows = self._write_rows(read_docs, local_of_arrival, n)
-        self.max_norm = _max_norm(self.rows)
+        self.rows, self.max_norm = self._write_rows(read_docs, local_of_arrival, n)
         if self.proposer is not None:
             self.proposer.build(self.rows)  # sequential ids: labels are local rows
             self._share_storage()
@@ -265,22 +245,25 @@ class IndexShard:
         return [record for _, record in dropped]
 
     def _write_rows(self, read_docs, local_of_arrival: np.ndarray, n: int):
-        """The kept vectors in local order, in memory or in a scratch file (``vector_rows.rows_on_disk``)."""
+        """The kept vectors in local order, in memory or in a scratch file (``vector_rows.rows_on_disk``), and
+        their largest norm (scales the proposer's error bound), taken while they pass by."""
         keeps = self.proposer is not None and bool(getattr(self.proposer, "keeps_rows", False))
-        on_disk = n > 0 and rows_on_disk(str(getattr(self.cfg, "rescore_vectors", "auto")), keeps)
+        on_disk = n > 0 and rows_on_disk(self.cfg.rescore_vectors, keeps)
         rows = FileRows.allocate(n, self._dim, self.cfg.scratch_dir) if on_disk else MemoryRows.allocate(n, self._dim)
-        at = 0
+        at, top = 0, 0.0
         for part in read_docs():
             dest = local_of_arrival[at:at + len(part)]
             at += len(part)
             hit = np.flatnonzero(dest >= 0)
             if len(hit):
-                rows.write(dest[hit], part.vectors[hit])
+                kept = part.vectors[hit]
+                rows.write(dest[hit], kept)
+                top = max(top, float(np.max(np.einsum("ij,ij->i", kept, kept, dtype=np.float64))))
         if at != len(local_of_arrival):
             raise RuntimeError(f"shard {self.shard_id}: the documents changed between the two reads "
                                f"({len(local_of_arrival)} rows, then {at})")
         rows.seal()
-        return rows
+        return rows, float(np.sqrt(top))
 
     def _dedupe(self, docs: "_DocColumns", id_keys: np.ndarray, lenient: bool):
         n = len(docs)

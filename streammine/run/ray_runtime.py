@@ -35,7 +35,7 @@ def start_ray(run_cfg) -> None:
     """Ray for a run (``run_cfg``: the config's ``run`` section): joined or started (``ensure_ray``), with Ray
     Data's progress bars as ``run.progress`` and the console's verbosity say, a stage's own exception raised as
     itself, and Ray's loggers quiet."""
-    ensure_ray(run_cfg.address, getattr(run_cfg, "object_store_memory", None))
+    ensure_ray(run_cfg.address, run_cfg.object_store_memory)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(run_cfg.progress) and console.verbose()
     ctx.raise_original_map_exception = True  # a stage's InputError reaches the caller as itself
